@@ -1,0 +1,93 @@
+//! `vcmetrics recompute`: rebuild the metrics of a range of windows from the audit log.
+
+use std::io::IsTerminal;
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::RangeArgs;
+use crate::config::Config;
+use crate::error::Result;
+use crate::rollup::{self, check_retention, plan_range, retention_horizon, Mode, Outcome, Summary};
+use crate::store::MongoStore;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Write nothing; print which windows would change and how.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also rebuild windows that start before the audit log's retention horizon.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<()> {
+    let range = args.range.resolve(config.calendar.time_zone())?;
+    let now = Utc::now();
+    let store = MongoStore::connect(config).await?;
+    let result = async {
+        let horizon = retention_horizon(&store, config, now).await?;
+        // Every period passes the guard before anything is written.
+        let plans: Vec<_> = range
+            .periods
+            .iter()
+            .map(|&p| plan_range(config, p, range.from, range.to, now))
+            .collect();
+        for plan in &plans {
+            check_retention(plan, horizon, args.force)?;
+        }
+        let mode = if args.dry_run { Mode::Preview } else { Mode::Write };
+        for plan in &plans {
+            let bar = progress_bar(plan.windows.len(), plan.period.as_str());
+            let reports = rollup::process(&store, config, plan.period, &plan.windows, now, mode, |done| {
+                bar.set_position(done as u64)
+            })
+            .await?;
+            bar.finish_and_clear();
+            if args.dry_run {
+                for r in &reports {
+                    let at = r.window.start.to_rfc3339();
+                    match &r.outcome {
+                        Outcome::Created => println!("would create {} {at}", plan.period),
+                        Outcome::Changed(diffs) => {
+                            let list: Vec<String> = diffs.iter().map(ToString::to_string).collect();
+                            println!("would change {} {at}: {}", plan.period, list.join(", "));
+                        }
+                        Outcome::Unchanged => {}
+                    }
+                }
+            }
+            let s = Summary::of(&reports);
+            println!(
+                "{}: {} windows {}: {} new, {} changed, {} unchanged{}{}",
+                plan.period,
+                s.windows,
+                rollup::describe(&plan.windows),
+                s.created,
+                s.changed,
+                s.unchanged,
+                if plan.not_closed > 0 { format!("; {} not closed yet, left to the daemon", plan.not_closed) } else { String::new() },
+                if args.dry_run { " (dry run: nothing written)" } else { "" },
+            );
+        }
+        Ok(())
+    }
+    .await;
+    store.shutdown().await;
+    result
+}
+
+/// A bar on stderr when it is a terminal; hidden otherwise (logs, CI, cron).
+fn progress_bar(len: usize, period: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} windows, eta {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(period.to_owned());
+    bar
+}

@@ -1,0 +1,56 @@
+//! `vcmetrics verify`: recompute a range without writing and compare with what is stored.
+
+use chrono::Utc;
+
+use super::RangeArgs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::rollup::{self, plan_range, Mode, Outcome};
+use crate::store::MongoStore;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub range: RangeArgs,
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<()> {
+    let range = args.range.resolve(config.calendar.time_zone())?;
+    let now = Utc::now();
+    let store = MongoStore::connect(config).await?;
+    let result = async {
+        let mut drifted = 0;
+        for &period in &range.periods {
+            let plan = plan_range(config, period, range.from, range.to, now);
+            let reports = rollup::process(&store, config, period, &plan.windows, now, Mode::Preview, |_| {}).await?;
+            for r in &reports {
+                let at = r.window.start.to_rfc3339();
+                match &r.outcome {
+                    Outcome::Unchanged => {}
+                    Outcome::Created => {
+                        drifted += 1;
+                        println!("{period} {at}: no stored document");
+                    }
+                    Outcome::Changed(diffs) => {
+                        drifted += 1;
+                        let list: Vec<String> = diffs.iter().map(ToString::to_string).collect();
+                        println!("{period} {at}: {}", list.join(", "));
+                    }
+                }
+            }
+            println!(
+                "{period}: {} windows checked {}, {} differ",
+                reports.len(),
+                rollup::describe(&plan.windows),
+                reports.iter().filter(|r| r.outcome != Outcome::Unchanged).count()
+            );
+        }
+        if drifted > 0 {
+            return Err(Error::Drift { windows: drifted });
+        }
+        Ok(())
+    }
+    .await;
+    store.shutdown().await;
+    result
+}

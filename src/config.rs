@@ -1,0 +1,485 @@
+//! Configuration: a TOML file plus environment overrides, validated once into a typed [`Config`]
+//! before anything runs.
+//!
+//! Precedence: environment variable, then file, then default. Unknown keys are rejected; every
+//! problem names its key (or environment variable), and all of them are reported together. The
+//! connection string's password never appears in an error or a log line (see [`redact_uri`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Weekday;
+use chrono_tz::Tz;
+use mongodb::options::ConnectionString;
+use serde::Deserialize;
+
+use crate::window::{Calendar, Period};
+
+/// The audit log's TTL the platform's schema declares: 180 days.
+pub const SCHEMA_AUDIT_TTL: Duration = Duration::from_secs(15_552_000);
+pub const DEFAULT_MONGODB_URI: &str = "mongodb://localhost:27017";
+
+/// The configuration as written in the file: every key optional, no key unknown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub mongodb_uri: Option<String>,
+    pub database: Option<String>,
+    pub audit_collection: Option<String>,
+    pub metrics_collection: Option<String>,
+    pub timezone: Option<String>,
+    pub week_start: Option<String>,
+    pub audit_ttl: Option<String>,
+    pub audit_retention: Option<String>,
+    #[serde(default)]
+    pub periods: RawPeriods,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeriods {
+    pub hourly: Option<RawPeriod>,
+    pub daily: Option<RawPeriod>,
+    pub weekly: Option<RawPeriod>,
+    pub monthly: Option<RawPeriod>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeriod {
+    pub chunk_windows: Option<i64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mongodb_uri: String,
+    pub database: String,
+    pub audit_collection: String,
+    pub metrics_collection: String,
+    pub calendar: Calendar,
+    /// The TTL `migrate` gives the audit log's `timestamp` index.
+    pub audit_ttl: Duration,
+    /// Overrides the retention horizon otherwise read from the audit log's TTL index.
+    pub audit_retention: Option<Duration>,
+    pub periods: BTreeMap<Period, PeriodConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodConfig {
+    /// At most this many windows go into one aggregate command.
+    pub chunk_windows: usize,
+}
+
+impl Config {
+    pub fn period(&self, period: Period) -> PeriodConfig {
+        self.periods
+            .get(&period)
+            .copied()
+            .unwrap_or_else(|| default_period(period))
+    }
+
+    /// The connection string with its password replaced, for messages and logs.
+    pub fn redacted_uri(&self) -> String {
+        redact_uri(&self.mongodb_uri)
+    }
+}
+
+fn default_period(period: Period) -> PeriodConfig {
+    // One aggregate covers about a day of hours, a week of days, a month of weeks, one month:
+    // each assigns events to at most a few dozen windows and reads a bounded slice of the log.
+    let chunk_windows = match period {
+        Period::Hourly => 24,
+        Period::Daily => 7,
+        Period::Weekly => 4,
+        Period::Monthly => 1,
+    };
+    PeriodConfig { chunk_windows }
+}
+
+/// One thing wrong with the configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key (`periods.hourly.chunk_windows`), or the environment variable it came from.
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration: {}", ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A source of environment variables, so tests need not touch the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// Reads the file (if any), applies the environment, validates.
+pub fn load(path: Option<&Path>, env: &impl Env) -> Result<Config, ConfigError> {
+    let raw = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.message().to_owned() + &key_hint(&e),
+            })?
+        }
+        None => RawConfig::default(),
+    };
+    validate(raw, env)
+}
+
+fn key_hint(e: &toml::de::Error) -> String {
+    e.span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default()
+}
+
+/// A value and where it came from, so a problem names the right place.
+struct Sourced {
+    value: String,
+    key: String,
+}
+
+fn pick(env: &impl Env, env_names: &[&str], key: &str, file: Option<String>) -> Option<Sourced> {
+    env_names
+        .iter()
+        .find_map(|name| {
+            env.var(name).map(|value| Sourced {
+                value,
+                key: format!("{key} (from ${name})"),
+            })
+        })
+        .or_else(|| {
+            file.map(|value| Sourced {
+                value,
+                key: key.to_owned(),
+            })
+        })
+}
+
+pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_owned(),
+            message,
+        })
+    };
+
+    let uri = pick(
+        env,
+        &["VCMETRICS_MONGODB_URI", "MONGODB_URI"],
+        "mongodb_uri",
+        raw.mongodb_uri,
+    )
+    .unwrap_or(Sourced {
+        value: DEFAULT_MONGODB_URI.to_owned(),
+        key: "mongodb_uri".to_owned(),
+    });
+    let uri_database = match ConnectionString::parse(&uri.value) {
+        Ok(cs) => cs.default_database,
+        Err(e) => {
+            // The driver's message may quote the string; say what is wrong without the password.
+            let message = e.to_string().replace(&uri.value, &redact_uri(&uri.value));
+            problem(&uri.key, format!("not a valid MongoDB connection string: {message}"));
+            None
+        }
+    };
+
+    let database = match pick(env, &["VCMETRICS_DATABASE"], "database", raw.database) {
+        Some(s) => check_database_name(&s.value)
+            .map_err(|m| problem(&s.key, m))
+            .ok()
+            .map(|_| s.value),
+        // Mongoose, like the driver, uses `test` when the URI names no database.
+        None => Some(uri_database.unwrap_or_else(|| "test".to_owned())),
+    }
+    .unwrap_or_default();
+
+    let mut collection = |env_name: &str, key: &str, file: Option<String>, default: &str| {
+        match pick(env, &[env_name], key, file) {
+            Some(s) => match check_collection_name(&s.value) {
+                Ok(()) => s.value,
+                Err(m) => {
+                    problem(&s.key, m);
+                    String::new()
+                }
+            },
+            None => default.to_owned(),
+        }
+    };
+    let audit_collection = collection(
+        "VCMETRICS_AUDIT_COLLECTION",
+        "audit_collection",
+        raw.audit_collection,
+        "videocallauditlogs",
+    );
+    let metrics_collection = collection(
+        "VCMETRICS_METRICS_COLLECTION",
+        "metrics_collection",
+        raw.metrics_collection,
+        "videocallmetrics",
+    );
+
+    let tz = match pick(env, &["VCMETRICS_TIMEZONE"], "timezone", raw.timezone) {
+        Some(s) => s.value.parse::<Tz>().unwrap_or_else(|_| {
+            problem(
+                &s.key,
+                format!("unknown time zone {:?} (expected an IANA name such as Europe/Berlin)", s.value),
+            );
+            Tz::UTC
+        }),
+        None => Tz::UTC,
+    };
+    let week_start = match pick(env, &["VCMETRICS_WEEK_START"], "week_start", raw.week_start) {
+        Some(s) => s.value.parse::<Weekday>().unwrap_or_else(|_| {
+            problem(
+                &s.key,
+                format!("{:?} is not a day of the week (expected monday ... sunday)", s.value),
+            );
+            Weekday::Mon
+        }),
+        None => Weekday::Mon,
+    };
+
+    let mut duration = |env_name: &str, key: &str, file: Option<String>| {
+        pick(env, &[env_name], key, file).and_then(|s| match humantime::parse_duration(&s.value) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                problem(&s.key, "must be at least one second".to_owned());
+                None
+            }
+            Err(e) => {
+                problem(
+                    &s.key,
+                    format!("{:?} is not a duration ({e}; e.g. \"180d\", \"12h\")", s.value),
+                );
+                None
+            }
+        })
+    };
+    let audit_ttl =
+        duration("VCMETRICS_AUDIT_TTL", "audit_ttl", raw.audit_ttl).unwrap_or(SCHEMA_AUDIT_TTL);
+    let audit_retention = duration(
+        "VCMETRICS_AUDIT_RETENTION",
+        "audit_retention",
+        raw.audit_retention,
+    );
+
+    let mut periods = BTreeMap::new();
+    let RawPeriods {
+        hourly,
+        daily,
+        weekly,
+        monthly,
+    } = raw.periods;
+    for (period, raw_period) in Period::ALL.into_iter().zip([hourly, daily, weekly, monthly]) {
+        let mut config = default_period(period);
+        if let Some(n) = raw_period.and_then(|p| p.chunk_windows) {
+            match usize::try_from(n) {
+                Ok(n) if (1..=1000).contains(&n) => config.chunk_windows = n,
+                _ => problem(
+                    &format!("periods.{period}.chunk_windows"),
+                    format!("must be between 1 and 1000, got {n}"),
+                ),
+            }
+        }
+        periods.insert(period, config);
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Config {
+        mongodb_uri: uri.value,
+        database,
+        audit_collection,
+        metrics_collection,
+        calendar: Calendar::new(tz, week_start),
+        audit_ttl,
+        audit_retention,
+        periods,
+    })
+}
+
+fn check_database_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("must be 1 to 63 characters".to_owned());
+    }
+    match name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
+        Some(c) => Err(format!("{name:?} contains {c:?}, which MongoDB does not allow in a database name")),
+        None => Ok(()),
+    }
+}
+
+fn check_collection_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.contains('$') || name.contains('\0') {
+        return Err(format!("{name:?} contains '$' or a NUL character"));
+    }
+    if name.starts_with("system.") {
+        return Err(format!("{name:?} is in the reserved system. namespace"));
+    }
+    Ok(())
+}
+
+/// The connection string with any password replaced by `****`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
+        return uri.to_owned();
+    };
+    let rest = &uri[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return uri.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split(':').next().unwrap_or_default();
+    if userinfo.contains(':') {
+        format!("{}{user}:****{}", &uri[..scheme_end], &rest[at..])
+    } else {
+        uri.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str, env: &impl Env) -> Result<Config, ConfigError> {
+        validate(toml::from_str(text).unwrap(), env)
+    }
+
+    #[test]
+    fn defaults_work_against_localhost() {
+        let c = from_toml("", &[]).unwrap();
+        assert_eq!(c.mongodb_uri, "mongodb://localhost:27017");
+        assert_eq!(c.database, "test");
+        assert_eq!(c.audit_collection, "videocallauditlogs");
+        assert_eq!(c.metrics_collection, "videocallmetrics");
+        assert_eq!(c.calendar, Calendar::default());
+        assert_eq!(c.audit_ttl, Duration::from_secs(15_552_000));
+        assert_eq!(c.audit_retention, None);
+        assert_eq!(c.period(Period::Hourly).chunk_windows, 24);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_the_uri_names_the_database() {
+        let c = from_toml(
+            "timezone = \"UTC\"\nmongodb_uri = \"mongodb://file:27017\"",
+            &[
+                ("MONGODB_URI", "mongodb://u:pw@db.example:27017/platform?authSource=admin"),
+                ("VCMETRICS_TIMEZONE", "Europe/Berlin"),
+                ("VCMETRICS_WEEK_START", "sunday"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.database, "platform");
+        assert_eq!(c.calendar.time_zone(), chrono_tz::Europe::Berlin);
+        assert_eq!(c.calendar.week_start(), Weekday::Sun);
+        assert_eq!(
+            c.redacted_uri(),
+            "mongodb://u:****@db.example:27017/platform?authSource=admin"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = from_toml(
+            "timezone = \"Europe/Berln\"\nweek_start = \"someday\"\naudit_retention = \"soon\"\n\
+             [periods.hourly]\nchunk_windows = 0",
+            &[("VCMETRICS_METRICS_COLLECTION", "bad$name")],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "metrics_collection (from $VCMETRICS_METRICS_COLLECTION)",
+                "timezone",
+                "week_start",
+                "audit_retention",
+                "periods.hourly.chunk_windows"
+            ]
+        );
+        assert!(err.to_string().contains("unknown time zone \"Europe/Berln\""));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<RawConfig>("timezon = \"UTC\"").unwrap_err();
+        assert!(err.message().contains("unknown field `timezon`"), "{err}");
+        let err = toml::from_str::<RawConfig>("[periods.yearly]\nchunk_windows = 1").unwrap_err();
+        assert!(err.message().contains("unknown field `yearly`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_uri_is_reported_without_its_password() {
+        let err = from_toml("", &[("MONGODB_URI", "mongodb://u:s3cret@/")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("mongodb_uri (from $MONGODB_URI)"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn redaction_keeps_everything_but_the_password() {
+        assert_eq!(redact_uri("mongodb://localhost:27017"), "mongodb://localhost:27017");
+        assert_eq!(
+            redact_uri("mongodb+srv://app:p%40ss@cluster0.example.net/db"),
+            "mongodb+srv://app:****@cluster0.example.net/db"
+        );
+        assert_eq!(redact_uri("mongodb://user@h/"), "mongodb://user@h/");
+    }
+}

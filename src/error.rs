@@ -1,0 +1,73 @@
+//! The library's error type, and the process exit code each kind of failure maps to.
+
+use crate::config::ConfigError;
+use crate::metrics::NoDate;
+use crate::pipeline::PipelineError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command-line arguments: `--from` after `--to`, an unparsable time, ...
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("MongoDB {operation} failed")]
+    Mongo {
+        operation: &'static str,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("MongoDB {operation} failed: {message}")]
+    MongoWrite {
+        operation: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    MetricsDocument(#[from] NoDate),
+    /// A safety guard stopped the command: it would have destroyed or hidden data.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+    /// `verify` found stored documents that differ from what the audit log says.
+    #[error("{windows} window(s) differ from the audit log")]
+    Drift { windows: usize },
+}
+
+impl Error {
+    pub fn mongo(operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> Error {
+        move |source| Error::Mongo { operation, source }
+    }
+
+    /// The documented exit code (README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Config(_) => 2,
+            Error::Drift { .. } => 3,
+            Error::Refused(_) => 4,
+            Error::Pipeline(_)
+            | Error::Mongo { .. }
+            | Error::MongoWrite { .. }
+            | Error::MetricsDocument(_)
+            | Error::Output(_) => 1,
+        }
+    }
+
+    /// A short, bounded label for counting failures by kind.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Config(_) => "config",
+            Error::Pipeline(_) => "pipeline",
+            Error::Mongo { .. } | Error::MongoWrite { .. } => "mongodb",
+            Error::MetricsDocument(_) => "metrics_document",
+            Error::Refused(_) => "refused",
+            Error::Output(_) => "output",
+            Error::Drift { .. } => "drift",
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! vcmetrics turns a video-call platform's MongoDB audit log (`videocallauditlogs`) into
+//! hourly, daily, weekly and monthly `videocallmetrics` documents, computed server-side by
+//! aggregation pipelines that end in `$merge`.
+//!
+//! # Layout
+//! - [`window`]: periods and window boundaries in a time zone — the only time arithmetic.
+//! - [`pipeline`]: the embedded `pipelines/*.json` files, parameter binding, command building.
+//! - [`metrics`]: the metrics document's fields, reading documents back, diffs.
+//! - [`store`]: the storage trait and its MongoDB implementation — the only I/O.
+//! - [`rollup`]: one range of windows → chunks → seed, aggregate, compare.
+//! - [`migrate`]: the indexes both collections need, and the plan to create them.
+//! - [`config`]: the validated configuration (file + environment).
+//! - [`cli`]: one module per subcommand.
+//! - [`error`]: the error type and exit codes.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod migrate;
+pub mod pipeline;
+pub mod rollup;
+pub mod store;
+pub mod window;

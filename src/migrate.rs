@@ -1,0 +1,202 @@
+//! The indexes vcmetrics needs, and the plan that brings a deployment to them.
+//!
+//! The audit log gets the indexes the platform's schema declares (including its TTL index); the
+//! metrics collection gets the schema's indexes plus the unique `{period: 1, date: 1}` that
+//! `$merge ... on: ["period", "date"]` requires. Planning is pure: it compares what exists with
+//! what is wanted. It never plans to change an existing TTL; the caller does that only when asked.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+
+use crate::config::Config;
+use crate::store::ExistingIndex;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WantedIndex {
+    pub collection: String,
+    pub name: String,
+    pub keys: Document,
+    pub unique: bool,
+    pub expire_after: Option<Duration>,
+}
+
+/// What to do about one wanted index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexAction {
+    Create,
+    /// An index with the same keys and options exists (perhaps under another name).
+    Exists { name: String },
+    /// The TTL index exists with another TTL, or the `timestamp` index exists without one.
+    TtlDiffers {
+        name: String,
+        existing: Option<Duration>,
+    },
+    /// Something in the way that needs an operator: a non-unique index where a unique one is
+    /// needed, or the wanted name taken by other keys.
+    Conflict { reason: String },
+}
+
+pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
+    let audit = |name: &str, keys: Document, ttl: Option<Duration>| WantedIndex {
+        collection: config.audit_collection.clone(),
+        name: name.to_owned(),
+        keys,
+        unique: false,
+        expire_after: ttl,
+    };
+    let metrics = |name: &str, keys: Document, unique: bool| WantedIndex {
+        collection: config.metrics_collection.clone(),
+        name: name.to_owned(),
+        keys,
+        unique,
+        expire_after: None,
+    };
+    vec![
+        // Single-field indexes from `index: true` in the schema. `timestamp: 1` is also the TTL
+        // index, so it is declared once, with its TTL.
+        audit("sessionId_1", doc! {"sessionId": 1}, None),
+        audit("userId_1", doc! {"userId": 1}, None),
+        audit("action_1", doc! {"action": 1}, None),
+        audit("roomId_1", doc! {"roomId": 1}, None),
+        audit("timestamp_1", doc! {"timestamp": 1}, Some(config.audit_ttl)),
+        // The schema's compound indexes.
+        audit("sessionId_1_timestamp_-1", doc! {"sessionId": 1, "timestamp": -1}, None),
+        audit("userId_1_timestamp_-1", doc! {"userId": 1, "timestamp": -1}, None),
+        audit("action_1_timestamp_-1", doc! {"action": 1, "timestamp": -1}, None),
+        audit("timestamp_-1", doc! {"timestamp": -1}, None),
+        metrics("date_1", doc! {"date": 1}, false),
+        metrics("period_1", doc! {"period": 1}, false),
+        metrics("period_1_date_-1", doc! {"period": 1, "date": -1}, false),
+        metrics("date_-1", doc! {"date": -1}, false),
+        // What `$merge` needs to match documents on {period, date}.
+        metrics("period_1_date_1", doc! {"period": 1, "date": 1}, true),
+    ]
+}
+
+/// Key patterns are equal when fields, order and directions agree; servers and drivers store
+/// directions as int32, int64 or double, so 1 == 1_i64 == 1.0.
+fn same_keys(a: &Document, b: &Document) -> bool {
+    fn direction(v: &Bson) -> Option<f64> {
+        match v {
+            Bson::Int32(i) => Some(f64::from(*i)),
+            Bson::Int64(i) => Some(*i as f64),
+            Bson::Double(d) => Some(*d),
+            _ => None,
+        }
+    }
+    a.len() == b.len()
+        && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| {
+            ka == kb
+                && match (direction(va), direction(vb)) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => va == vb,
+                }
+        })
+}
+
+pub fn plan(wanted: &WantedIndex, existing: &[ExistingIndex]) -> IndexAction {
+    if let Some(found) = existing.iter().find(|e| same_keys(&e.keys, &wanted.keys)) {
+        if wanted.unique && !found.unique {
+            return IndexAction::Conflict {
+                reason: format!(
+                    "index {} on the same keys exists but is not unique; $merge needs a unique \
+                     index on {{period, date}}: remove duplicate documents, drop {}, rerun migrate",
+                    found.name, found.name
+                ),
+            };
+        }
+        if wanted.expire_after.is_some() && found.expire_after != wanted.expire_after {
+            return IndexAction::TtlDiffers {
+                name: found.name.clone(),
+                existing: found.expire_after,
+            };
+        }
+        return IndexAction::Exists {
+            name: found.name.clone(),
+        };
+    }
+    if let Some(taken) = existing.iter().find(|e| e.name == wanted.name) {
+        return IndexAction::Conflict {
+            reason: format!(
+                "an index named {} exists on other keys ({})",
+                taken.name, taken.keys
+            ),
+        };
+    }
+    IndexAction::Create
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate;
+
+    fn existing(name: &str, keys: Document, unique: bool, ttl: Option<u64>) -> ExistingIndex {
+        ExistingIndex {
+            name: name.to_owned(),
+            keys,
+            unique,
+            expire_after: ttl.map(Duration::from_secs),
+        }
+    }
+
+    fn wanted(name: &str) -> WantedIndex {
+        let config = validate(Default::default(), &[]).unwrap();
+        wanted_indexes(&config)
+            .into_iter()
+            .find(|w| w.name == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_audit_ttl_is_the_schemas_180_days() {
+        assert_eq!(
+            wanted("timestamp_1").expire_after,
+            Some(Duration::from_secs(15_552_000))
+        );
+        assert!(wanted("period_1_date_1").unique);
+    }
+
+    #[test]
+    fn missing_indexes_are_created_and_present_ones_recognised_by_keys() {
+        let w = wanted("userId_1_timestamp_-1");
+        assert_eq!(plan(&w, &[]), IndexAction::Create);
+        // Created by someone else under another name, with numbers stored as doubles.
+        let other = existing("by_user", doc! {"userId": 1.0, "timestamp": -1_i64}, false, None);
+        assert_eq!(plan(&w, &[other]), IndexAction::Exists { name: "by_user".into() });
+        // Same fields, other direction: a different index.
+        let reversed = existing("x", doc! {"userId": 1, "timestamp": 1}, false, None);
+        assert_eq!(plan(&w, &[reversed]), IndexAction::Create);
+    }
+
+    #[test]
+    fn a_different_or_missing_ttl_is_reported_not_changed() {
+        let w = wanted("timestamp_1");
+        let ninety_days = existing("timestamp_1", doc! {"timestamp": 1}, false, Some(7_776_000));
+        assert_eq!(
+            plan(&w, &[ninety_days]),
+            IndexAction::TtlDiffers {
+                name: "timestamp_1".into(),
+                existing: Some(Duration::from_secs(7_776_000))
+            }
+        );
+        // Mongoose's `index: true` creates timestamp_1 without a TTL.
+        let plain = existing("timestamp_1", doc! {"timestamp": 1}, false, None);
+        assert_eq!(
+            plan(&w, &[plain]),
+            IndexAction::TtlDiffers { name: "timestamp_1".into(), existing: None }
+        );
+        let same = existing("timestamp_1", doc! {"timestamp": 1}, false, Some(15_552_000));
+        assert_eq!(plan(&w, &[same]), IndexAction::Exists { name: "timestamp_1".into() });
+    }
+
+    #[test]
+    fn a_non_unique_period_date_index_is_a_conflict() {
+        let w = wanted("period_1_date_1");
+        let plain = existing("period_1_date_1", doc! {"period": 1, "date": 1}, false, None);
+        assert!(matches!(plan(&w, &[plain]), IndexAction::Conflict { .. }));
+        let taken = existing("period_1_date_1", doc! {"period": 1}, false, None);
+        assert!(matches!(plan(&w, &[taken]), IndexAction::Conflict { .. }));
+    }
+}

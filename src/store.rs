@@ -1,0 +1,237 @@
+//! MongoDB behind one trait: the only module that talks to the server.
+//!
+//! [`Store`] is what a rollup needs (seed windows, run the aggregate, read documents back, learn
+//! the audit log's TTL); [`MongoStore`] implements it with the official driver. Tests use their
+//! own implementations of the trait. Index management for `migrate` is an inherent part of
+//! [`MongoStore`], since nothing else needs it.
+//!
+//! Raw audit events never come back through here: the rollup aggregate ends in `$merge`, and a
+//! preview returns at most one document per window.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Database, IndexModel};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pipeline::{AggregateCommand, UpdateCommand};
+use crate::window::Period;
+
+/// What the rollup needs from storage.
+pub trait Store: Send + Sync {
+    /// Runs the seed upserts: every window of the chunk gets a document, keeping `createdAt`.
+    fn seed_windows(&self, command: &UpdateCommand) -> impl Future<Output = Result<()>> + Send;
+
+    /// Runs an aggregate. One ending in `$merge` returns no documents; a preview returns the
+    /// documents it would have merged.
+    fn aggregate(
+        &self,
+        command: &AggregateCommand,
+    ) -> impl Future<Output = Result<Vec<Document>>> + Send;
+
+    /// The stored metrics documents of `period` at the given window starts.
+    fn stored_windows(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+    ) -> impl Future<Output = Result<Vec<Document>>> + Send;
+
+    /// The `expireAfterSeconds` of the audit log's TTL index on `timestamp`, if there is one.
+    fn audit_ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
+}
+
+/// [`Store`] on a MongoDB deployment.
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    database: Database,
+    audit_collection: String,
+    metrics_collection: String,
+}
+
+/// An index as `listIndexes` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingIndex {
+    pub name: String,
+    pub keys: Document,
+    pub unique: bool,
+    pub expire_after: Option<Duration>,
+}
+
+impl MongoStore {
+    /// Builds a client; the driver connects lazily, so this fails only on a bad connection string.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let mut options = ClientOptions::parse(&config.mongodb_uri)
+            .await
+            .map_err(Error::mongo("connection string parsing"))?;
+        options.app_name = Some(format!("vcmetrics/{}", env!("CARGO_PKG_VERSION")));
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(Duration::from_secs(10));
+        }
+        let client = Client::with_options(options).map_err(Error::mongo("client setup"))?;
+        let database = client.database(&config.database);
+        Ok(MongoStore {
+            client,
+            database,
+            audit_collection: config.audit_collection.clone(),
+            metrics_collection: config.metrics_collection.clone(),
+        })
+    }
+
+    /// Closes the client's connections; call once at exit.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await;
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.database
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(drop)
+            .map_err(Error::mongo("ping"))
+    }
+
+    pub async fn list_indexes(&self, collection: &str) -> Result<Vec<ExistingIndex>> {
+        let cursor = match self
+            .database
+            .collection::<Document>(collection)
+            .list_indexes()
+            .await
+        {
+            Ok(cursor) => cursor,
+            // A collection that does not exist yet has no indexes (NamespaceNotFound).
+            Err(e) if is_namespace_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::mongo("listIndexes")(e)),
+        };
+        let models: Vec<IndexModel> = cursor
+            .try_collect()
+            .await
+            .map_err(Error::mongo("listIndexes"))?;
+        Ok(models
+            .into_iter()
+            .map(|m| {
+                let options = m.options.unwrap_or_default();
+                ExistingIndex {
+                    name: options.name.unwrap_or_default(),
+                    keys: m.keys,
+                    unique: options.unique.unwrap_or(false),
+                    expire_after: options.expire_after,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn create_index(
+        &self,
+        collection: &str,
+        name: &str,
+        keys: Document,
+        unique: bool,
+        expire_after: Option<Duration>,
+    ) -> Result<()> {
+        let options = IndexOptions::builder()
+            .name(name.to_owned())
+            .unique(unique.then_some(true))
+            .expire_after(expire_after)
+            .build();
+        let model = IndexModel::builder().keys(keys).options(options).build();
+        self.database
+            .collection::<Document>(collection)
+            .create_index(model)
+            .await
+            .map(drop)
+            .map_err(Error::mongo("createIndexes"))
+    }
+
+    /// Sets (or adds) the TTL of an existing single-field index with `collMod`.
+    pub async fn set_ttl(&self, collection: &str, index: &str, ttl: Duration) -> Result<()> {
+        let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        self.database
+            .run_command(doc! {
+                "collMod": collection,
+                "index": {"name": index, "expireAfterSeconds": seconds},
+            })
+            .await
+            .map(drop)
+            .map_err(Error::mongo("collMod"))
+    }
+
+    pub fn audit_collection(&self) -> &str {
+        &self.audit_collection
+    }
+
+    pub fn metrics_collection(&self) -> &str {
+        &self.metrics_collection
+    }
+}
+
+fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 26)
+}
+
+impl Store for MongoStore {
+    async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
+        let reply = self
+            .client
+            .database(&command.database)
+            .run_command(command.to_command())
+            .await
+            .map_err(Error::mongo("update (seed windows)"))?;
+        // A write command reports per-statement failures in its reply, not as a command error.
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if !errors.is_empty() {
+                return Err(Error::MongoWrite {
+                    operation: "update (seed windows)",
+                    message: Bson::Array(errors.clone()).to_string(),
+                });
+            }
+        }
+        if let Ok(wc) = reply.get_document("writeConcernError") {
+            return Err(Error::MongoWrite {
+                operation: "update (seed windows)",
+                message: wc.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
+        let cursor = self
+            .client
+            .database(&command.database)
+            .collection::<Document>(&command.collection)
+            .aggregate(command.pipeline.clone())
+            .allow_disk_use(true)
+            .await
+            .map_err(Error::mongo("aggregate"))?;
+        cursor.try_collect().await.map_err(Error::mongo("aggregate"))
+    }
+
+    async fn stored_windows(&self, period: Period, starts: &[DateTime<Utc>]) -> Result<Vec<Document>> {
+        let dates: Vec<Bson> = starts
+            .iter()
+            .map(|t| Bson::DateTime(bson::DateTime::from_chrono(*t)))
+            .collect();
+        let cursor = self
+            .database
+            .collection::<Document>(&self.metrics_collection)
+            .find(doc! {"period": period.as_str(), "date": {"$in": dates}})
+            .projection(doc! {"_id": 0})
+            .await
+            .map_err(Error::mongo("find (metrics)"))?;
+        cursor.try_collect().await.map_err(Error::mongo("find (metrics)"))
+    }
+
+    async fn audit_ttl(&self) -> Result<Option<Duration>> {
+        let indexes = self.list_indexes(&self.audit_collection).await?;
+        Ok(indexes
+            .iter()
+            .filter(|i| i.keys.len() == 1 && i.keys.contains_key("timestamp"))
+            .find_map(|i| i.expire_after))
+    }
+}
