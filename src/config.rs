@@ -228,7 +228,10 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         Err(e) => {
             // The driver's message may quote the string; say what is wrong without the password.
             let message = e.to_string().replace(&uri.value, &redact_uri(&uri.value));
-            problem(&uri.key, format!("not a valid MongoDB connection string: {message}"));
+            problem(
+                &uri.key,
+                format!("not a valid MongoDB connection string: {message}"),
+            );
             None
         }
     };
@@ -243,17 +246,20 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
     }
     .unwrap_or_default();
 
-    let mut collection = |env_name: &str, key: &str, file: Option<String>, default: &str| {
-        match pick(env, &[env_name], key, file) {
-            Some(s) => match check_collection_name(&s.value) {
-                Ok(()) => s.value,
-                Err(m) => {
-                    problem(&s.key, m);
-                    String::new()
-                }
-            },
-            None => default.to_owned(),
-        }
+    let mut collection = |env_name: &str, key: &str, file: Option<String>, default: &str| match pick(
+        env,
+        &[env_name],
+        key,
+        file,
+    ) {
+        Some(s) => match check_collection_name(&s.value) {
+            Ok(()) => s.value,
+            Err(m) => {
+                problem(&s.key, m);
+                String::new()
+            }
+        },
+        None => default.to_owned(),
     };
     let audit_collection = collection(
         "VCMETRICS_AUDIT_COLLECTION",
@@ -272,7 +278,10 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         Some(s) => s.value.parse::<Tz>().unwrap_or_else(|_| {
             problem(
                 &s.key,
-                format!("unknown time zone {:?} (expected an IANA name such as Europe/Berlin)", s.value),
+                format!(
+                    "unknown time zone {:?} (expected an IANA name such as Europe/Berlin)",
+                    s.value
+                ),
             );
             Tz::UTC
         }),
@@ -282,7 +291,10 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         Some(s) => s.value.parse::<Weekday>().unwrap_or_else(|_| {
             problem(
                 &s.key,
-                format!("{:?} is not a day of the week (expected monday ... sunday)", s.value),
+                format!(
+                    "{:?} is not a day of the week (expected monday ... sunday)",
+                    s.value
+                ),
             );
             Weekday::Mon
         }),
@@ -299,7 +311,10 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
             Err(e) => {
                 problem(
                     &s.key,
-                    format!("{:?} is not a duration ({e}; e.g. \"180d\", \"12h\")", s.value),
+                    format!(
+                        "{:?} is not a duration ({e}; e.g. \"180d\", \"12h\")",
+                        s.value
+                    ),
                 );
                 None
             }
@@ -320,7 +335,10 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         weekly,
         monthly,
     } = raw.periods;
-    for (period, raw_period) in Period::ALL.into_iter().zip([hourly, daily, weekly, monthly]) {
+    for (period, raw_period) in Period::ALL
+        .into_iter()
+        .zip([hourly, daily, weekly, monthly])
+    {
         let mut config = default_period(period);
         if let Some(n) = raw_period.and_then(|p| p.chunk_windows) {
             match usize::try_from(n) {
@@ -354,7 +372,9 @@ fn check_database_name(name: &str) -> Result<(), String> {
         return Err("must be 1 to 63 characters".to_owned());
     }
     match name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
-        Some(c) => Err(format!("{name:?} contains {c:?}, which MongoDB does not allow in a database name")),
+        Some(c) => Err(format!(
+            "{name:?} contains {c:?}, which MongoDB does not allow in a database name"
+        )),
         None => Ok(()),
     }
 }
@@ -417,7 +437,10 @@ mod tests {
         let c = from_toml(
             "timezone = \"UTC\"\nmongodb_uri = \"mongodb://file:27017\"",
             &[
-                ("MONGODB_URI", "mongodb://u:pw@db.example:27017/platform?authSource=admin"),
+                (
+                    "MONGODB_URI",
+                    "mongodb://u:pw@db.example:27017/platform?authSource=admin",
+                ),
                 ("VCMETRICS_TIMEZONE", "Europe/Berlin"),
                 ("VCMETRICS_WEEK_START", "sunday"),
             ],
@@ -454,7 +477,9 @@ mod tests {
                 "periods.hourly.chunk_windows"
             ]
         );
-        assert!(err.to_string().contains("unknown time zone \"Europe/Berln\""));
+        assert!(err
+            .to_string()
+            .contains("unknown time zone \"Europe/Berln\""));
     }
 
     #[test]
@@ -475,7 +500,10 @@ mod tests {
 
     #[test]
     fn redaction_keeps_everything_but_the_password() {
-        assert_eq!(redact_uri("mongodb://localhost:27017"), "mongodb://localhost:27017");
+        assert_eq!(
+            redact_uri("mongodb://localhost:27017"),
+            "mongodb://localhost:27017"
+        );
         assert_eq!(
             redact_uri("mongodb+srv://app:p%40ss@cluster0.example.net/db"),
             "mongodb+srv://app:****@cluster0.example.net/db"

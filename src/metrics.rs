@@ -230,7 +230,10 @@ mod tests {
                 crate::pipeline::ROLLUP_PIPELINE.contains(&format!("\"{field}\"")),
                 "{field} not in pipelines/rollup.json"
             );
-            assert!(readme.contains(&format!("`{field}`")), "{field} not in README.md");
+            assert!(
+                readme.contains(&format!("`{field}`")),
+                "{field} not in README.md"
+            );
         }
     }
 
@@ -257,7 +260,11 @@ mod tests {
         computed.values.insert("totalCalls", 4.0);
         computed.values.insert("totalDuration", 10.0 + 1e-12);
         computed.error_counts = Some([("E1".to_owned(), 2.0)].into_iter().collect());
-        let diffs: Vec<String> = stored.diff(&computed).iter().map(|d| d.to_string()).collect();
+        let diffs: Vec<String> = stored
+            .diff(&computed)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(
             diffs,
             vec![

@@ -26,7 +26,9 @@ pub struct WantedIndex {
 pub enum IndexAction {
     Create,
     /// An index with the same keys and options exists (perhaps under another name).
-    Exists { name: String },
+    Exists {
+        name: String,
+    },
     /// The TTL index exists with another TTL, or the `timestamp` index exists without one.
     TtlDiffers {
         name: String,
@@ -34,7 +36,9 @@ pub enum IndexAction {
     },
     /// Something in the way that needs an operator: a non-unique index where a unique one is
     /// needed, or the wanted name taken by other keys.
-    Conflict { reason: String },
+    Conflict {
+        reason: String,
+    },
 }
 
 pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
@@ -61,9 +65,21 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
         audit("roomId_1", doc! {"roomId": 1}, None),
         audit("timestamp_1", doc! {"timestamp": 1}, Some(config.audit_ttl)),
         // The schema's compound indexes.
-        audit("sessionId_1_timestamp_-1", doc! {"sessionId": 1, "timestamp": -1}, None),
-        audit("userId_1_timestamp_-1", doc! {"userId": 1, "timestamp": -1}, None),
-        audit("action_1_timestamp_-1", doc! {"action": 1, "timestamp": -1}, None),
+        audit(
+            "sessionId_1_timestamp_-1",
+            doc! {"sessionId": 1, "timestamp": -1},
+            None,
+        ),
+        audit(
+            "userId_1_timestamp_-1",
+            doc! {"userId": 1, "timestamp": -1},
+            None,
+        ),
+        audit(
+            "action_1_timestamp_-1",
+            doc! {"action": 1, "timestamp": -1},
+            None,
+        ),
         audit("timestamp_-1", doc! {"timestamp": -1}, None),
         metrics("date_1", doc! {"date": 1}, false),
         metrics("period_1", doc! {"period": 1}, false),
@@ -163,8 +179,18 @@ mod tests {
         let w = wanted("userId_1_timestamp_-1");
         assert_eq!(plan(&w, &[]), IndexAction::Create);
         // Created by someone else under another name, with numbers stored as doubles.
-        let other = existing("by_user", doc! {"userId": 1.0, "timestamp": -1_i64}, false, None);
-        assert_eq!(plan(&w, &[other]), IndexAction::Exists { name: "by_user".into() });
+        let other = existing(
+            "by_user",
+            doc! {"userId": 1.0, "timestamp": -1_i64},
+            false,
+            None,
+        );
+        assert_eq!(
+            plan(&w, &[other]),
+            IndexAction::Exists {
+                name: "by_user".into()
+            }
+        );
         // Same fields, other direction: a different index.
         let reversed = existing("x", doc! {"userId": 1, "timestamp": 1}, false, None);
         assert_eq!(plan(&w, &[reversed]), IndexAction::Create);
@@ -185,16 +211,34 @@ mod tests {
         let plain = existing("timestamp_1", doc! {"timestamp": 1}, false, None);
         assert_eq!(
             plan(&w, &[plain]),
-            IndexAction::TtlDiffers { name: "timestamp_1".into(), existing: None }
+            IndexAction::TtlDiffers {
+                name: "timestamp_1".into(),
+                existing: None
+            }
         );
-        let same = existing("timestamp_1", doc! {"timestamp": 1}, false, Some(15_552_000));
-        assert_eq!(plan(&w, &[same]), IndexAction::Exists { name: "timestamp_1".into() });
+        let same = existing(
+            "timestamp_1",
+            doc! {"timestamp": 1},
+            false,
+            Some(15_552_000),
+        );
+        assert_eq!(
+            plan(&w, &[same]),
+            IndexAction::Exists {
+                name: "timestamp_1".into()
+            }
+        );
     }
 
     #[test]
     fn a_non_unique_period_date_index_is_a_conflict() {
         let w = wanted("period_1_date_1");
-        let plain = existing("period_1_date_1", doc! {"period": 1, "date": 1}, false, None);
+        let plain = existing(
+            "period_1_date_1",
+            doc! {"period": 1, "date": 1},
+            false,
+            None,
+        );
         assert!(matches!(plan(&w, &[plain]), IndexAction::Conflict { .. }));
         let taken = existing("period_1_date_1", doc! {"period": 1}, false, None);
         assert!(matches!(plan(&w, &[taken]), IndexAction::Conflict { .. }));

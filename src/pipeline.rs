@@ -341,14 +341,26 @@ mod tests {
                 "$lt": bson::DateTime::from_chrono(utc("2026-03-03T00:00:00Z")),
             }}}
         );
-        let merge = c.rollup.pipeline.last().unwrap().get_document("$merge").unwrap();
+        let merge = c
+            .rollup
+            .pipeline
+            .last()
+            .unwrap()
+            .get_document("$merge")
+            .unwrap();
         assert_eq!(merge.get_str("into").unwrap(), "videocallmetrics");
-        assert_eq!(merge.get_array("on").unwrap(), &vec![Bson::from("period"), Bson::from("date")]);
+        assert_eq!(
+            merge.get_array("on").unwrap(),
+            &vec![Bson::from("period"), Bson::from("date")]
+        );
         // DocumentDB accepts only the string forms of whenMatched.
         assert_eq!(merge.get_str("whenMatched").unwrap(), "merge");
         assert!(c.rollup.writes());
         assert!(!c.rollup.preview().writes());
-        assert_eq!(c.rollup.preview().pipeline.len(), c.rollup.pipeline.len() - 1);
+        assert_eq!(
+            c.rollup.preview().pipeline.len(),
+            c.rollup.pipeline.len() - 1
+        );
     }
 
     #[test]
@@ -360,10 +372,14 @@ mod tests {
             .iter()
             .find_map(|s| s.get_document("$bucket").ok())
             .unwrap();
-        let expected: Vec<Bson> = ["2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z"]
-            .iter()
-            .map(|s| date(utc(s)))
-            .collect();
+        let expected: Vec<Bson> = [
+            "2026-03-01T00:00:00Z",
+            "2026-03-02T00:00:00Z",
+            "2026-03-03T00:00:00Z",
+        ]
+        .iter()
+        .map(|s| date(utc(s)))
+        .collect();
         assert_eq!(bucket.get_array("boundaries").unwrap(), &expected);
     }
 
@@ -386,7 +402,13 @@ mod tests {
         // `$$NOW` is rejected by DocumentDB before `$merge`, and `$dateTrunc`/`$dateToParts` would
         // let the server decide windows: the window arithmetic lives in `window` only.
         for text in [ROLLUP_PIPELINE, SEED_WINDOW_STATEMENT] {
-            for banned in ["$$NOW", "$dateTrunc", "$dateToParts", "$dateToString", "timezone"] {
+            for banned in [
+                "$$NOW",
+                "$dateTrunc",
+                "$dateToParts",
+                "$dateToString",
+                "timezone",
+            ] {
                 assert!(!text.contains(banned), "{banned} in a pipeline file");
             }
         }
@@ -395,7 +417,10 @@ mod tests {
     #[test]
     fn an_unknown_or_unused_parameter_is_an_error() {
         let err = bind_file("t.json", r#"{"a": {"$param": "nope"}}"#, &[]).unwrap_err();
-        assert_eq!(err.to_string(), "t.json uses parameter \"nope\", which the daemon does not bind");
+        assert_eq!(
+            err.to_string(),
+            "t.json uses parameter \"nope\", which the daemon does not bind"
+        );
         let err = bind_file("t.json", r#"{"a": 1}"#, &[("now", Bson::Null)]).unwrap_err();
         assert_eq!(err.to_string(), "t.json never uses parameter \"now\"");
     }

@@ -5,10 +5,8 @@
 //! and after. It does no time arithmetic of its own (that is `window`) and builds no pipeline text
 //! (that is `pipeline`).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -203,21 +201,14 @@ fn by_date(docs: Vec<bson::Document>) -> Result<BTreeMap<DateTime<Utc>, WindowMe
         .map_err(Error::from)
 }
 
-/// How long a range is, for messages.
+/// The span of a list of windows, for messages.
 pub fn describe(windows: &[Window]) -> String {
     match (windows.first(), windows.last()) {
-        (Some(first), Some(last)) => format!(
-            "{} .. {}",
-            first.start.to_rfc3339(),
-            last.end.to_rfc3339()
-        ),
+        (Some(first), Some(last)) => {
+            format!("{} .. {}", first.start.to_rfc3339(), last.end.to_rfc3339())
+        }
         _ => "(no windows)".to_owned(),
     }
-}
-
-/// Retention as whole days, for messages.
-pub fn days(d: Duration) -> u64 {
-    d.as_secs() / 86_400
 }
 
 #[cfg(test)]
@@ -227,6 +218,7 @@ mod tests {
     use crate::pipeline::{AggregateCommand, UpdateCommand};
     use bson::{doc, Document};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -257,10 +249,10 @@ mod tests {
             Ok(())
         }
         async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
-            self.calls.lock().unwrap().push(format!(
-                "aggregate writes={}",
-                command.writes()
-            ));
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("aggregate writes={}", command.writes()));
             if command.writes() {
                 let mut stored = self.stored.lock().unwrap();
                 for d in &self.aggregate_result {
@@ -270,9 +262,16 @@ mod tests {
             }
             Ok(self.aggregate_result.clone())
         }
-        async fn stored_windows(&self, _: Period, starts: &[DateTime<Utc>]) -> Result<Vec<Document>> {
+        async fn stored_windows(
+            &self,
+            _: Period,
+            starts: &[DateTime<Utc>],
+        ) -> Result<Vec<Document>> {
             let stored = self.stored.lock().unwrap();
-            Ok(starts.iter().filter_map(|s| stored.get(s).cloned()).collect())
+            Ok(starts
+                .iter()
+                .filter_map(|s| stored.get(s).cloned())
+                .collect())
         }
         async fn audit_ttl(&self) -> Result<Option<Duration>> {
             Ok(self.ttl)
@@ -311,12 +310,27 @@ mod tests {
         let now = utc("2026-01-10T00:00:00Z");
         let horizon = retention_horizon(&store, &config(), now).await.unwrap();
         assert_eq!(horizon, Some(utc("2026-01-09T00:00:00Z")));
-        let plan = plan_range(&config(), Period::Hourly, utc("2026-01-08T22:00:00Z"), now, now);
+        let plan = plan_range(
+            &config(),
+            Period::Hourly,
+            utc("2026-01-08T22:00:00Z"),
+            now,
+            now,
+        );
         let err = check_retention(&plan, horizon, false).unwrap_err();
         assert_eq!(err.exit_code(), 4);
-        assert!(err.to_string().contains("2 hourly window(s) start before"), "{err}");
+        assert!(
+            err.to_string().contains("2 hourly window(s) start before"),
+            "{err}"
+        );
         check_retention(&plan, horizon, true).unwrap();
-        let recent = plan_range(&config(), Period::Hourly, utc("2026-01-09T00:00:00Z"), now, now);
+        let recent = plan_range(
+            &config(),
+            Period::Hourly,
+            utc("2026-01-09T00:00:00Z"),
+            now,
+            now,
+        );
         check_retention(&recent, horizon, false).unwrap();
     }
 
@@ -373,7 +387,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             *store.calls.lock().unwrap(),
-            vec!["seed 2", "aggregate writes=true", "seed 1", "aggregate writes=true"]
+            vec![
+                "seed 2",
+                "aggregate writes=true",
+                "seed 1",
+                "aggregate writes=true"
+            ]
         );
         assert_eq!(progress, vec![2, 3]);
         assert_eq!(reports[0].outcome, Outcome::Created);
@@ -388,7 +407,12 @@ mod tests {
         assert_eq!(reports[2].outcome, Outcome::Unchanged);
         assert_eq!(
             Summary::of(&reports),
-            Summary { windows: 3, created: 1, changed: 1, unchanged: 1 }
+            Summary {
+                windows: 3,
+                created: 1,
+                changed: 1,
+                unchanged: 1
+            }
         );
     }
 
@@ -431,7 +455,11 @@ mod tests {
             }])
         );
         assert_eq!(
-            store.stored.lock().unwrap().get(&utc("2026-01-01T01:00:00Z")),
+            store
+                .stored
+                .lock()
+                .unwrap()
+                .get(&utc("2026-01-01T01:00:00Z")),
             Some(&metrics_doc("2026-01-01T01:00:00Z", 3))
         );
     }

@@ -209,10 +209,17 @@ impl Store for MongoStore {
             .allow_disk_use(true)
             .await
             .map_err(Error::mongo("aggregate"))?;
-        cursor.try_collect().await.map_err(Error::mongo("aggregate"))
+        cursor
+            .try_collect()
+            .await
+            .map_err(Error::mongo("aggregate"))
     }
 
-    async fn stored_windows(&self, period: Period, starts: &[DateTime<Utc>]) -> Result<Vec<Document>> {
+    async fn stored_windows(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+    ) -> Result<Vec<Document>> {
         let dates: Vec<Bson> = starts
             .iter()
             .map(|t| Bson::DateTime(bson::DateTime::from_chrono(*t)))
@@ -224,7 +231,10 @@ impl Store for MongoStore {
             .projection(doc! {"_id": 0})
             .await
             .map_err(Error::mongo("find (metrics)"))?;
-        cursor.try_collect().await.map_err(Error::mongo("find (metrics)"))
+        cursor
+            .try_collect()
+            .await
+            .map_err(Error::mongo("find (metrics)"))
     }
 
     async fn audit_ttl(&self) -> Result<Option<Duration>> {

@@ -11,8 +11,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike,
-    Utc, Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone,
+    Timelike, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,12 @@ pub enum Period {
 }
 
 impl Period {
-    pub const ALL: [Period; 4] = [Period::Hourly, Period::Daily, Period::Weekly, Period::Monthly];
+    pub const ALL: [Period; 4] = [
+        Period::Hourly,
+        Period::Daily,
+        Period::Weekly,
+        Period::Monthly,
+    ];
 
     /// The value stored in the metrics document's `period` field.
     pub fn as_str(self) -> &'static str {
@@ -205,9 +210,11 @@ impl Calendar {
     fn first_local_at_or_after(&self, local: NaiveDateTime) -> DateTime<Utc> {
         // Every UTC offset in use lies within ±1 day, so the instant is in this interval.
         let as_utc = local.and_utc();
-        self.first_instant_where(as_utc - Duration::days(1), as_utc + Duration::days(1), |c| {
-            c.with_timezone(&self.tz).naive_local() >= local
-        })
+        self.first_instant_where(
+            as_utc - Duration::days(1),
+            as_utc + Duration::days(1),
+            |c| c.with_timezone(&self.tz).naive_local() >= local,
+        )
     }
 
     /// Binary search, to the second, for the first instant in `(lo, hi]` where `reached` holds,
@@ -220,7 +227,10 @@ impl Calendar {
         reached: impl Fn(DateTime<Utc>) -> bool,
     ) -> DateTime<Utc> {
         let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or(hi);
-        let (mut lo, mut hi) = (lo.timestamp(), hi.timestamp() + i64::from(hi.timestamp_subsec_nanos() > 0));
+        let (mut lo, mut hi) = (
+            lo.timestamp(),
+            hi.timestamp() + i64::from(hi.timestamp_subsec_nanos() > 0),
+        );
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             if reached(at(mid)) {
@@ -417,7 +427,11 @@ mod tests {
         );
         // A Berlin month starts at local midnight: 23:00 UTC the day before in winter.
         assert_eq!(
-            window(&cal("Europe/Berlin"), Period::Monthly, "2026-12-31T23:30:00Z"),
+            window(
+                &cal("Europe/Berlin"),
+                Period::Monthly,
+                "2026-12-31T23:30:00Z"
+            ),
             (utc("2026-12-31T23:00:00Z"), utc("2027-01-31T23:00:00Z"))
         );
     }
@@ -461,7 +475,11 @@ mod tests {
         );
         assert_eq!(w.len(), 1);
         assert!(c
-            .windows_covering(Period::Daily, utc("2026-06-10T22:00:00Z"), utc("2026-06-09T22:00:00Z"))
+            .windows_covering(
+                Period::Daily,
+                utc("2026-06-10T22:00:00Z"),
+                utc("2026-06-09T22:00:00Z")
+            )
             .is_empty());
     }
 
@@ -484,7 +502,11 @@ mod tests {
                 while t < utc("2027-01-01T00:00:00Z") {
                     let w = c.window_containing(period, t);
                     assert!(w.contains(t), "{tz} {period} {t}: {w:?}");
-                    assert_eq!(c.window_start(period, w.start), w.start, "{tz} {period} {t}");
+                    assert_eq!(
+                        c.window_start(period, w.start),
+                        w.start,
+                        "{tz} {period} {t}"
+                    );
                     assert_eq!(c.window_start(period, w.end), w.end, "{tz} {period} {t}");
                     let len = (w.end - w.start).num_minutes();
                     let expected = match period {

@@ -31,24 +31,39 @@ async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result<()>
         }
     }
     for w in &wanted {
-        let existing = existing_by_collection.get(&w.collection).map(Vec::as_slice).unwrap_or_default();
+        let existing = existing_by_collection
+            .get(&w.collection)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let place = format!("{}.{}", w.collection, w.name);
         match plan(w, existing) {
             IndexAction::Create => {
                 store
-                    .create_index(&w.collection, &w.name, w.keys.clone(), w.unique, w.expire_after)
+                    .create_index(
+                        &w.collection,
+                        &w.name,
+                        w.keys.clone(),
+                        w.unique,
+                        w.expire_after,
+                    )
                     .await?;
                 println!("created  {place} {}", w.keys);
             }
             IndexAction::Exists { name } => println!("exists   {}.{name} {}", w.collection, w.keys),
             IndexAction::TtlDiffers { name, existing } => {
                 let wanted_secs = w.expire_after.map_or(0, |d| d.as_secs());
-                let existing_text = existing.map_or_else(|| "no TTL".to_owned(), |d| format!("expireAfterSeconds {}", d.as_secs()));
+                let existing_text = existing.map_or_else(
+                    || "no TTL".to_owned(),
+                    |d| format!("expireAfterSeconds {}", d.as_secs()),
+                );
                 if args.update_ttl {
                     if let Some(ttl) = w.expire_after {
                         store.set_ttl(&w.collection, &name, ttl).await?;
                     }
-                    println!("updated  {}.{name}: {existing_text} -> expireAfterSeconds {wanted_secs}", w.collection);
+                    println!(
+                        "updated  {}.{name}: {existing_text} -> expireAfterSeconds {wanted_secs}",
+                        w.collection
+                    );
                 } else {
                     println!("differs  {}.{name}: {existing_text}, config wants expireAfterSeconds {wanted_secs}", w.collection);
                     refusals.push(format!(

@@ -122,7 +122,11 @@ pub fn parse_instant(flag: &str, s: &str, tz: Tz) -> Result<DateTime<Utc>> {
     tz.from_local_datetime(&local)
         .earliest()
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| Error::Usage(format!("{flag} {s:?} does not exist in {tz} (skipped by a clock change)")))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{flag} {s:?} does not exist in {tz} (skipped by a clock change)"
+            ))
+        })
 }
 
 pub fn load_config(cli_config: Option<&std::path::Path>) -> Result<Config> {
@@ -148,12 +152,23 @@ mod tests {
     fn instants_parse_in_three_forms() {
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         let expect = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert_eq!(parse_instant("--from", "2026-03-01T10:00:00Z", berlin).unwrap(), expect("2026-03-01T10:00:00Z"));
-        assert_eq!(parse_instant("--from", "2026-03-01T10:00", berlin).unwrap(), expect("2026-03-01T09:00:00Z"));
-        assert_eq!(parse_instant("--from", "2026-07-01", berlin).unwrap(), expect("2026-06-30T22:00:00Z"));
+        assert_eq!(
+            parse_instant("--from", "2026-03-01T10:00:00Z", berlin).unwrap(),
+            expect("2026-03-01T10:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("--from", "2026-03-01T10:00", berlin).unwrap(),
+            expect("2026-03-01T09:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("--from", "2026-07-01", berlin).unwrap(),
+            expect("2026-06-30T22:00:00Z")
+        );
         let err = parse_instant("--from", "yesterday", berlin).unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().starts_with("--from \"yesterday\" is not a time"));
+        assert!(err
+            .to_string()
+            .starts_with("--from \"yesterday\" is not a time"));
         assert!(parse_instant("--to", "2026-03-29T02:30", berlin).is_err());
     }
 

@@ -32,7 +32,8 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         None => Utc::now(),
     };
     let commands = commands(config, &range.periods, range.from, range.to, now)?;
-    let json = Bson::Array(commands.into_iter().map(Bson::Document).collect()).into_relaxed_extjson();
+    let json =
+        Bson::Array(commands.into_iter().map(Bson::Document).collect()).into_relaxed_extjson();
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{json:#}") {
         // `vcmetrics pipelines ... | head` closing the pipe early is not an error.

@@ -38,12 +38,22 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         for plan in &plans {
             check_retention(plan, horizon, args.force)?;
         }
-        let mode = if args.dry_run { Mode::Preview } else { Mode::Write };
+        let mode = if args.dry_run {
+            Mode::Preview
+        } else {
+            Mode::Write
+        };
         for plan in &plans {
             let bar = progress_bar(plan.windows.len(), plan.period.as_str());
-            let reports = rollup::process(&store, config, plan.period, &plan.windows, now, mode, |done| {
-                bar.set_position(done as u64)
-            })
+            let reports = rollup::process(
+                &store,
+                config,
+                plan.period,
+                &plan.windows,
+                now,
+                mode,
+                |done| bar.set_position(done as u64),
+            )
             .await?;
             bar.finish_and_clear();
             if args.dry_run {
@@ -68,8 +78,16 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
                 s.created,
                 s.changed,
                 s.unchanged,
-                if plan.not_closed > 0 { format!("; {} not closed yet, left to the daemon", plan.not_closed) } else { String::new() },
-                if args.dry_run { " (dry run: nothing written)" } else { "" },
+                if plan.not_closed > 0 {
+                    format!("; {} not closed yet, left to the daemon", plan.not_closed)
+                } else {
+                    String::new()
+                },
+                if args.dry_run {
+                    " (dry run: nothing written)"
+                } else {
+                    ""
+                },
             );
         }
         Ok(())
@@ -85,7 +103,9 @@ fn progress_bar(len: usize, period: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} windows, eta {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} windows, eta {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(period.to_owned());

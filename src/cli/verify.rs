@@ -22,7 +22,16 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         let mut drifted = 0;
         for &period in &range.periods {
             let plan = plan_range(config, period, range.from, range.to, now);
-            let reports = rollup::process(&store, config, period, &plan.windows, now, Mode::Preview, |_| {}).await?;
+            let reports = rollup::process(
+                &store,
+                config,
+                period,
+                &plan.windows,
+                now,
+                Mode::Preview,
+                |_| {},
+            )
+            .await?;
             for r in &reports {
                 let at = r.window.start.to_rfc3339();
                 match &r.outcome {
@@ -42,7 +51,10 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
                 "{period}: {} windows checked {}, {} differ",
                 reports.len(),
                 rollup::describe(&plan.windows),
-                reports.iter().filter(|r| r.outcome != Outcome::Unchanged).count()
+                reports
+                    .iter()
+                    .filter(|r| r.outcome != Outcome::Unchanged)
+                    .count()
             );
         }
         if drifted > 0 {

@@ -1,0 +1,178 @@
+//! The binary's error paths: bad arguments and bad configuration give one clear line and the
+//! documented exit code (README, "Exit codes"), never a panic. None of these needs MongoDB.
+
+use std::process::{Command, Output};
+
+fn vcmetrics(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcmetrics"));
+    cmd.args(args)
+        .env_remove("MONGODB_URI")
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the vcmetrics binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_clean_failure(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+const RANGE: [&str; 4] = ["--from", "2026-03-01", "--to", "2026-03-02"];
+
+fn pipelines(extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["pipelines".to_owned()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn unknown_period_exits_2() {
+    let args = pipelines(&[
+        "--period",
+        "yearly",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-02",
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_clean_failure(
+        &vcmetrics(&args, &[]),
+        2,
+        "invalid value 'yearly' for '--period",
+    );
+}
+
+#[test]
+fn from_after_to_exits_2() {
+    let o = vcmetrics(
+        &[
+            "verify",
+            "--period",
+            "daily",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-01",
+        ],
+        &[],
+    );
+    assert_clean_failure(
+        &o,
+        2,
+        "error: --from (2026-03-02T00:00:00+00:00) must be before --to",
+    );
+}
+
+#[test]
+fn unparsable_time_exits_2() {
+    let o = vcmetrics(
+        &[
+            "recompute",
+            "--period",
+            "daily",
+            "--from",
+            "last tuesday",
+            "--to",
+            "2026-03-01",
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, 2, "--from \"last tuesday\" is not a time");
+}
+
+#[test]
+fn bad_environment_configuration_names_every_key_and_exits_2() {
+    let mut args = vec!["pipelines", "--period", "daily"];
+    args.extend(RANGE);
+    let o = vcmetrics(
+        &args,
+        &[
+            ("VCMETRICS_TIMEZONE", "Mars/Olympus"),
+            ("VCMETRICS_WEEK_START", "caturday"),
+        ],
+    );
+    assert_clean_failure(
+        &o,
+        2,
+        "timezone (from $VCMETRICS_TIMEZONE): unknown time zone \"Mars/Olympus\"",
+    );
+    assert!(stderr(&o).contains("week_start (from $VCMETRICS_WEEK_START)"));
+}
+
+#[test]
+fn unknown_config_key_and_missing_file_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vcmetrics.toml");
+    std::fs::write(&path, "timezon = \"UTC\"\n").unwrap();
+    let mut args = vec![
+        "--config",
+        path.to_str().unwrap(),
+        "pipelines",
+        "--period",
+        "daily",
+    ];
+    args.extend(RANGE);
+    assert_clean_failure(&vcmetrics(&args, &[]), 2, "unknown field `timezon`");
+
+    let missing = dir.path().join("absent.toml");
+    let mut args = vec![
+        "--config",
+        missing.to_str().unwrap(),
+        "pipelines",
+        "--period",
+        "daily",
+    ];
+    args.extend(RANGE);
+    assert_clean_failure(&vcmetrics(&args, &[]), 2, "cannot read config file");
+}
+
+#[test]
+fn a_password_in_a_bad_uri_is_never_printed() {
+    let mut args = vec!["pipelines", "--period", "daily"];
+    args.extend(RANGE);
+    let o = vcmetrics(&args, &[("MONGODB_URI", "mongodb://admin:hunter2@")]);
+    assert_clean_failure(&o, 2, "mongodb_uri (from $MONGODB_URI)");
+    assert!(!stderr(&o).contains("hunter2"));
+}
+
+#[test]
+fn pipelines_prints_extended_json_commands_without_a_server() {
+    let mut args = vec![
+        "pipelines",
+        "--period",
+        "all",
+        "--now",
+        "2026-06-01T00:00:00Z",
+    ];
+    args.extend(RANGE);
+    let o = vcmetrics(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let commands: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = commands
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let cmd = c["command"].as_object().unwrap();
+            if cmd.contains_key("update") {
+                "update"
+            } else {
+                "aggregate"
+            }
+        })
+        .collect();
+    // One chunk for each of the four periods that have a closed window in the range.
+    assert_eq!(kinds, ["update", "aggregate"].repeat(4));
+    assert_eq!(commands[1]["database"], "test");
+    assert_eq!(commands[1]["command"]["aggregate"], "videocallauditlogs");
+    assert_eq!(commands[1]["command"]["allowDiskUse"], true);
+}

@@ -1,0 +1,111 @@
+// Executes the commands `vcmetrics pipelines` prints against an in-memory database with mingo,
+// the way a MongoDB server would run them. Only what vcmetrics sends is supported — an `update`
+// of upserts with $setOnInsert/$set and an `aggregate` — and anything else throws, so a new kind
+// of command cannot slip past these tests unexecuted.
+//
+// Where mingo differs from MongoDB's documented behaviour the executor follows MongoDB, and says
+// so here:
+// - $merge: MongoDB requires a unique index on the `on` fields and fails otherwise; mingo checks
+//   uniqueness of the target collection's entries itself, which is the same guarantee.
+// - $bucket: MongoDB defines each bucket as [lower, upper) and documents the stage as a $group on
+//   a $switch over the boundaries followed by a $sort. mingo 7.2.7's own $bucket places a value
+//   equal to a boundary in the bucket *below* it (it uses an insertion index), and every value
+//   vcmetrics buckets is a window start, i.e. a boundary. So the executor runs the documented
+//   equivalent instead (`bucketAsDocumented`); test "mingo's $bucket differs at boundaries" pins it.
+// - Update statements: mingo has no server-side upsert; upsert is implemented below per MongoDB's
+//   rules (the new document takes the query's equality fields, then $setOnInsert and $set).
+import { Aggregator, Query } from "mingo";
+import { EJSON, ObjectId } from "bson";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+/** The vcmetrics binary: set by the Rust test that runs this suite, else the debug build. */
+export const binary = process.env.VCMETRICS_BIN ?? join(repoRoot, "target", "debug", "vcmetrics");
+
+export class Database {
+  constructor() {
+    this.collections = new Map();
+  }
+  collection(name) {
+    if (!this.collections.has(name)) this.collections.set(name, []);
+    return this.collections.get(name);
+  }
+  insertMany(name, docs) {
+    for (const d of docs) this.collection(name).push({ _id: new ObjectId(), ...structuredClone(d) });
+  }
+}
+
+/** Asks the real binary for the commands of a range, exactly as a run would bind them. */
+export function commandsFor({ timezone = "UTC", period, from, to, now }) {
+  const dir = mkdtempSync(join(tmpdir(), "vcmetrics-conformance-"));
+  const config = join(dir, "vcmetrics.toml");
+  writeFileSync(config, `timezone = "${timezone}"\ndatabase = "app"\n`);
+  const out = execFileSync(
+    binary,
+    ["--config", config, "pipelines", "--period", period, "--from", from, "--to", to, "--now", now],
+    { encoding: "utf8", env: { PATH: process.env.PATH } },
+  );
+  return EJSON.parse(out, { relaxed: true });
+}
+
+function runUpdate(db, cmd) {
+  const coll = db.collection(cmd.update);
+  for (const { q, u, upsert, ...rest } of cmd.updates) {
+    if (Object.keys(rest).length) throw new Error(`unsupported update options ${Object.keys(rest)}`);
+    const ops = Object.keys(u);
+    if (ops.some((op) => op !== "$setOnInsert" && op !== "$set")) throw new Error(`unsupported update ${ops}`);
+    const matches = new Query(q).find(coll).all();
+    if (matches.length > 1) throw new Error("update statements target one window each");
+    if (matches.length === 1) {
+      Object.assign(matches[0], structuredClone(u.$set ?? {}));
+    } else if (upsert) {
+      coll.push({ _id: new ObjectId(), ...structuredClone(q), ...structuredClone(u.$setOnInsert ?? {}), ...structuredClone(u.$set ?? {}) });
+    }
+  }
+}
+
+/** `$bucket` as MongoDB documents it: `$group` on a `$switch` of the boundaries, then `$sort`. */
+export function bucketAsDocumented({ groupBy, boundaries, default: otherwise, output = { count: { $sum: 1 } } }) {
+  const branches = boundaries.slice(0, -1).map((lower, i) => ({
+    case: { $and: [{ $gte: [groupBy, { $literal: lower }] }, { $lt: [groupBy, { $literal: boundaries[i + 1] }] }] },
+    then: { $literal: lower },
+  }));
+  const id = { $switch: otherwise === undefined ? { branches } : { branches, default: otherwise } };
+  return [{ $group: { _id: id, ...output } }, { $sort: { _id: 1 } }];
+}
+
+function runAggregate(db, cmd) {
+  const pipeline = cmd.pipeline.flatMap((stage) => (stage.$bucket ? bucketAsDocumented(stage.$bucket) : [stage]));
+  const agg = new Aggregator(pipeline, {
+    collectionResolver: (name) => db.collection(name),
+  });
+  return agg.run(db.collection(cmd.aggregate));
+}
+
+/** Runs one printed command; returns the aggregate's output documents (none after $merge). */
+export function runCommand(db, { database, command }) {
+  if (database !== "app") throw new Error(`command for database ${database}`);
+  if (command.update) return runUpdate(db, command);
+  if (command.aggregate) return runAggregate(db, command);
+  throw new Error(`unsupported command ${Object.keys(command)[0]}`);
+}
+
+export function runAll(db, commands) {
+  for (const c of commands) runCommand(db, c);
+}
+
+/** The aggregate commands of a range with their final $merge removed: what dry-run sends. */
+export function previewOf(commands) {
+  return commands
+    .filter((c) => c.command.aggregate)
+    .map((c) => {
+      const stages = c.command.pipeline;
+      if (!("$merge" in stages.at(-1))) throw new Error("a rollup pipeline ends in $merge");
+      return { ...c, command: { ...c.command, pipeline: stages.slice(0, -1) } };
+    });
+}

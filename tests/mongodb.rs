@@ -1,0 +1,388 @@
+//! End to end against a real MongoDB (6/7, or a compatible server) when `MONGODB_URI` is set:
+//! migrate, insert the conformance fixtures, recompute, read back, verify, re-run, dry-run, and the
+//! retention guard — all through the real `vcmetrics` binary. Credentials come from the URI; each
+//! test works in a scratch database of its own and drops it at the end.
+//!
+//! Without `MONGODB_URI` each test prints one `skipped:` line and returns.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bson::{doc, Bson, Document};
+use futures_util::TryStreamExt;
+use mongodb::{Client, Database};
+
+fn mongodb_uri(test: &str) -> Option<String> {
+    match std::env::var("MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => Some(uri),
+        _ => {
+            // Written past the test harness's capture, so the skip is visible in every run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test} (needs a MongoDB server: set MONGODB_URI)"
+            );
+            None
+        }
+    }
+}
+
+struct Scratch {
+    uri: String,
+    name: String,
+    db: Database,
+    client: Client,
+}
+
+impl Scratch {
+    async fn new(uri: String, purpose: &str) -> Scratch {
+        let client = Client::with_uri_str(&uri)
+            .await
+            .expect("MONGODB_URI is usable");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!(
+            "vcm_{purpose}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000
+        );
+        let db = client.database(&name);
+        let build = db
+            .run_command(doc! {"buildInfo": 1})
+            .await
+            .expect("buildInfo");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{purpose}: MongoDB {} at scratch database {name}",
+            build.get_str("version").unwrap_or("?")
+        );
+        Scratch {
+            uri,
+            name,
+            db,
+            client,
+        }
+    }
+
+    /// Runs the binary against this scratch database with extra environment.
+    fn vcmetrics(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcmetrics"));
+        cmd.args(args)
+            .env("MONGODB_URI", &self.uri)
+            .env("VCMETRICS_DATABASE", &self.name)
+            // Fixtures are from 2026-03; a 180-day TTL index would let the server delete them
+            // mid-test, so the scratch audit logs keep ten years.
+            .env("VCMETRICS_AUDIT_TTL", "3650d")
+            .env("VCMETRICS_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("the vcmetrics binary runs")
+    }
+
+    async fn drop(self) {
+        self.db.drop().await.expect("drop scratch database");
+        self.client.shutdown().await;
+    }
+}
+
+fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {out}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+fn fixtures() -> Document {
+    let dump = Command::new("node")
+        .arg("dump-fixtures.mjs")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance"))
+        .output()
+        .expect("node dumps the conformance fixtures");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+    match Bson::try_from(json).unwrap() {
+        Bson::Document(d) => d,
+        other => panic!("fixtures dump is not a document: {other}"),
+    }
+}
+
+fn number(b: Option<&Bson>) -> Option<f64> {
+    match b? {
+        Bson::Int32(i) => Some(f64::from(*i)),
+        Bson::Int64(i) => Some(*i as f64),
+        Bson::Double(d) => Some(*d),
+        _ => None,
+    }
+}
+
+/// The expected document's fields, compared like the mingo suite does (doubles to 1e-9).
+fn assert_same_metrics(case: &str, actual: &[Document], expected: &[Bson]) {
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{case}: window count {actual:?}"
+    );
+    for (a, e) in actual.iter().zip(expected) {
+        let e = e.as_document().unwrap();
+        let mut a_keys: Vec<&String> = a
+            .keys()
+            .filter(|k| !["_id", "createdAt", "updatedAt"].contains(&k.as_str()))
+            .collect();
+        let mut e_keys: Vec<&String> = e.keys().collect();
+        a_keys.sort();
+        e_keys.sort();
+        assert_eq!(
+            a_keys,
+            e_keys,
+            "{case}: fields at {}",
+            e.get("date").unwrap()
+        );
+        for (k, ev) in e {
+            let where_ = format!("{case}: {} {k}", e.get("date").unwrap());
+            match (number(Some(ev)), number(a.get(k))) {
+                (Some(x), Some(y)) => assert!(
+                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                    "{where_}: {y} != {x}"
+                ),
+                (Some(_), None) => panic!("{where_}: missing or not a number: {:?}", a.get(k)),
+                _ if k == "errorCounts" => {
+                    let (ad, ed) = (a.get_document(k).unwrap(), ev.as_document().unwrap());
+                    assert_eq!(ad.len(), ed.len(), "{where_}: {ad} vs {ed}");
+                    for (code, n) in ed {
+                        assert_eq!(number(ad.get(code)), number(Some(n)), "{where_}.{code}");
+                    }
+                }
+                _ => assert_eq!(a.get(k), Some(ev), "{where_}"),
+            }
+        }
+    }
+}
+
+async fn metrics_docs(db: &Database, collection: &str) -> Vec<Document> {
+    db.collection::<Document>(collection)
+        .find(doc! {})
+        .sort(doc! {"date": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_server() {
+    let Some(uri) = mongodb_uri("rollup end to end against a real MongoDB") else {
+        return;
+    };
+    let scratch = Scratch::new(uri, "rollup").await;
+    let fixtures = fixtures();
+    let events = fixtures.get_document("events").unwrap();
+    for (set, docs) in events {
+        let docs: Vec<Document> = docs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_document().unwrap().clone())
+            .collect();
+        scratch
+            .db
+            .collection::<Document>(&format!("audit_{set}"))
+            .insert_many(docs)
+            .await
+            .unwrap();
+    }
+
+    for (i, case) in fixtures.get_array("cases").unwrap().iter().enumerate() {
+        let case = case.as_document().unwrap();
+        let name = case.get_str("name").unwrap();
+        let audit = format!("audit_{}", case.get_str("events").unwrap());
+        let metrics = format!("metrics_{i}");
+        let env = [
+            ("VCMETRICS_AUDIT_COLLECTION", audit.as_str()),
+            ("VCMETRICS_METRICS_COLLECTION", metrics.as_str()),
+            ("VCMETRICS_TIMEZONE", case.get_str("timezone").unwrap()),
+        ];
+        let range = [
+            "--period",
+            case.get_str("period").unwrap(),
+            "--from",
+            case.get_str("from").unwrap(),
+            "--to",
+            case.get_str("to").unwrap(),
+        ];
+        let with = |cmd: &str, extra: &[&str]| -> Vec<String> {
+            [cmd]
+                .iter()
+                .chain(range.iter())
+                .chain(extra.iter())
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let run = |args: Vec<String>, extra_env: &[(&str, &str)]| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().chain(extra_env).copied().collect();
+            scratch.vcmetrics(&args, &env)
+        };
+
+        let first = ok(&run(vec!["migrate".into()], &[]));
+        assert!(
+            first.contains(&format!("created  {metrics}.period_1_date_1")),
+            "{first}"
+        );
+        let again = ok(&run(vec!["migrate".into()], &[]));
+        assert!(!again.contains("created"), "migrate is idempotent: {again}");
+
+        let expected = case.get_array("expected").unwrap();
+        let out = ok(&run(with("recompute", &[]), &[]));
+        assert!(
+            out.contains(&format!("{} new, 0 changed, 0 unchanged", expected.len())),
+            "{name}: {out}"
+        );
+        let written = metrics_docs(&scratch.db, &metrics).await;
+        assert_same_metrics(name, &written, expected);
+
+        ok(&run(with("verify", &[]), &[]));
+
+        // A re-run changes nothing but updatedAt.
+        let out = ok(&run(with("recompute", &[]), &[]));
+        assert!(
+            out.contains(&format!("0 new, 0 changed, {} unchanged", expected.len())),
+            "{name}: {out}"
+        );
+        let rerun = metrics_docs(&scratch.db, &metrics).await;
+        for (a, b) in written.iter().zip(&rerun) {
+            assert_eq!(a.get("_id"), b.get("_id"));
+            assert_eq!(a.get("createdAt"), b.get("createdAt"));
+        }
+        assert_same_metrics(name, &rerun, expected);
+
+        // The retention guard: a one-day horizon refuses these old windows unless forced.
+        let refused = run(
+            with("recompute", &[]),
+            &[("VCMETRICS_AUDIT_RETENTION", "1d")],
+        );
+        assert_eq!(
+            refused.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("retention horizon"));
+        ok(&run(
+            with("recompute", &["--force"]),
+            &[("VCMETRICS_AUDIT_RETENTION", "1d")],
+        ));
+    }
+
+    // Drift: remove the ICE.TIMEOUT events; dry-run reports the change and writes nothing,
+    // verify exits 3, recompute repairs it and verify passes again.
+    let env = [
+        ("VCMETRICS_AUDIT_COLLECTION", "audit_march"),
+        ("VCMETRICS_METRICS_COLLECTION", "metrics_0"),
+    ];
+    let hourly = [
+        "--period",
+        "hourly",
+        "--from",
+        "2026-03-01T09:00:00Z",
+        "--to",
+        "2026-03-01T12:00:00Z",
+    ];
+    let args = |cmd: &'static str, extra: &[&'static str]| -> Vec<&str> {
+        [cmd]
+            .into_iter()
+            .chain(hourly)
+            .chain(extra.iter().copied())
+            .collect()
+    };
+    let before = metrics_docs(&scratch.db, "metrics_0").await;
+    scratch
+        .db
+        .collection::<Document>("audit_march")
+        .delete_many(doc! {"errorCode": "ICE.TIMEOUT"})
+        .await
+        .unwrap();
+    let dry = ok(&scratch.vcmetrics(&args("recompute", &["--dry-run"]), &env));
+    assert!(
+        dry.contains("would change hourly 2026-03-01T09:00:00+00:00: failedConnections: 1 -> 0"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("errorCounts.ICE_TIMEOUT: 1 -> missing"),
+        "{dry}"
+    );
+    assert_eq!(
+        metrics_docs(&scratch.db, "metrics_0").await,
+        before,
+        "dry-run wrote nothing"
+    );
+    let verify = scratch.vcmetrics(&args("verify", &[]), &env);
+    assert_eq!(verify.status.code(), Some(3));
+    let out = ok(&scratch.vcmetrics(&args("recompute", &[]), &env));
+    assert!(out.contains("0 new, 2 changed, 1 unchanged"), "{out}");
+    let repaired = metrics_docs(&scratch.db, "metrics_0").await;
+    assert!(repaired[0]
+        .get_document("errorCounts")
+        .unwrap()
+        .get("ICE_TIMEOUT")
+        .is_none());
+    ok(&scratch.vcmetrics(&args("verify", &[]), &env));
+
+    scratch.drop().await;
+}
+
+#[tokio::test]
+async fn migrate_never_silently_changes_a_ttl() {
+    let Some(uri) = mongodb_uri("migrate TTL handling against a real MongoDB") else {
+        return;
+    };
+    let scratch = Scratch::new(uri, "ttl").await;
+    ok(&scratch.vcmetrics(&["migrate"], &[]));
+    // The same deployment with the schema's 180-day TTL configured: reported, exit 4, unchanged.
+    let differs = scratch.vcmetrics(&["migrate"], &[("VCMETRICS_AUDIT_TTL", "180d")]);
+    assert_eq!(
+        differs.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&differs.stderr)
+    );
+    assert!(String::from_utf8_lossy(&differs.stdout)
+        .contains("differs  videocallauditlogs.timestamp_1: expireAfterSeconds 315360000, config wants expireAfterSeconds 15552000"));
+    let ttl = |db: Database| async move {
+        let indexes: Vec<Document> = db
+            .run_command(doc! {"listIndexes": "videocallauditlogs"})
+            .await
+            .unwrap()
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .iter()
+            .map(|d| d.as_document().unwrap().clone())
+            .collect();
+        indexes
+            .iter()
+            .find(|i| i.get_str("name") == Ok("timestamp_1"))
+            .and_then(|i| number(i.get("expireAfterSeconds")))
+    };
+    assert_eq!(ttl(scratch.db.clone()).await, Some(315_360_000.0));
+    // Asked explicitly, it changes it.
+    ok(&scratch.vcmetrics(
+        &["migrate", "--update-ttl"],
+        &[("VCMETRICS_AUDIT_TTL", "180d")],
+    ));
+    assert_eq!(ttl(scratch.db.clone()).await, Some(15_552_000.0));
+    scratch.drop().await;
+}
