@@ -5,16 +5,17 @@
 //! problem names its key (or environment variable), and all of them are reported together. The
 //! connection string's password never appears in an error or a log line (see [`redact_uri`]).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Weekday;
+use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use mongodb::options::ConnectionString;
 use serde::Deserialize;
 
+use crate::schedule::Schedule;
 use crate::window::{Calendar, Period};
 
 /// The audit log's TTL the platform's schema declares: 180 days.
@@ -33,6 +34,11 @@ pub struct RawConfig {
     pub week_start: Option<String>,
     pub audit_ttl: Option<String>,
     pub audit_retention: Option<String>,
+    pub state_collection: Option<String>,
+    pub start_from: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub instance_id: Option<String>,
+    pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub periods: RawPeriods,
 }
@@ -50,6 +56,10 @@ pub struct RawPeriods {
 #[serde(deny_unknown_fields)]
 pub struct RawPeriod {
     pub chunk_windows: Option<i64>,
+    pub schedule: Option<String>,
+    pub lookback: Option<i64>,
+    pub include_open: Option<bool>,
+    pub max_windows_per_run: Option<i64>,
 }
 
 /// The validated configuration.
@@ -64,21 +74,38 @@ pub struct Config {
     pub audit_ttl: Duration,
     /// Overrides the retention horizon otherwise read from the audit log's TTL index.
     pub audit_retention: Option<Duration>,
-    pub periods: BTreeMap<Period, PeriodConfig>,
+    /// Indexed by [`Period::index`].
+    pub periods: [PeriodConfig; 4],
+    /// The daemon's own small collection: watermarks and the leader lease.
+    pub state_collection: String,
+    /// Where a fresh deployment (no watermark) starts catching up; default: the start of the
+    /// current month's first window, never before the retention horizon.
+    pub start_from: Option<DateTime<Utc>>,
+    pub lease_ttl: Duration,
+    /// This replica's name in the lease document.
+    pub instance_id: String,
+    /// How long a running aggregate may finish after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodConfig {
-    /// At most this many windows go into one aggregate command.
+    /// At most this many windows go into one aggregate command (recompute, verify).
     pub chunk_windows: usize,
+    /// When the daemon refreshes this period (6-field cron: sec min hour dom month dow), in the
+    /// configured time zone.
+    pub schedule: Schedule,
+    /// How many closed windows every run refreshes again, for late events.
+    pub lookback: usize,
+    /// Whether runs also refresh the window that is still open.
+    pub include_open: bool,
+    /// At most this many windows in one run (one aggregate); a backlog takes several runs.
+    pub max_windows_per_run: usize,
 }
 
 impl Config {
-    pub fn period(&self, period: Period) -> PeriodConfig {
-        self.periods
-            .get(&period)
-            .copied()
-            .unwrap_or_else(|| default_period(period))
+    pub fn period(&self, period: Period) -> &PeriodConfig {
+        &self.periods[period.index()]
     }
 
     /// The connection string with its password replaced, for messages and logs.
@@ -87,16 +114,41 @@ impl Config {
     }
 }
 
-fn default_period(period: Period) -> PeriodConfig {
+/// Everything but the schedule, which is parsed (and may fail) in `validate`.
+struct PeriodDefaults {
+    chunk_windows: usize,
+    lookback: usize,
+    include_open: bool,
+    max_windows_per_run: usize,
+}
+
+fn default_period(period: Period) -> PeriodDefaults {
     // One aggregate covers about a day of hours, a week of days, a month of weeks, one month:
     // each assigns events to at most a few dozen windows and reads a bounded slice of the log.
-    let chunk_windows = match period {
-        Period::Hourly => 24,
-        Period::Daily => 7,
-        Period::Weekly => 4,
-        Period::Monthly => 1,
+    // A backlog is worked off about two days (or the equivalent) per run.
+    let (chunk_windows, lookback, max_windows_per_run) = match period {
+        Period::Hourly => (24, 3, 48),
+        Period::Daily => (7, 2, 14),
+        Period::Weekly => (4, 1, 8),
+        Period::Monthly => (1, 1, 3),
     };
-    PeriodConfig { chunk_windows }
+    PeriodDefaults {
+        chunk_windows,
+        lookback,
+        include_open: true,
+        max_windows_per_run,
+    }
+}
+
+/// Hourly and daily every few minutes, so today's numbers are fresh; weekly and monthly
+/// hourly. Seconds and minutes are staggered so the periods do not all start at once.
+fn default_schedule(period: Period) -> &'static str {
+    match period {
+        Period::Hourly => "0 */5 * * * *",
+        Period::Daily => "30 */15 * * * *",
+        Period::Weekly => "0 7 * * * *",
+        Period::Monthly => "0 9 * * * *",
+    }
 }
 
 /// One thing wrong with the configuration, and where.
@@ -205,9 +257,9 @@ fn pick(env: &impl Env, env_names: &[&str], key: &str, file: Option<String>) -> 
 }
 
 pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| {
-        problems.push(Problem {
+    let problems = RefCell::new(Vec::new());
+    let problem = |key: &str, message: String| {
+        problems.borrow_mut().push(Problem {
             key: key.to_owned(),
             message,
         })
@@ -237,16 +289,18 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
     };
 
     let database = match pick(env, &["VCMETRICS_DATABASE"], "database", raw.database) {
-        Some(s) => check_database_name(&s.value)
-            .map_err(|m| problem(&s.key, m))
-            .ok()
-            .map(|_| s.value),
+        Some(s) => match check_database_name(&s.value) {
+            Ok(()) => s.value,
+            Err(m) => {
+                problem(&s.key, m);
+                String::new()
+            }
+        },
         // Mongoose, like the driver, uses `test` when the URI names no database.
-        None => Some(uri_database.unwrap_or_else(|| "test".to_owned())),
-    }
-    .unwrap_or_default();
+        None => uri_database.unwrap_or_else(|| "test".to_owned()),
+    };
 
-    let mut collection = |env_name: &str, key: &str, file: Option<String>, default: &str| match pick(
+    let collection = |env_name: &str, key: &str, file: Option<String>, default: &str| match pick(
         env,
         &[env_name],
         key,
@@ -272,6 +326,12 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         "metrics_collection",
         raw.metrics_collection,
         "videocallmetrics",
+    );
+    let state_collection = collection(
+        "VCMETRICS_STATE_COLLECTION",
+        "state_collection",
+        raw.state_collection,
+        "vcmetricsstate",
     );
 
     let tz = match pick(env, &["VCMETRICS_TIMEZONE"], "timezone", raw.timezone) {
@@ -301,11 +361,14 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         None => Weekday::Mon,
     };
 
-    let mut duration = |env_name: &str, key: &str, file: Option<String>| {
+    let duration = |env_name: &str, key: &str, file: Option<String>, min: Duration| {
         pick(env, &[env_name], key, file).and_then(|s| match humantime::parse_duration(&s.value) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(d) if d >= min => Some(d),
             Ok(_) => {
-                problem(&s.key, "must be at least one second".to_owned());
+                problem(
+                    &s.key,
+                    format!("must be at least {}", humantime::format_duration(min)),
+                );
                 None
             }
             Err(e) => {
@@ -320,41 +383,129 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
             }
         })
     };
-    let audit_ttl =
-        duration("VCMETRICS_AUDIT_TTL", "audit_ttl", raw.audit_ttl).unwrap_or(SCHEMA_AUDIT_TTL);
+    let second = Duration::from_secs(1);
+    let audit_ttl = duration("VCMETRICS_AUDIT_TTL", "audit_ttl", raw.audit_ttl, second)
+        .unwrap_or(SCHEMA_AUDIT_TTL);
     let audit_retention = duration(
         "VCMETRICS_AUDIT_RETENTION",
         "audit_retention",
         raw.audit_retention,
+        second,
     );
+    let lease_ttl = duration(
+        "VCMETRICS_LEASE_TTL",
+        "lease_ttl",
+        raw.lease_ttl,
+        Duration::from_secs(3),
+    )
+    .unwrap_or(Duration::from_secs(30));
+    let shutdown_grace = duration(
+        "VCMETRICS_SHUTDOWN_GRACE",
+        "shutdown_grace",
+        raw.shutdown_grace,
+        Duration::ZERO,
+    )
+    .unwrap_or(Duration::from_secs(30));
+    let start_from =
+        pick(env, &["VCMETRICS_START_FROM"], "start_from", raw.start_from).and_then(|s| {
+            DateTime::parse_from_rfc3339(&s.value)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    problem(
+                        &s.key,
+                        format!("{:?} is not an RFC 3339 instant ({e})", s.value),
+                    )
+                })
+                .ok()
+        });
+    let instance_id = pick(
+        env,
+        &["VCMETRICS_INSTANCE_ID"],
+        "instance_id",
+        raw.instance_id,
+    )
+    .map(|s| s.value)
+    .unwrap_or_else(default_instance_id);
 
-    let mut periods = BTreeMap::new();
     let RawPeriods {
         hourly,
         daily,
         weekly,
         monthly,
     } = raw.periods;
-    for (period, raw_period) in Period::ALL
-        .into_iter()
-        .zip([hourly, daily, weekly, monthly])
-    {
+    let raw_periods = [hourly, daily, weekly, monthly];
+    let mut periods = Vec::with_capacity(4);
+    for (period, raw_period) in Period::ALL.into_iter().zip(raw_periods) {
+        let raw_period = raw_period.unwrap_or_default();
         let mut config = default_period(period);
-        if let Some(n) = raw_period.and_then(|p| p.chunk_windows) {
-            match usize::try_from(n) {
-                Ok(n) if (1..=1000).contains(&n) => config.chunk_windows = n,
-                _ => problem(
-                    &format!("periods.{period}.chunk_windows"),
-                    format!("must be between 1 and 1000, got {n}"),
-                ),
+        let count = |name: &str,
+                     value: Option<i64>,
+                     range: std::ops::RangeInclusive<usize>,
+                     slot: &mut usize| {
+            if let Some(n) = value {
+                match usize::try_from(n) {
+                    Ok(n) if range.contains(&n) => *slot = n,
+                    _ => problem(
+                        &format!("periods.{period}.{name}"),
+                        format!(
+                            "must be between {} and {}, got {n}",
+                            range.start(),
+                            range.end()
+                        ),
+                    ),
+                }
             }
+        };
+        count(
+            "chunk_windows",
+            raw_period.chunk_windows,
+            1..=1000,
+            &mut config.chunk_windows,
+        );
+        count(
+            "lookback",
+            raw_period.lookback,
+            0..=1000,
+            &mut config.lookback,
+        );
+        count(
+            "max_windows_per_run",
+            raw_period.max_windows_per_run,
+            1..=1000,
+            &mut config.max_windows_per_run,
+        );
+        if let Some(open) = raw_period.include_open {
+            config.include_open = open;
         }
-        periods.insert(period, config);
+        let schedule_text = raw_period
+            .schedule
+            .unwrap_or_else(|| default_schedule(period).to_owned());
+        let schedule = Schedule::parse(&schedule_text)
+            .map_err(|e| problem(&format!("periods.{period}.schedule"), e))
+            .ok();
+        if config.max_windows_per_run <= config.lookback + 1 {
+            problem(
+                &format!("periods.{period}.max_windows_per_run"),
+                format!(
+                    "must exceed lookback + 1 ({}), or a run could never get past its own lookback",
+                    config.lookback + 1
+                ),
+            );
+        }
+        periods.extend(schedule.map(|schedule| PeriodConfig {
+            chunk_windows: config.chunk_windows,
+            schedule,
+            lookback: config.lookback,
+            include_open: config.include_open,
+            max_windows_per_run: config.max_windows_per_run,
+        }));
     }
 
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
+    let problems = problems.into_inner();
+    let periods: [PeriodConfig; 4] = match periods.try_into() {
+        Ok(p) if problems.is_empty() => p,
+        _ => return Err(ConfigError::Invalid(problems)),
+    };
     Ok(Config {
         mongodb_uri: uri.value,
         database,
@@ -364,7 +515,21 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         audit_ttl,
         audit_retention,
         periods,
+        state_collection,
+        start_from,
+        lease_ttl,
+        instance_id,
+        shutdown_grace,
     })
+}
+
+/// `HOSTNAME` (a pod's name on Kubernetes) and the process id: unique among live replicas.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vcmetrics".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 fn check_database_name(name: &str) -> Result<(), String> {
@@ -430,6 +595,14 @@ mod tests {
         assert_eq!(c.audit_ttl, Duration::from_secs(15_552_000));
         assert_eq!(c.audit_retention, None);
         assert_eq!(c.period(Period::Hourly).chunk_windows, 24);
+        assert_eq!(
+            c.period(Period::Hourly).schedule.to_string(),
+            "0 */5 * * * *"
+        );
+        assert_eq!(c.period(Period::Daily).lookback, 2);
+        assert!(c.period(Period::Monthly).include_open);
+        assert_eq!(c.state_collection, "vcmetricsstate");
+        assert_eq!(c.lease_ttl, Duration::from_secs(30));
     }
 
     #[test]
@@ -459,7 +632,7 @@ mod tests {
     fn every_problem_is_reported_with_its_key() {
         let err = from_toml(
             "timezone = \"Europe/Berln\"\nweek_start = \"someday\"\naudit_retention = \"soon\"\n\
-             [periods.hourly]\nchunk_windows = 0",
+             [periods.hourly]\nchunk_windows = 0\nschedule = \"every five minutes\"",
             &[("VCMETRICS_METRICS_COLLECTION", "bad$name")],
         )
         .unwrap_err();
@@ -474,7 +647,8 @@ mod tests {
                 "timezone",
                 "week_start",
                 "audit_retention",
-                "periods.hourly.chunk_windows"
+                "periods.hourly.chunk_windows",
+                "periods.hourly.schedule"
             ]
         );
         assert!(err

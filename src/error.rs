@@ -31,11 +31,28 @@ pub enum Error {
     /// A safety guard stopped the command: it would have destroyed or hidden data.
     #[error("refused: {0}")]
     Refused(String),
+    #[error("scheduler: {0}")]
+    Scheduler(String),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     /// `verify` found stored documents that differ from what the audit log says.
     #[error("{windows} window(s) differ from the audit log")]
     Drift { windows: usize },
+}
+
+/// An error with its whole cause chain, `outer: cause: root cause`, for log fields.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -53,7 +70,8 @@ impl Error {
             | Error::Mongo { .. }
             | Error::MongoWrite { .. }
             | Error::MetricsDocument(_)
-            | Error::Output(_) => 1,
+            | Error::Output(_)
+            | Error::Scheduler(_) => 1,
         }
     }
 
@@ -67,6 +85,7 @@ impl Error {
             Error::MetricsDocument(_) => "metrics_document",
             Error::Refused(_) => "refused",
             Error::Output(_) => "output",
+            Error::Scheduler(_) => "scheduler",
             Error::Drift { .. } => "drift",
         }
     }

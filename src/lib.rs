@@ -8,6 +8,13 @@
 //! - [`metrics`]: the metrics document's fields, reading documents back, diffs.
 //! - [`store`]: the storage trait and its MongoDB implementation — the only I/O.
 //! - [`rollup`]: one range of windows → chunks → seed, aggregate, compare.
+//! - [`refresh`]: which windows one scheduled run refreshes (open, lookback, catch-up).
+//! - [`schedule`]: cron schedules evaluated in the configured time zone.
+//! - [`scheduler`]: the daemon — ticks → runs, overlap guard, watermark, shutdown.
+//! - [`lease`]: the leader lease between replicas.
+//! - [`reachability`]: MongoDB up/down with backoff.
+//! - [`status`]: the daemon's own counters and state, for health and tests.
+//! - [`clock`]: wall-clock time as an input.
 //! - [`migrate`]: the indexes both collections need, and the plan to create them.
 //! - [`config`]: the validated configuration (file + environment).
 //! - [`cli`]: one module per subcommand.
@@ -15,11 +22,18 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod metrics;
 pub mod migrate;
 pub mod pipeline;
+pub mod reachability;
+pub mod refresh;
 pub mod rollup;
+pub mod schedule;
+pub mod scheduler;
+pub mod status;
 pub mod store;
 pub mod window;

@@ -1,5 +1,6 @@
 //! The `vcmetrics` binary: parse the command line, start logging, run, map errors to exit codes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,12 +9,7 @@ use vcmetrics::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VCMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,5 +27,20 @@ fn main() -> ExitCode {
             eprintln!("error: {:#}", anyhow::Error::from(e));
             ExitCode::from(code)
         }
+    }
+}
+
+/// Logs go to stderr: text (coloured on a terminal), or one JSON object per line with
+/// `VCMETRICS_LOG_FORMAT=json`. `VCMETRICS_LOG` is an env-filter (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("VCMETRICS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("VCMETRICS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }

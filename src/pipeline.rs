@@ -336,10 +336,14 @@ mod tests {
         let first = &c.rollup.pipeline[0];
         assert_eq!(
             first,
-            &doc! {"$match": {"timestamp": {
-                "$gte": bson::DateTime::from_chrono(utc("2026-03-01T00:00:00Z")),
-                "$lt": bson::DateTime::from_chrono(utc("2026-03-03T00:00:00Z")),
-            }}}
+            &doc! {"$match": {
+                "timestamp": {
+                    "$gte": bson::DateTime::from_chrono(utc("2026-03-01T00:00:00Z")),
+                    "$lt": bson::DateTime::from_chrono(utc("2026-03-03T00:00:00Z")),
+                },
+                // An array holding an in-range date also matches the range; it is no timestamp.
+                "$expr": {"$eq": [{"$type": "$timestamp"}, "date"]},
+            }}
         );
         let merge = c
             .rollup

@@ -128,24 +128,40 @@ impl Summary {
     }
 }
 
-/// Runs the rollup for `windows` (consecutive, oldest first) in chunks of the period's
-/// `chunk_windows`, calling `progress` with the number of windows finished after each chunk.
+/// What to roll up: consecutive windows of one period, oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub period: Period,
+    pub windows: &'a [Window],
+    /// The run's pinned "now": `updatedAt`, and `createdAt` of new documents.
+    pub now: DateTime<Utc>,
+    pub mode: Mode,
+    /// At most this many windows per aggregate command.
+    pub chunk_windows: usize,
+}
+
+/// Runs the rollup for a batch, one aggregate per chunk, calling `progress` with the number of
+/// windows finished after each chunk.
 pub async fn process(
     store: &impl Store,
     config: &Config,
-    period: Period,
-    windows: &[Window],
-    now: DateTime<Utc>,
-    mode: Mode,
+    batch: Batch<'_>,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<WindowReport>> {
+    let Batch {
+        period,
+        windows,
+        now,
+        mode,
+        chunk_windows,
+    } = batch;
     let target = Target {
         database: &config.database,
         audit_collection: &config.audit_collection,
         metrics_collection: &config.metrics_collection,
     };
     let mut reports = Vec::with_capacity(windows.len());
-    for chunk in windows.chunks(config.period(period).chunk_windows.max(1)) {
+    for chunk in windows.chunks(chunk_windows.max(1)) {
         let commands = chunk_commands(&target, period, chunk, now)?;
         let starts: Vec<DateTime<Utc>> = chunk.iter().map(|w| w.start).collect();
         let before = by_date(store.stored_windows(period, &starts).await?)?;
@@ -216,6 +232,7 @@ mod tests {
     use super::*;
     use crate::config::{validate, RawConfig};
     use crate::pipeline::{AggregateCommand, UpdateCommand};
+    use crate::window::Window;
     use bson::{doc, Document};
     use std::sync::Mutex;
     use std::time::Duration;
@@ -225,9 +242,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        let mut raw: RawConfig = toml::from_str("[periods.hourly]\nchunk_windows = 2").unwrap();
-        raw.timezone = Some("UTC".into());
-        validate(raw, &[]).unwrap()
+        validate(RawConfig::default(), &[]).unwrap()
     }
 
     /// A store that records what it was asked and serves canned documents; the MongoDB-backed
@@ -275,6 +290,36 @@ mod tests {
         }
         async fn audit_ttl(&self) -> Result<Option<Duration>> {
             Ok(self.ttl)
+        }
+        async fn ping(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn watermark(&self, _: Period) -> Result<Option<DateTime<Utc>>> {
+            Ok(None)
+        }
+        async fn advance_watermark(
+            &self,
+            _: Period,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<()> {
+            Ok(())
+        }
+        async fn try_lease(&self, _: &str, _: DateTime<Utc>, _: Duration) -> Result<bool> {
+            Ok(true)
+        }
+        async fn release_lease(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn batch(windows: &[Window], mode: Mode) -> Batch<'_> {
+        Batch {
+            period: Period::Hourly,
+            windows,
+            now: utc("2026-01-02T00:00:00Z"),
+            mode,
+            chunk_windows: 2,
         }
     }
 
@@ -374,15 +419,9 @@ mod tests {
             utc("2026-01-01T03:00:00Z"),
         );
         let mut progress = Vec::new();
-        let reports = process(
-            &store,
-            &config,
-            Period::Hourly,
-            &windows,
-            utc("2026-01-02T00:00:00Z"),
-            Mode::Write,
-            |n| progress.push(n),
-        )
+        let reports = process(&store, &config, batch(&windows, Mode::Write), |n| {
+            progress.push(n)
+        })
         .await
         .unwrap();
         assert_eq!(
@@ -432,17 +471,9 @@ mod tests {
             utc("2026-01-01T00:00:00Z"),
             utc("2026-01-01T02:00:00Z"),
         );
-        let reports = process(
-            &store,
-            &config,
-            Period::Hourly,
-            &windows,
-            utc("2026-01-02T00:00:00Z"),
-            Mode::Preview,
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let reports = process(&store, &config, batch(&windows, Mode::Preview), |_| {})
+            .await
+            .unwrap();
         assert_eq!(*store.calls.lock().unwrap(), vec!["aggregate writes=false"]);
         assert_eq!(reports[0].outcome, Outcome::Created);
         // Stored 3 calls, but the audit log has none in that hour any more.

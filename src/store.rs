@@ -43,6 +43,42 @@ pub trait Store: Send + Sync {
 
     /// The `expireAfterSeconds` of the audit log's TTL index on `timestamp`, if there is one.
     fn audit_ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
+
+    /// Whether the server answers at all.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// The end of the newest closed window of `period` known complete, if one was recorded.
+    fn watermark(
+        &self,
+        period: Period,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+
+    /// Moves the watermark forward to `to` (never backwards), recording `now` as the update time.
+    fn advance_watermark(
+        &self,
+        period: Period,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes or renews the leader lease for `holder` until `now + ttl`. False when another
+    /// holder's lease has not expired.
+    fn try_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives the lease up, if `holder` has it.
+    fn release_lease(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The `_id` of the lease document in the state collection.
+pub const LEASE_ID: &str = "leader";
+
+fn watermark_id(period: Period) -> String {
+    format!("watermark:{period}")
 }
 
 /// [`Store`] on a MongoDB deployment.
@@ -52,6 +88,7 @@ pub struct MongoStore {
     database: Database,
     audit_collection: String,
     metrics_collection: String,
+    state_collection: String,
 }
 
 /// An index as `listIndexes` reports it.
@@ -80,20 +117,13 @@ impl MongoStore {
             database,
             audit_collection: config.audit_collection.clone(),
             metrics_collection: config.metrics_collection.clone(),
+            state_collection: config.state_collection.clone(),
         })
     }
 
     /// Closes the client's connections; call once at exit.
     pub async fn shutdown(self) {
         self.client.shutdown().await;
-    }
-
-    pub async fn ping(&self) -> Result<()> {
-        self.database
-            .run_command(doc! {"ping": 1})
-            .await
-            .map(drop)
-            .map_err(Error::mongo("ping"))
     }
 
     pub async fn list_indexes(&self, collection: &str) -> Result<Vec<ExistingIndex>> {
@@ -174,6 +204,10 @@ fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 26)
 }
 
+fn bson_date(t: DateTime<Utc>) -> Bson {
+    Bson::DateTime(bson::DateTime::from_chrono(t))
+}
+
 impl Store for MongoStore {
     async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
         let reply = self
@@ -243,5 +277,84 @@ impl Store for MongoStore {
             .iter()
             .filter(|i| i.keys.len() == 1 && i.keys.contains_key("timestamp"))
             .find_map(|i| i.expire_after))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.database
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(drop)
+            .map_err(Error::mongo("ping"))
+    }
+
+    async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
+        let state = self
+            .database
+            .collection::<Document>(&self.state_collection)
+            .find_one(doc! {"_id": watermark_id(period)})
+            .await
+            .map_err(Error::mongo("find (watermark)"))?;
+        Ok(state.and_then(|d| d.get_datetime("watermark").ok().map(|t| t.to_chrono())))
+    }
+
+    async fn advance_watermark(
+        &self,
+        period: Period,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.database
+            .collection::<Document>(&self.state_collection)
+            .update_one(
+                doc! {"_id": watermark_id(period)},
+                doc! {
+                    "$max": {"watermark": bson_date(to)},
+                    "$set": {"period": period.as_str(), "updatedAt": bson_date(now)},
+                },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(Error::mongo("update (watermark)"))
+    }
+
+    async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let result = self
+            .database
+            .collection::<Document>(&self.state_collection)
+            .update_one(
+                doc! {
+                    "_id": LEASE_ID,
+                    "$or": [{"holder": holder}, {"expiresAt": {"$lte": bson_date(now)}}],
+                },
+                doc! {"$set": {"holder": holder, "expiresAt": bson_date(expires), "renewedAt": bson_date(now)}},
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // Held by someone else: the filter missed and the upsert hit the existing _id.
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(Error::mongo("update (lease)")(e)),
+        }
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<()> {
+        self.database
+            .collection::<Document>(&self.state_collection)
+            .delete_one(doc! {"_id": LEASE_ID, "holder": holder})
+            .await
+            .map(drop)
+            .map_err(Error::mongo("delete (lease)"))
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
     }
 }

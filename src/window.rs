@@ -35,6 +35,11 @@ impl Period {
         Period::Monthly,
     ];
 
+    /// The position in [`Period::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The value stored in the metrics document's `period` field.
     pub fn as_str(self) -> &'static str {
         match self {

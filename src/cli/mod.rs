@@ -4,6 +4,7 @@
 pub mod migrate;
 pub mod pipelines;
 pub mod recompute;
+pub mod run;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: refresh every period on its schedule, catch up after downtime.
+    Run(run::Args),
     /// Create the indexes both collections need (idempotent); never silently changes a TTL.
     Migrate(migrate::Args),
     /// Rebuild the metrics documents of a range of windows from the audit log.
@@ -137,6 +140,7 @@ pub fn load_config(cli_config: Option<&std::path::Path>) -> Result<Config> {
 pub async fn run(cli: Cli) -> Result<()> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
+        Command::Run(args) => run::run(&config, args).await,
         Command::Migrate(args) => migrate::run(&config, args).await,
         Command::Recompute(args) => recompute::run(&config, args).await,
         Command::Verify(args) => verify::run(&config, args).await,

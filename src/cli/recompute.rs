@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::RangeArgs;
 use crate::config::Config;
 use crate::error::Result;
-use crate::rollup::{self, check_retention, plan_range, retention_horizon, Mode, Outcome, Summary};
+use crate::rollup::{
+    self, check_retention, plan_range, retention_horizon, Batch, Mode, Outcome, Summary,
+};
 use crate::store::MongoStore;
 
 #[derive(Debug, clap::Args)]
@@ -45,16 +47,16 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         };
         for plan in &plans {
             let bar = progress_bar(plan.windows.len(), plan.period.as_str());
-            let reports = rollup::process(
-                &store,
-                config,
-                plan.period,
-                &plan.windows,
+            let batch = Batch {
+                period: plan.period,
+                windows: &plan.windows,
                 now,
                 mode,
-                |done| bar.set_position(done as u64),
-            )
-            .await?;
+                chunk_windows: config.period(plan.period).chunk_windows,
+            };
+            let reports =
+                rollup::process(&store, config, batch, |done| bar.set_position(done as u64))
+                    .await?;
             bar.finish_and_clear();
             if args.dry_run {
                 for r in &reports {

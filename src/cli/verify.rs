@@ -5,7 +5,7 @@ use chrono::Utc;
 use super::RangeArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::rollup::{self, plan_range, Mode, Outcome};
+use crate::rollup::{self, plan_range, Batch, Mode, Outcome};
 use crate::store::MongoStore;
 
 #[derive(Debug, clap::Args)]
@@ -22,16 +22,14 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         let mut drifted = 0;
         for &period in &range.periods {
             let plan = plan_range(config, period, range.from, range.to, now);
-            let reports = rollup::process(
-                &store,
-                config,
+            let batch = Batch {
                 period,
-                &plan.windows,
+                windows: &plan.windows,
                 now,
-                Mode::Preview,
-                |_| {},
-            )
-            .await?;
+                mode: Mode::Preview,
+                chunk_windows: config.period(period).chunk_windows,
+            };
+            let reports = rollup::process(&store, config, batch, |_| {}).await?;
             for r in &reports {
                 let at = r.window.start.to_rfc3339();
                 match &r.outcome {

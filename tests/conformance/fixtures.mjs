@@ -38,6 +38,8 @@ export const marchEvents = [
   event("c5", "2026-03-01T10:08:00Z", "join_attempt", "u6", { action: undefined }),
   event("c6", "2026-03-01T10:09:00Z", "join_attempt", "u5", { timestamp: "2026-03-01T10:09:00Z" }),
   event("c7", "2026-03-01T10:09:30Z", "join_attempt", "u5", { timestamp: undefined }),
+  // An array holding a date matches the range $match; MongoDB would otherwise put it in the last window.
+  event("c7b", "2026-03-01T10:09:40Z", "join_attempt", "u5", { timestamp: [new Date("2026-03-01T10:09:40Z")] }),
   event("c8", "2026-03-01T10:10:00Z", "join_attempt", "u1", { userId: undefined }),
   event("c9", "2026-03-01T10:11:00Z", "permission_denied", "u1", { errorCode: "" }),
   event("c10", "2026-03-01T10:12:00Z", "join_denied", "u3", { errorCode: 42 }),
@@ -79,7 +81,7 @@ const hour09 = {
   totalConnectionTime: 420.5, connectionsWithTime: 2, averageConnectionTime: 210.25,
   uniqueUsers: 2, joinSuccesses: 1, errorsOccurred: 1,
 };
-// c1..c15 without c6/c7 (no date timestamp): the 10:00 UTC hour.
+// c1..c15 without c6/c7/c7b (no date timestamp): the 10:00 UTC hour.
 const hour10 = {
   totalAttempts: 1, successfulConnections: 3, failedConnections: 1, completedCalls: 4,
   // c1 (-5) and c2 ("60") count as completed calls but not as durations.

@@ -104,7 +104,10 @@ test("one command per chunk: 24 hourly windows per aggregate, seeds first", () =
   const bucket = commands[1].command.pipeline.find((s) => s.$bucket).$bucket;
   assert.equal(bucket.boundaries.length, 25);
   assert.deepEqual(commands[1].command.pipeline[0], {
-    $match: { timestamp: { $gte: new Date("2026-03-01T00:00:00Z"), $lt: new Date("2026-03-02T00:00:00Z") } },
+    $match: {
+      timestamp: { $gte: new Date("2026-03-01T00:00:00Z"), $lt: new Date("2026-03-02T00:00:00Z") },
+      $expr: { $eq: [{ $type: "$timestamp" }, "date"] },
+    },
   });
 });
 

@@ -1,0 +1,104 @@
+//! The leader lease: only the replica holding it runs jobs.
+//!
+//! The lease is a document in the state collection with a holder and an expiry. The holder
+//! renews it every third of its TTL; a standby tries every fifth. A leader that cannot renew
+//! stops scheduling a fifth of a TTL *before* its lease can have expired (clock skew between
+//! replicas must stay below that), and gives the lease up on shutdown so a standby takes over at
+//! its next try. Correctness never depends on the lease — runs are idempotent upserts — it only
+//! keeps replicas from doing the same work twice.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::error::Chain;
+use crate::status::Status;
+use crate::store::Store;
+
+/// Whether this replica may schedule, shared between the lease task and the scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct Leadership {
+    valid_until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Leadership {
+    /// True while the last successful renewal still covers now (with its safety margin).
+    pub fn is_leader(&self) -> bool {
+        self.valid_until()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn valid_until(&self) -> Option<Instant> {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+}
+
+/// Takes, renews and finally releases the lease until `shutdown` flips.
+pub async fn hold_lease(
+    store: Arc<impl Store>,
+    clock: impl Clock,
+    holder: String,
+    ttl: Duration,
+    leadership: Leadership,
+    status: Arc<Status>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let margin = ttl / 5;
+    let mut was_leader = false;
+    let mut renew_failing = false;
+    loop {
+        let attempt = Instant::now();
+        match store.try_lease(&holder, clock.now(), ttl).await {
+            Ok(true) => {
+                leadership.set(Some(attempt + ttl - margin));
+                renew_failing = false;
+            }
+            Ok(false) => leadership.set(None),
+            Err(e) => {
+                // Keep the current validity: it runs out on its own, before the lease does.
+                if !renew_failing {
+                    warn!(holder = %holder, error = %Chain(&e), "cannot take or renew the lease");
+                }
+                renew_failing = true;
+            }
+        }
+        let leader = leadership.is_leader();
+        if leader != was_leader {
+            if leader {
+                info!(holder = %holder, "became leader: this replica runs the jobs");
+            } else {
+                warn!(holder = %holder, "not leader: standing by");
+            }
+            was_leader = leader;
+        }
+        status.set_leader(leader);
+        let wait = if leader { ttl / 3 } else { ttl / 5 };
+        // Wake up in time to stop scheduling when renewals keep failing.
+        let wait = match leadership.valid_until() {
+            Some(until) if leader => wait.min(until.saturating_duration_since(Instant::now())),
+            _ => wait,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if leadership.is_leader() {
+        leadership.set(None);
+        status.set_leader(false);
+        match store.release_lease(&holder).await {
+            Ok(()) => info!(holder = %holder, "released the lease"),
+            Err(e) => {
+                warn!(holder = %holder, error = %Chain(&e), "could not release the lease; it expires on its own")
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Whether MongoDB answers: pinged every 10 s while up; while down, retried with capped
+//! exponential backoff (1 s doubling to 60 s). One log line per change of state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::redact_uri;
+use crate::error::Chain;
+use crate::status::Status;
+use crate::store::Store;
+
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub async fn watch_mongodb(
+    store: Arc<impl Store>,
+    uri: String,
+    status: Arc<Status>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        let result = store.ping().await;
+        let up = result.is_ok();
+        if up != status.mongodb_up() || first {
+            match result {
+                Ok(()) => info!(uri = %redact_uri(&uri), "MongoDB reachable"),
+                Err(e) => warn!(
+                    uri = %redact_uri(&uri),
+                    error = %Chain(&e),
+                    "MongoDB unreachable: runs wait, retrying with backoff up to {}s",
+                    MAX_BACKOFF.as_secs()
+                ),
+            }
+        }
+        first = false;
+        status.set_mongodb_up(up);
+        let wait = if up {
+            backoff = Duration::from_secs(1);
+            PING_INTERVAL
+        } else {
+            let wait = backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            wait
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

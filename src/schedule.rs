@@ -1,0 +1,133 @@
+//! Cron schedules, evaluated in the configured time zone.
+//!
+//! The daemon's ticks come from tokio-cron-scheduler, which parses the same 6-field expressions
+//! (seconds required, `dom_and_dow`) with croner but fixes the zone's UTC offset when a job is
+//! created, so after a DST change its local-time schedules fire an hour off (upstream #107), and
+//! a job can stop firing under load (#113). This module evaluates each schedule in the real zone;
+//! the daemon uses it to notice a tick that did not come and fire the period itself.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    text: String,
+    cron: Cron,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Schedule {}
+
+impl Schedule {
+    /// Parses a 6-field cron expression: `sec min hour day-of-month month day-of-week`.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let cron = CronParser::builder()
+            .seconds(Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(text)
+            .map_err(|e| {
+                format!(
+                    "{text:?} is not a 6-field cron expression (sec min hour dom month dow, \
+                     e.g. \"0 */5 * * * *\"): {e}"
+                )
+            })?;
+        Ok(Schedule {
+            text: text.to_owned(),
+            cron,
+        })
+    }
+
+    /// The first fire time strictly after `t`, in `tz`'s real (DST-aware) local time.
+    pub fn next_after(&self, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&t.with_timezone(&tz), false)
+            .ok()
+            .map(|next| next.with_timezone(&Utc))
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn fires(schedule: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
+        let s = Schedule::parse(schedule).unwrap();
+        let tz: Tz = tz.parse().unwrap();
+        let mut t = utc(from);
+        (0..n)
+            .map(|_| {
+                t = s.next_after(tz, t).unwrap();
+                t.to_rfc3339()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_local_time_schedule_follows_the_zone_across_dst() {
+        // 04:00 Berlin: 03:00 UTC before the spring change (2026-03-29), 02:00 UTC after.
+        assert_eq!(
+            fires("0 0 4 * * *", "Europe/Berlin", "2026-03-27T12:00:00Z", 3),
+            vec![
+                "2026-03-28T03:00:00+00:00",
+                "2026-03-29T02:00:00+00:00",
+                "2026-03-30T02:00:00+00:00"
+            ]
+        );
+        // In autumn (2026-10-25) back to 03:00 UTC.
+        assert_eq!(
+            fires("0 0 4 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", 2),
+            vec!["2026-10-25T03:00:00+00:00", "2026-10-26T03:00:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn croner_skips_the_repeated_local_hour_when_clocks_go_back() {
+        // Berlin's local 02:00-03:00 happens twice on 2026-10-25; croner fires only in the first
+        // (00:00-01:00 UTC), so a `*/5` schedule is silent from 01:00 to 02:00 UTC. Nothing
+        // depends on it: the 01:00 UTC window is refreshed by the next run's lookback, and the
+        // daemon's watermark, not the tick count, decides what is complete.
+        let times = fires("0 */5 * * * *", "Europe/Berlin", "2026-10-25T00:50:00Z", 3);
+        assert_eq!(
+            times,
+            vec![
+                "2026-10-25T00:55:00+00:00",
+                "2026-10-25T02:00:00+00:00",
+                "2026-10-25T02:05:00+00:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_defaults_parse_and_nonsense_is_rejected() {
+        for text in [
+            "0 */5 * * * *",
+            "30 */15 * * * *",
+            "0 7 * * * *",
+            "0 9 * * * *",
+        ] {
+            assert_eq!(Schedule::parse(text).unwrap().to_string(), text);
+        }
+        let err = Schedule::parse("*/5 * * * *").unwrap_err();
+        assert!(err.contains("not a 6-field cron expression"), "{err}");
+    }
+}
