@@ -1,0 +1,715 @@
+//! The daemon under paused tokio time, against a fault-injecting double of the `Store` trait.
+//!
+//! Time: tokio's clock is paused and advances whenever every task waits, so a test "sleeps"
+//! through days in milliseconds; the daemon's wall clock is derived from it (`TestClock`).
+//! The double records which windows every aggregate covered and computes `totalCalls` from the
+//! call events it holds, so late events and catch-up are visible in the documents.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vcmetrics::clock::Clock;
+use vcmetrics::config::{validate, Config, RawConfig};
+use vcmetrics::error::{Error, Result};
+use vcmetrics::pipeline::{AggregateCommand, UpdateCommand};
+use vcmetrics::scheduler::Daemon;
+use vcmetrics::status::{RunOutcome, SkipReason, Status};
+use vcmetrics::store::Store;
+use vcmetrics::window::Period;
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Wall-clock time that moves with tokio's (paused) clock.
+#[derive(Clone)]
+struct TestClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TestClock {
+    fn starting_at(t: &str) -> Self {
+        TestClock {
+            base: utc(t),
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.base + chrono::Duration::from_std(self.start.elapsed()).unwrap()
+    }
+}
+
+/// One aggregate the daemon sent: its period, window starts and the daemon's clock.
+#[derive(Debug, Clone, PartialEq)]
+struct Aggregate {
+    period: String,
+    windows: Vec<DateTime<Utc>>,
+    at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Timestamps of call_start events in the audit log.
+    calls: Vec<DateTime<Utc>>,
+    docs: BTreeMap<(String, DateTime<Utc>), Document>,
+    watermarks: BTreeMap<Period, DateTime<Utc>>,
+    lease: Option<(String, DateTime<Utc>)>,
+    aggregates: Vec<Aggregate>,
+    /// Every operation fails, as with MongoDB unreachable.
+    down: bool,
+    /// The next this-many aggregates fail.
+    failing_aggregates: usize,
+    /// How long an aggregate takes (paused time).
+    aggregate_time: Duration,
+}
+
+#[derive(Default)]
+struct FakeStore {
+    state: Mutex<FakeState>,
+}
+
+impl FakeStore {
+    fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    fn check_up(&self, operation: &'static str) -> Result<()> {
+        if self.with(|s| s.down) {
+            return Err(Error::MongoWrite {
+                operation,
+                message: "injected: server unreachable".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn aggregates(&self, period: &str) -> Vec<Aggregate> {
+        self.with(|s| {
+            s.aggregates
+                .iter()
+                .filter(|a| a.period == period)
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn total_calls(&self, period: &str, start: &str) -> Option<i32> {
+        self.with(|s| {
+            s.docs
+                .get(&(period.to_owned(), utc(start)))
+                .and_then(|d| d.get_i32("totalCalls").ok())
+        })
+    }
+}
+
+fn dates(b: &Bson) -> Vec<DateTime<Utc>> {
+    b.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_datetime().unwrap().to_chrono())
+        .collect()
+}
+
+impl Store for FakeStore {
+    async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
+        self.check_up("update (seed windows)")?;
+        self.with(|s| {
+            for u in &command.updates {
+                let q = u.get_document("q").unwrap();
+                let key = (
+                    q.get_str("period").unwrap().to_owned(),
+                    q.get_datetime("date").unwrap().to_chrono(),
+                );
+                s.docs.entry(key).or_insert_with(|| {
+                    let created = u.get_document("u").unwrap().get_document("$setOnInsert").unwrap();
+                    doc! {"period": q.get_str("period").unwrap(), "date": q.get("date").unwrap(), "createdAt": created.get("createdAt").unwrap()}
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
+        self.check_up("aggregate")?;
+        let delay = self.with(|s| s.aggregate_time);
+        tokio::time::sleep(delay).await;
+        let fail = self.with(|s| {
+            let fail = s.failing_aggregates > 0;
+            s.failing_aggregates = s.failing_aggregates.saturating_sub(1);
+            fail
+        });
+        if fail {
+            return Err(Error::MongoWrite {
+                operation: "aggregate",
+                message: "injected failure".into(),
+            });
+        }
+        // The last stage of each kind: the final `$project` carries `updatedAt`.
+        let stage = |name: &str| {
+            command
+                .pipeline
+                .iter()
+                .rev()
+                .find_map(|s| s.get_document(name).ok())
+                .unwrap()
+        };
+        let boundaries = dates(stage("$bucket").get("boundaries").unwrap());
+        let union = stage("$unionWith").get_array("pipeline").unwrap()[0]
+            .as_document()
+            .unwrap();
+        let period = union
+            .get_document("$match")
+            .unwrap()
+            .get_str("period")
+            .unwrap()
+            .to_owned();
+        let now = stage("$project")
+            .get_datetime("updatedAt")
+            .map(|d| d.to_chrono())
+            .unwrap();
+        self.with(|s| {
+            s.aggregates.push(Aggregate {
+                period: period.clone(),
+                windows: boundaries[..boundaries.len() - 1].to_vec(),
+                at: now,
+            });
+            for w in boundaries.windows(2) {
+                let calls = s.calls.iter().filter(|t| w[0] <= **t && **t < w[1]).count() as i32;
+                let key = (period.clone(), w[0]);
+                let mut d = doc! {"period": &period, "date": bson::DateTime::from_chrono(w[0]), "errorCounts": {}};
+                for f in vcmetrics::metrics::FIELDS {
+                    d.insert(f.name, 0_i32);
+                }
+                d.insert("totalCalls", calls);
+                if let Some(created) = s.docs.get(&key).and_then(|old| old.get("createdAt").cloned()) {
+                    d.insert("createdAt", created);
+                }
+                s.docs.insert(key, d);
+            }
+        });
+        Ok(Vec::new())
+    }
+
+    async fn stored_windows(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+    ) -> Result<Vec<Document>> {
+        self.check_up("find (metrics)")?;
+        Ok(self.with(|s| {
+            starts
+                .iter()
+                .filter_map(|t| s.docs.get(&(period.as_str().to_owned(), *t)).cloned())
+                .collect()
+        }))
+    }
+
+    async fn audit_ttl(&self) -> Result<Option<Duration>> {
+        self.check_up("listIndexes")?;
+        Ok(Some(Duration::from_secs(15_552_000)))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.check_up("ping")
+    }
+
+    async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
+        self.check_up("find (watermark)")?;
+        Ok(self.with(|s| s.watermarks.get(&period).copied()))
+    }
+
+    async fn advance_watermark(
+        &self,
+        period: Period,
+        to: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<()> {
+        self.check_up("update (watermark)")?;
+        self.with(|s| {
+            let w = s.watermarks.entry(period).or_insert(to);
+            *w = (*w).max(to);
+        });
+        Ok(())
+    }
+
+    async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+        self.check_up("update (lease)")?;
+        Ok(self.with(|s| match &s.lease {
+            Some((other, expires)) if other != holder && *expires > now => false,
+            _ => {
+                s.lease = Some((
+                    holder.to_owned(),
+                    now + chrono::Duration::from_std(ttl).unwrap(),
+                ));
+                true
+            }
+        }))
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<()> {
+        self.check_up("delete (lease)")?;
+        self.with(|s| {
+            if s.lease.as_ref().is_some_and(|(h, _)| h == holder) {
+                s.lease = None;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A configuration where only the periods a test names have a real schedule.
+fn config(instance: &str, toml_text: &str) -> Config {
+    let raw: RawConfig = toml::from_str(toml_text).unwrap();
+    validate(raw, &[("VCMETRICS_INSTANCE_ID", instance)]).unwrap()
+}
+
+const RARE: &str = "0 0 0 1 1 *"; // New Year only: keeps a period out of the way
+
+/// Every schedule rare: ticks come only from the test, standing in for tokio-cron-scheduler.
+fn ticks_by_hand(extra: &str) -> String {
+    format!(
+        "{extra}\n[periods.hourly]\nschedule = \"{RARE}\"\n\
+         [periods.daily]\nschedule = \"{RARE}\"\n[periods.weekly]\nschedule = \"{RARE}\"\n\
+         [periods.monthly]\nschedule = \"{RARE}\"\n"
+    )
+}
+
+struct Running {
+    status: Arc<Status>,
+    ticks: mpsc::Sender<Period>,
+    shutdown: watch::Sender<bool>,
+    handle: JoinHandle<Result<()>>,
+}
+
+fn start(store: &Arc<FakeStore>, config: Config, clock: TestClock) -> Running {
+    let status = Arc::new(Status::default());
+    let (ticks, tick_rx) = mpsc::channel(16);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let daemon = Daemon::new(store.clone(), Arc::new(config), clock, status.clone());
+    let handle = tokio::spawn(daemon.run(tick_rx, shutdown_rx));
+    Running {
+        status,
+        ticks,
+        shutdown,
+        handle,
+    }
+}
+
+async fn sleep(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+fn minutes(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+fn runs(status: &Status, period: Period, outcome: RunOutcome) -> u64 {
+    status
+        .snapshot()
+        .runs
+        .get(&(period, outcome))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn skipped(status: &Status, period: Period, reason: SkipReason) -> u64 {
+    status
+        .snapshot()
+        .skipped
+        .get(&(period, reason))
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn fire_times_follow_the_zone_across_a_dst_change_without_the_scheduler() {
+    // Daily at 04:00 Berlin; no tokio-cron-scheduler ticks at all (its sender is dropped), so
+    // every run is the daemon's own late-tick firing, a minute after the due time.
+    let store = Arc::new(FakeStore::default());
+    let toml_text = format!(
+        "timezone = \"Europe/Berlin\"\nstart_from = \"2026-03-26T23:00:00Z\"\n\
+         [periods.daily]\nschedule = \"0 0 4 * * *\"\n[periods.hourly]\nschedule = \"{RARE}\"\n\
+         [periods.weekly]\nschedule = \"{RARE}\"\n[periods.monthly]\nschedule = \"{RARE}\"\n"
+    );
+    let daemon = start(
+        &store,
+        config("a", &toml_text),
+        TestClock::starting_at("2026-03-27T12:00:00Z"),
+    );
+    drop(daemon.ticks);
+    sleep(Duration::from_secs(4 * 86_400)).await;
+
+    let daily = store.aggregates("daily");
+    let fired: Vec<String> = daily
+        .iter()
+        .map(|a| a.at.format("%d %H:%M").to_string())
+        .collect();
+    // 04:00 CET is 03:00 UTC; from 2026-03-29 04:00 CEST is 02:00 UTC. Each within one check
+    // interval after the one-minute grace.
+    assert_eq!(fired.len(), 4, "{fired:?}");
+    for (run, expected) in daily.iter().zip([
+        "2026-03-28T03:01:00Z",
+        "2026-03-29T02:01:00Z",
+        "2026-03-30T02:01:00Z",
+        "2026-03-31T02:01:00Z",
+    ]) {
+        let delay = run.at - utc(expected);
+        assert!(
+            delay >= chrono::Duration::zero() && delay <= chrono::Duration::seconds(5),
+            "{fired:?}"
+        );
+    }
+    assert_eq!(
+        daemon.status.snapshot().late_ticks.get(&Period::Daily),
+        Some(&4)
+    );
+    // The run after the change covers the 23-hour day 2026-03-29 as its own window.
+    let after_change = &daily[2].windows;
+    assert!(after_change.contains(&utc("2026-03-28T23:00:00Z")));
+    assert!(after_change.contains(&utc("2026-03-29T22:00:00Z")));
+    assert_eq!(
+        store.with(|s| s.watermarks[&Period::Daily]),
+        utc("2026-03-30T22:00:00Z")
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_after_a_three_day_outage_refreshes_exactly_the_missing_windows() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| {
+        s.watermarks
+            .insert(Period::Hourly, utc("2026-03-10T12:00:00Z"));
+    });
+    // Down for three days: the daemon starts again at 12:07 on the 13th.
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at("2026-03-13T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    for _ in 0..3 {
+        daemon.ticks.send(Period::Hourly).await.unwrap();
+        sleep(Duration::from_secs(1)).await;
+    }
+    let runs = store.aggregates("hourly");
+    assert_eq!(runs.len(), 3);
+    // First run: the oldest 48 missing hours, nothing else (max_windows_per_run = 48).
+    assert_eq!(runs[0].windows.len(), 48);
+    assert_eq!(runs[0].windows[0], utc("2026-03-10T12:00:00Z"));
+    assert_eq!(
+        *runs[0].windows.last().unwrap(),
+        utc("2026-03-12T11:00:00Z")
+    );
+    // Second: the remaining 24 missing hours and the open one.
+    assert_eq!(runs[1].windows.first(), Some(&utc("2026-03-12T12:00:00Z")));
+    assert_eq!(runs[1].windows.last(), Some(&utc("2026-03-13T12:00:00Z")));
+    assert_eq!(runs[1].windows.len(), 25);
+    // Caught up: back to three lookback hours and the open one.
+    assert_eq!(
+        runs[2].windows,
+        [
+            "2026-03-13T09:00:00Z",
+            "2026-03-13T10:00:00Z",
+            "2026-03-13T11:00:00Z",
+            "2026-03-13T12:00:00Z"
+        ]
+        .map(utc)
+    );
+    assert_eq!(
+        store.with(|s| s.watermarks[&Period::Hourly]),
+        utc("2026-03-13T12:00:00Z")
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_events_inside_lookback_are_picked_up_and_older_ones_left_to_recompute() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| {
+        s.watermarks
+            .insert(Period::Hourly, utc("2026-03-10T12:00:00Z"));
+        s.calls.push(utc("2026-03-10T10:15:00Z"));
+    });
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(minutes(5)).await;
+    assert_eq!(store.total_calls("hourly", "2026-03-10T10:00:00Z"), Some(1));
+
+    // Two events arrive late: one for 10:xx (inside the 3-hour lookback), one for 07:xx.
+    store.with(|s| {
+        s.calls.push(utc("2026-03-10T10:40:00Z"));
+        s.calls.push(utc("2026-03-10T07:30:00Z"));
+    });
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.total_calls("hourly", "2026-03-10T10:00:00Z"), Some(2));
+    assert_eq!(store.total_calls("hourly", "2026-03-10T07:00:00Z"), None);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_during_a_run_of_the_same_period_is_skipped() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.aggregate_time = minutes(7));
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(minutes(5)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap(); // the first run is still going
+    sleep(minutes(5)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap(); // it has finished
+    sleep(minutes(10)).await;
+    assert_eq!(
+        skipped(&daemon.status, Period::Hourly, SkipReason::Overlap),
+        1
+    );
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 2);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_run_does_not_advance_the_watermark_nor_stop_other_periods() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| {
+        s.watermarks
+            .insert(Period::Hourly, utc("2026-03-10T09:00:00Z"));
+        s.failing_aggregates = 1;
+    });
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 1);
+    assert_eq!(
+        store.with(|s| s.watermarks[&Period::Hourly]),
+        utc("2026-03-10T09:00:00Z")
+    );
+    let failed = daemon.status.snapshot().recent_runs[0].clone();
+    assert_eq!(failed.error, Some("mongodb"));
+    assert_eq!(failed.first_window, Some(utc("2026-03-10T09:00:00Z")));
+
+    // Another period runs meanwhile, and the next hourly tick retries and advances.
+    daemon.ticks.send(Period::Daily).await.unwrap();
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&daemon.status, Period::Daily, RunOutcome::Success), 1);
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 1);
+    assert_eq!(
+        store.with(|s| s.watermarks[&Period::Hourly]),
+        utc("2026-03-10T12:00:00Z")
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_daemons_share_one_lease_and_only_the_leader_runs() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let a = start(&store, config("a", &ticks_by_hand("")), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    let b = start(&store, config("b", &ticks_by_hand("")), clock);
+    sleep(Duration::from_secs(1)).await;
+    for _ in 0..3 {
+        a.ticks.send(Period::Hourly).await.unwrap();
+        b.ticks.send(Period::Hourly).await.unwrap();
+        sleep(minutes(5)).await;
+    }
+    assert!(a.status.snapshot().leader && !b.status.snapshot().leader);
+    assert_eq!(runs(&a.status, Period::Hourly, RunOutcome::Success), 3);
+    assert_eq!(runs(&b.status, Period::Hourly, RunOutcome::Success), 0);
+    assert_eq!(skipped(&b.status, Period::Hourly, SkipReason::Standby), 3);
+    assert_eq!(store.aggregates("hourly").len(), 3);
+    for d in [a, b] {
+        d.shutdown.send(true).unwrap();
+        d.handle.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_standby_takes_over_within_a_ttl_when_the_leader_dies() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let a = start(
+        &store,
+        config("a", &ticks_by_hand("lease_ttl = \"30s\"")),
+        clock.clone(),
+    );
+    sleep(Duration::from_secs(1)).await;
+    let b = start(
+        &store,
+        config("b", &ticks_by_hand("lease_ttl = \"30s\"")),
+        clock.clone(),
+    );
+    sleep(Duration::from_secs(20)).await;
+    assert!(!b.status.snapshot().leader);
+
+    // The leader crashes: no release, its lease runs out at its last renewal + 30 s.
+    a.handle.abort();
+    let died = clock.now();
+    let lease_expiry = store.with(|s| s.lease.clone().unwrap().1);
+    assert!(lease_expiry - died <= chrono::Duration::seconds(30));
+    while !b.status.snapshot().leader {
+        sleep(Duration::from_secs(1)).await;
+    }
+    let took_over = clock.now();
+    // Within one TTL of the lease expiring, at most TTL + one standby poll (TTL/5) after death.
+    assert!(
+        took_over >= lease_expiry,
+        "took over at {took_over}, lease ran to {lease_expiry}"
+    );
+    assert!(
+        took_over - died <= chrono::Duration::seconds(36),
+        "{}",
+        took_over - died
+    );
+    b.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&b.status, Period::Hourly, RunOutcome::Success), 1);
+    b.shutdown.send(true).unwrap();
+    b.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_cannot_renew_stops_scheduling_before_its_lease_expires() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let a = start(
+        &store,
+        config("a", &ticks_by_hand("lease_ttl = \"30s\"")),
+        clock.clone(),
+    );
+    sleep(Duration::from_secs(1)).await;
+    assert!(a.status.snapshot().leader);
+    let lease_expiry = store.with(|s| s.lease.clone().unwrap().1);
+    store.with(|s| s.down = true);
+    while a.status.snapshot().leader {
+        sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        clock.now() < lease_expiry,
+        "stopped at {} but the lease ran to {lease_expiry}",
+        clock.now()
+    );
+    a.shutdown.send(true).unwrap();
+    a.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn mongodb_down_skips_runs_keeps_running_and_catches_up_when_back() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| {
+        s.watermarks
+            .insert(Period::Hourly, utc("2026-03-10T12:00:00Z"));
+        s.down = true;
+    });
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let daemon = start(&store, config("a", &ticks_by_hand("")), clock);
+    for _ in 0..12 {
+        sleep(minutes(5)).await;
+        daemon.ticks.send(Period::Hourly).await.unwrap();
+    }
+    sleep(Duration::from_secs(1)).await;
+    let s = daemon.status.snapshot();
+    assert!(!s.mongodb_up);
+    assert_eq!(
+        skipped(
+            &daemon.status,
+            Period::Hourly,
+            SkipReason::MongodbUnavailable
+        ),
+        12
+    );
+    assert!(!daemon.handle.is_finished());
+
+    store.with(|s| s.down = false);
+    sleep(minutes(2)).await; // the backoff is capped at one minute
+    assert!(daemon.status.snapshot().mongodb_up);
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    let last = store.aggregates("hourly").pop().unwrap();
+    // 13:09 now: every hour since the watermark (12:00), nothing skipped.
+    assert_eq!(last.windows.first(), Some(&utc("2026-03-10T10:00:00Z")));
+    assert_eq!(last.windows.last(), Some(&utc("2026-03-10T13:00:00Z")));
+    assert_eq!(
+        store.with(|s| s.watermarks[&Period::Hourly]),
+        utc("2026-03-10T13:00:00Z")
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_run_lets_it_finish_releases_the_lease_and_returns_ok() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.aggregate_time = Duration::from_secs(20));
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    daemon.shutdown.send(true).unwrap();
+    let stopped_in = tokio::time::Instant::now();
+    daemon.handle.await.unwrap().unwrap();
+    let waited = stopped_in.elapsed();
+    assert!(
+        waited >= Duration::from_secs(15) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 1);
+    assert_eq!(store.with(|s| s.lease.clone()), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_longer_than_the_grace_period_is_abandoned_and_the_lease_still_released() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.aggregate_time = minutes(5));
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("shutdown_grace = \"10s\"")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    daemon.shutdown.send(true).unwrap();
+    let stopped_in = tokio::time::Instant::now();
+    daemon.handle.await.unwrap().unwrap();
+    assert!(stopped_in.elapsed() <= Duration::from_secs(11));
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 0);
+    assert_eq!(
+        store.with(|s| s.watermarks.get(&Period::Hourly).copied()),
+        None
+    );
+    assert_eq!(store.with(|s| s.lease.clone()), None);
+}
