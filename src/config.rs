@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use crate::window::{Calendar, Period};
 /// The audit log's TTL the platform's schema declares: 180 days.
 pub const SCHEMA_AUDIT_TTL: Duration = Duration::from_secs(15_552_000);
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://localhost:27017";
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9465);
 
 /// The configuration as written in the file: every key optional, no key unknown.
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +42,9 @@ pub struct RawConfig {
     pub lease_ttl: Option<String>,
     pub instance_id: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub listen: Option<String>,
+    pub top_error_codes: Option<i64>,
+    pub metrics_refresh: Option<String>,
     #[serde(default)]
     pub periods: RawPeriods,
 }
@@ -86,6 +92,12 @@ pub struct Config {
     pub instance_id: String,
     /// How long a running aggregate may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    /// Error codes exported per window before the rest are summed under `other`.
+    pub top_error_codes: usize,
+    /// How often the exported call metrics are re-read besides after each run.
+    pub metrics_refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,6 +430,36 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
                 })
                 .ok()
         });
+    let listen = match pick(env, &["VCMETRICS_LISTEN"], "listen", raw.listen) {
+        Some(s) => s.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problem(
+                &s.key,
+                format!(
+                    "{:?} is not an address:port (e.g. \"0.0.0.0:9465\")",
+                    s.value
+                ),
+            );
+            DEFAULT_LISTEN
+        }),
+        None => DEFAULT_LISTEN,
+    };
+    let mut top_error_codes = 20;
+    if let Some(n) = raw.top_error_codes {
+        match usize::try_from(n) {
+            Ok(n) if (1..=500).contains(&n) => top_error_codes = n,
+            _ => problem(
+                "top_error_codes",
+                format!("must be between 1 and 500, got {n}"),
+            ),
+        }
+    }
+    let metrics_refresh = duration(
+        "VCMETRICS_METRICS_REFRESH",
+        "metrics_refresh",
+        raw.metrics_refresh,
+        second,
+    )
+    .unwrap_or(Duration::from_secs(30));
     let instance_id = pick(
         env,
         &["VCMETRICS_INSTANCE_ID"],
@@ -520,6 +562,9 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         lease_ttl,
         instance_id,
         shutdown_grace,
+        listen,
+        top_error_codes,
+        metrics_refresh,
     })
 }
 

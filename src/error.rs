@@ -31,6 +31,14 @@ pub enum Error {
     /// A safety guard stopped the command: it would have destroyed or hidden data.
     #[error("refused: {0}")]
     Refused(String),
+    #[error("metrics registry")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("scheduler: {0}")]
     Scheduler(String),
     #[error("cannot write output")]
@@ -71,7 +79,9 @@ impl Error {
             | Error::MongoWrite { .. }
             | Error::MetricsDocument(_)
             | Error::Output(_)
-            | Error::Scheduler(_) => 1,
+            | Error::Scheduler(_)
+            | Error::Metrics(_)
+            | Error::Listen { .. } => 1,
         }
     }
 
@@ -86,6 +96,8 @@ impl Error {
             Error::Refused(_) => "refused",
             Error::Output(_) => "output",
             Error::Scheduler(_) => "scheduler",
+            Error::Metrics(_) => "metrics",
+            Error::Listen { .. } => "listen",
             Error::Drift { .. } => "drift",
         }
     }

@@ -13,7 +13,8 @@
 //! - [`scheduler`]: the daemon — ticks → runs, overlap guard, watermark, shutdown.
 //! - [`lease`]: the leader lease between replicas.
 //! - [`reachability`]: MongoDB up/down with backoff.
-//! - [`status`]: the daemon's own counters and state, for health and tests.
+//! - [`status`]: the daemon's own counters and state, and their Prometheus handles.
+//! - [`exporter`]: `/metrics` (daemon and call metrics), `/healthz`, `/readyz`.
 //! - [`clock`]: wall-clock time as an input.
 //! - [`migrate`]: the indexes both collections need, and the plan to create them.
 //! - [`config`]: the validated configuration (file + environment).
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod exporter;
 pub mod lease;
 pub mod metrics;
 pub mod migrate;

@@ -291,7 +291,7 @@ struct Running {
 }
 
 fn start(store: &Arc<FakeStore>, config: Config, clock: TestClock) -> Running {
-    let status = Arc::new(Status::default());
+    let status = Arc::new(Status::new().unwrap());
     let (ticks, tick_rx) = mpsc::channel(16);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let daemon = Daemon::new(store.clone(), Arc::new(config), clock, status.clone());

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -10,6 +11,8 @@ use tracing::{info, warn};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::exporter::server::{serve, Endpoint};
+use crate::exporter::snapshot::{keep_fresh, CallMetricsCache};
 use crate::scheduler::Daemon;
 use crate::status::Status;
 use crate::store::MongoStore;
@@ -27,16 +30,45 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
         "vcmetrics {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    // A taken port is a configuration problem: fail before anything else starts.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            address: config.listen.to_string(),
+            source,
+        })?;
     // The driver connects lazily: an unreachable server is not an error here, the daemon waits.
     let store = Arc::new(MongoStore::connect(config).await?);
-    let status = Arc::new(Status::default());
+    let status = Arc::new(Status::new()?);
+    let config = Arc::new(config.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(forward_signals(shutdown_tx));
 
+    let calls = Arc::new(CallMetricsCache::default());
+    let endpoint = Arc::new(Endpoint {
+        status: status.clone(),
+        calls: calls.clone(),
+        clock: SystemClock,
+    });
+    info!(listen = %config.listen, "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(serve(listener, endpoint, shutdown_rx.clone()));
+    let refresher = tokio::spawn(keep_fresh(
+        store.clone(),
+        config.clone(),
+        SystemClock,
+        status.clone(),
+        calls,
+        shutdown_rx.clone(),
+    ));
+
     let (tick_tx, tick_rx) = mpsc::channel(16);
-    let mut scheduler = start_scheduler(config, tick_tx).await?;
-    let daemon = Daemon::new(store.clone(), Arc::new(config.clone()), SystemClock, status);
+    let mut scheduler = start_scheduler(&config, tick_tx).await?;
+    let daemon = Daemon::new(store.clone(), config.clone(), SystemClock, status);
     let result = daemon.run(tick_rx, shutdown_rx).await;
+    // Both stop on the same shutdown signal; the refresher's store handle must be gone before
+    // the client can be shut down.
+    let _ = server.await;
+    let _ = refresher.await;
 
     if let Err(e) = scheduler.shutdown().await {
         warn!(error = %e, "tokio-cron-scheduler did not shut down cleanly");

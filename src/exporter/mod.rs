@@ -1,0 +1,7 @@
+//! The Prometheus endpoint: the daemon's own metrics (`status`), the call metrics of every
+//! period's open and last closed window (`call_metrics`, kept fresh by `snapshot`), and the
+//! health endpoints (`server`). Read-only towards MongoDB; a scrape never touches it.
+
+pub mod call_metrics;
+pub mod server;
+pub mod snapshot;

@@ -1,0 +1,185 @@
+//! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`; anything else is 404.
+//!
+//! Everything it serves is in memory (the daemon's registry and the call-metrics snapshot), so
+//! it answers while MongoDB is down and while a run is going.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use super::snapshot::CallMetricsCache;
+use crate::clock::Clock;
+use crate::status::Status;
+
+/// What the handlers read.
+pub struct Endpoint<C> {
+    pub status: Arc<Status>,
+    pub calls: Arc<CallMetricsCache>,
+    pub clock: C,
+}
+
+impl<C: Clock> Endpoint<C> {
+    pub fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        match (method, path) {
+            (&Method::GET, "/metrics") => {
+                self.status.update_data_lag(self.clock.now());
+                let mut families = self.status.registry().gather();
+                families.extend(self.calls.get().iter().cloned());
+                let encoder = TextEncoder::new();
+                let mut body = Vec::with_capacity(16 * 1024);
+                match encoder.encode(&families, &mut body) {
+                    Ok(()) => reply(StatusCode::OK, encoder.format_type(), body),
+                    Err(e) => reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        TEXT,
+                        format!("cannot encode metrics: {e}\n"),
+                    ),
+                }
+            }
+            (&Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
+            (&Method::GET, "/readyz") => {
+                let role = if self.status.is_leader() {
+                    "leader"
+                } else {
+                    "standby"
+                };
+                if self.status.mongodb_up() {
+                    reply(
+                        StatusCode::OK,
+                        TEXT,
+                        format!("ready: MongoDB reachable, {role}\n"),
+                    )
+                } else {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        TEXT,
+                        format!("not ready: MongoDB unreachable, {role}\n"),
+                    )
+                }
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "not found: try /metrics, /healthz or /readyz\n",
+            ),
+        }
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Serves until `shutdown` flips; then stops accepting and closes connections.
+pub async fn serve<C: Clock>(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint<C>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let endpoint = endpoint.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let response = endpoint.respond(req.method(), req.uri().path());
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                        debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    connections.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use http_body_util::BodyExt;
+
+    fn endpoint() -> Endpoint<SystemClock> {
+        Endpoint {
+            status: Arc::new(Status::new().unwrap()),
+            calls: Arc::new(CallMetricsCache::default()),
+            clock: SystemClock,
+        }
+    }
+
+    async fn body(r: Response<Full<Bytes>>) -> String {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn readiness_needs_mongodb_and_says_leader_or_standby() {
+        let e = endpoint();
+        let r = e.respond(&Method::GET, "/readyz");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body(r).await, "not ready: MongoDB unreachable, standby\n");
+        e.status.set_mongodb_up(true);
+        e.status.set_leader(true);
+        let r = e.respond(&Method::GET, "/readyz");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await, "ready: MongoDB reachable, leader\n");
+        assert_eq!(e.respond(&Method::GET, "/healthz").status(), StatusCode::OK);
+        assert_eq!(e.respond(&Method::GET, "/").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            e.respond(&Method::POST, "/metrics").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_has_the_daemon_series_from_the_start_and_lag_once_known() {
+        let e = endpoint();
+        let text = body(e.respond(&Method::GET, "/metrics")).await;
+        for series in [
+            "vcmetrics_runs_total{outcome=\"failed\",period=\"monthly\"} 0",
+            "vcmetrics_ticks_skipped_total{period=\"hourly\",reason=\"overlap\"} 0",
+            "vcmetrics_mongodb_up 0",
+            "vcmetrics_leader 0",
+            "vcmetrics_run_duration_seconds_count{period=\"daily\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        assert!(!text.contains("vcmetrics_data_lag_seconds{"));
+        let watermark = chrono::Utc::now() - chrono::Duration::seconds(90);
+        e.status
+            .set_watermark(crate::window::Period::Hourly, watermark);
+        let text = body(e.respond(&Method::GET, "/metrics")).await;
+        let lag: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vcmetrics_data_lag_seconds{period=\"hourly\"} "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((90.0..100.0).contains(&lag), "{lag}");
+    }
+}

@@ -1,0 +1,96 @@
+//! The call metrics served from memory: re-read from the metrics collection after every run and
+//! every `metrics_refresh`, so a scrape never waits on MongoDB and every replica — leader or
+//! standby — serves the same numbers. When a read fails the previous snapshot stays.
+
+use std::sync::{Arc, RwLock};
+
+use prometheus::proto::MetricFamily;
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::call_metrics::{families, ExportedWindow, WindowRole};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Chain, Result};
+use crate::metrics::WindowMetrics;
+use crate::status::Status;
+use crate::store::Store;
+use crate::window::Period;
+
+#[derive(Debug, Default)]
+pub struct CallMetricsCache {
+    families: RwLock<Arc<Vec<MetricFamily>>>,
+}
+
+impl CallMetricsCache {
+    pub fn get(&self) -> Arc<Vec<MetricFamily>> {
+        self.families
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set(&self, families: Vec<MetricFamily>) {
+        *self.families.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(families);
+    }
+}
+
+/// Reads each period's open and last closed window documents and rebuilds the snapshot.
+pub async fn refresh(
+    store: &impl Store,
+    config: &Config,
+    clock: &impl Clock,
+    cache: &CallMetricsCache,
+) -> Result<()> {
+    let now = clock.now();
+    let mut windows = Vec::new();
+    for period in Period::ALL {
+        let open = config.calendar.window_containing(period, now);
+        let last_closed = config
+            .calendar
+            .window_containing(period, open.start - chrono::Duration::milliseconds(1));
+        for doc in store
+            .stored_windows(period, &[last_closed.start, open.start])
+            .await?
+        {
+            let metrics = WindowMetrics::from_document(&doc)?;
+            // A seed without metrics (its run has not finished) is not exported.
+            if metrics.values.is_empty() {
+                continue;
+            }
+            let role = if metrics.date == open.start {
+                WindowRole::Open
+            } else {
+                WindowRole::LastClosed
+            };
+            windows.push(ExportedWindow {
+                period,
+                role,
+                metrics,
+            });
+        }
+    }
+    cache.set(families(&windows, config.top_error_codes)?);
+    Ok(())
+}
+
+/// Refreshes after every finished run and every `metrics_refresh` until shutdown.
+pub async fn keep_fresh(
+    store: Arc<impl Store>,
+    config: Arc<Config>,
+    clock: impl Clock,
+    status: Arc<Status>,
+    cache: Arc<CallMetricsCache>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = refresh(&*store, &config, &clock, &cache).await {
+            debug!(error = %Chain(&e), "call metrics not refreshed; serving the previous snapshot");
+        }
+        tokio::select! {
+            _ = status.run_finished() => {}
+            _ = tokio::time::sleep(config.metrics_refresh) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! A real Prometheus server (Debian's `prometheus`) scrapes `vcmetrics run` on loopback; the
+//! daemon's series must arrive through Prometheus' HTTP API, and `promtool check metrics` must
+//! accept a live scrape. With `MONGODB_URI`, the call-metric series must also match the documents
+//! in the collection. CI installs the package; elsewhere, without it, the test says it skipped
+//! (and fails under `CI=true`, so CI can never pass without it).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path_and_query: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{tool} is required in CI (.ci/run installs Debian's prometheus)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: Prometheus end to end (needs `{tool}`: apt-get install prometheus)"
+        );
+    }
+    found
+}
+
+/// Waits for a PromQL query to return exactly one sample, and returns its value.
+fn query(prometheus: u16, promql: &str, within: Duration) -> f64 {
+    let deadline = Instant::now() + within;
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    loop {
+        if let Some((200, body)) = http_get(prometheus, &format!("/api/v1/query?query={encoded}")) {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some([sample]) = json["data"]["result"].as_array().map(Vec::as_slice) {
+                return sample["value"][1].as_str().unwrap().parse().unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned one sample for {promql}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn start_vcmetrics(listen: u16, env: &[(&str, String)]) -> Killed {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcmetrics"));
+    cmd.arg("run")
+        .env("VCMETRICS_LISTEN", format!("127.0.0.1:{listen}"))
+        .env("VCMETRICS_METRICS_REFRESH", "1s")
+        .env(
+            "MONGODB_URI",
+            "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = Killed(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(listen, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "vcmetrics never served /healthz");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn start_prometheus(dir: &std::path::Path, target: u16) -> (Killed, u16) {
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: vcmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .unwrap();
+    let child = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (child, port)
+}
+
+#[test]
+fn prometheus_scrapes_the_daemon_and_promtool_accepts_the_exposition() {
+    if !require("prometheus") || !require("promtool") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let _vcmetrics = start_vcmetrics(listen, &[]);
+    let (_prometheus, prometheus) = start_prometheus(dir.path(), listen);
+
+    assert_eq!(
+        query(prometheus, "vcmetrics_mongodb_up", Duration::from_secs(60)),
+        0.0
+    );
+    assert_eq!(
+        query(prometheus, "up{job=\"vcmetrics\"}", Duration::from_secs(10)),
+        1.0
+    );
+    assert_eq!(
+        query(prometheus, "vcmetrics_leader", Duration::from_secs(10)),
+        0.0
+    );
+    assert_eq!(
+        query(
+            prometheus,
+            "sum(vcmetrics_runs_total)",
+            Duration::from_secs(10)
+        ),
+        0.0
+    );
+    assert_eq!(
+        query(
+            prometheus,
+            "count(vcmetrics_build_info)",
+            Duration::from_secs(10)
+        ),
+        1.0
+    );
+
+    let (code, scrape) = http_get(listen, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn call_metric_series_match_the_documents_in_the_collection() {
+    let Ok(uri) = std::env::var("MONGODB_URI") else {
+        let _ = writeln!(std::io::stderr(), "skipped: Prometheus call metrics against a real MongoDB (needs a MongoDB server: set MONGODB_URI)");
+        return;
+    };
+    if !require("prometheus") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let name = format!("vcm_prom_{}", std::process::id());
+    let now = chrono::Utc::now();
+    let hour = chrono::DurationRound::duration_trunc(now, chrono::Duration::hours(1)).unwrap();
+    let client = runtime
+        .block_on(mongodb::Client::with_uri_str(&uri))
+        .unwrap();
+    let db = client.database(&name);
+    // A document as the rollup writes it, for the open hour.
+    let mut doc = bson::doc! {"period": "hourly", "date": bson::DateTime::from_chrono(hour),
+    "errorCounts": {"ICE_TIMEOUT": 7}, "updatedAt": bson::DateTime::from_chrono(now)};
+    for (i, f) in vcmetrics::metrics::FIELDS.iter().enumerate() {
+        doc.insert(f.name, i as i32 + 1);
+    }
+    runtime
+        .block_on(async {
+            db.collection::<bson::Document>("videocallmetrics")
+                .insert_one(doc.clone())
+                .await
+        })
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let _vcmetrics = start_vcmetrics(
+        listen,
+        &[
+            ("MONGODB_URI", uri.clone()),
+            ("VCMETRICS_DATABASE", name.clone()),
+        ],
+    );
+    let (_prometheus, prometheus) = start_prometheus(dir.path(), listen);
+    let sel = "{period=\"hourly\",window=\"open\"}";
+    for (field, series, _, scale) in vcmetrics::exporter::call_metrics::SERIES {
+        let stored = f64::from(doc.get_i32(field).unwrap());
+        let seen = query(
+            prometheus,
+            &format!("{series}{sel}"),
+            Duration::from_secs(60),
+        );
+        assert!(
+            (seen - stored * scale).abs() < 1e-9,
+            "{series}: {seen} vs {field} = {stored}"
+        );
+    }
+    let errors = query(
+        prometheus,
+        "vcmetrics_window_error_events{period=\"hourly\",window=\"open\",code=\"ICE_TIMEOUT\"}",
+        Duration::from_secs(10),
+    );
+    assert_eq!(errors, 7.0);
+    runtime.block_on(async { db.drop().await }).unwrap();
+}
