@@ -45,11 +45,7 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
     tokio::spawn(forward_signals(shutdown_tx));
 
     let calls = Arc::new(CallMetricsCache::default());
-    let endpoint = Arc::new(Endpoint {
-        status: status.clone(),
-        calls: calls.clone(),
-        clock: SystemClock,
-    });
+    let endpoint = Arc::new(Endpoint::new(status.clone(), calls.clone(), SystemClock));
     info!(listen = %config.listen, "serving /metrics, /healthz, /readyz");
     let server = tokio::spawn(serve(listener, endpoint, shutdown_rx.clone()));
     let refresher = tokio::spawn(keep_fresh(

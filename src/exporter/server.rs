@@ -4,7 +4,8 @@
 //! it answers while MongoDB is down and while a run is going.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,22 +27,54 @@ use crate::status::Status;
 
 /// What the handlers read.
 pub struct Endpoint<C> {
-    pub status: Arc<Status>,
-    pub calls: Arc<CallMetricsCache>,
-    pub clock: C,
+    status: Arc<Status>,
+    calls: Arc<CallMetricsCache>,
+    clock: C,
+    /// The daemon's own metrics as text, re-encoded at most once per [`DAEMON_TEXT_TTL`]
+    /// (gathering includes the process collector's reads of /proc).
+    daemon_text: Mutex<Option<(Instant, Bytes)>>,
 }
 
+/// Scrapes come every few seconds at most; within a second the daemon's numbers may be reused.
+pub const DAEMON_TEXT_TTL: Duration = Duration::from_secs(1);
+
 impl<C: Clock> Endpoint<C> {
+    pub fn new(status: Arc<Status>, calls: Arc<CallMetricsCache>, clock: C) -> Self {
+        Endpoint {
+            status,
+            calls,
+            clock,
+            daemon_text: Mutex::new(None),
+        }
+    }
+
+    fn daemon_text(&self) -> prometheus::Result<Bytes> {
+        let mut cached = self.daemon_text.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, text)) = cached.as_ref() {
+            if at.elapsed() < DAEMON_TEXT_TTL {
+                return Ok(text.clone());
+            }
+        }
+        self.status.update_data_lag(self.clock.now());
+        let mut text = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.status.registry().gather(), &mut text)?;
+        let text = Bytes::from(text);
+        *cached = Some((Instant::now(), text.clone()));
+        Ok(text)
+    }
+
     pub fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
         match (method, path) {
             (&Method::GET, "/metrics") => {
-                self.status.update_data_lag(self.clock.now());
-                let mut families = self.status.registry().gather();
-                families.extend(self.calls.get().iter().cloned());
-                let encoder = TextEncoder::new();
-                let mut body = Vec::with_capacity(16 * 1024);
-                match encoder.encode(&families, &mut body) {
-                    Ok(()) => reply(StatusCode::OK, encoder.format_type(), body),
+                let calls = self.calls.text();
+                match self.daemon_text() {
+                    Ok(daemon) => {
+                        // Distinct metric names, so the two parts concatenate into one exposition.
+                        let mut body = Vec::with_capacity(daemon.len() + calls.len());
+                        body.extend_from_slice(&daemon);
+                        body.extend_from_slice(&calls);
+                        reply(StatusCode::OK, TextEncoder::new().format_type(), body)
+                    }
                     Err(e) => reply(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         TEXT,
@@ -126,11 +159,11 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn endpoint() -> Endpoint<SystemClock> {
-        Endpoint {
-            status: Arc::new(Status::new().unwrap()),
-            calls: Arc::new(CallMetricsCache::default()),
-            clock: SystemClock,
-        }
+        Endpoint::new(
+            Arc::new(Status::new().unwrap()),
+            Arc::new(CallMetricsCache::default()),
+            SystemClock,
+        )
     }
 
     async fn body(r: Response<Full<Bytes>>) -> String {
@@ -173,6 +206,8 @@ mod tests {
         let watermark = chrono::Utc::now() - chrono::Duration::seconds(90);
         e.status
             .set_watermark(crate::window::Period::Hourly, watermark);
+        // The daemon's part of a scrape is reused for a second.
+        tokio::time::sleep(DAEMON_TEXT_TTL).await;
         let text = body(e.respond(&Method::GET, "/metrics")).await;
         let lag: f64 = text
             .lines()

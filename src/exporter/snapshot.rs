@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, TextEncoder};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -17,21 +19,23 @@ use crate::status::Status;
 use crate::store::Store;
 use crate::window::Period;
 
+/// The call metrics, already in the text exposition format: encoded once per refresh, not once
+/// per scrape (with eight windows of error codes that is most of a scrape's work).
 #[derive(Debug, Default)]
 pub struct CallMetricsCache {
-    families: RwLock<Arc<Vec<MetricFamily>>>,
+    text: RwLock<Bytes>,
 }
 
 impl CallMetricsCache {
-    pub fn get(&self) -> Arc<Vec<MetricFamily>> {
-        self.families
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn text(&self) -> Bytes {
+        self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set(&self, families: Vec<MetricFamily>) {
-        *self.families.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(families);
+    pub fn set(&self, families: &[MetricFamily]) -> prometheus::Result<()> {
+        let mut text = Vec::with_capacity(32 * 1024);
+        TextEncoder::new().encode(families, &mut text)?;
+        *self.text.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(text);
+        Ok(())
     }
 }
 
@@ -70,7 +74,7 @@ pub async fn refresh(
             });
         }
     }
-    cache.set(families(&windows, config.top_error_codes)?);
+    cache.set(&families(&windows, config.top_error_codes)?)?;
     Ok(())
 }
 
