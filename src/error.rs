@@ -31,6 +31,9 @@ pub enum Error {
     /// A safety guard stopped the command: it would have destroyed or hidden data.
     #[error("refused: {0}")]
     Refused(String),
+    /// `vcmetrics health`: the daemon did not answer 200.
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
     #[error("metrics registry")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {address}")]
@@ -80,6 +83,7 @@ impl Error {
             | Error::MetricsDocument(_)
             | Error::Output(_)
             | Error::Scheduler(_)
+            | Error::Unhealthy(_)
             | Error::Metrics(_)
             | Error::Listen { .. } => 1,
         }
@@ -97,6 +101,7 @@ impl Error {
             Error::Output(_) => "output",
             Error::Scheduler(_) => "scheduler",
             Error::Metrics(_) => "metrics",
+            Error::Unhealthy(_) => "unhealthy",
             Error::Listen { .. } => "listen",
             Error::Drift { .. } => "drift",
         }

@@ -16,6 +16,7 @@
 //! - [`status`]: the daemon's own counters and state, and their Prometheus handles.
 //! - [`exporter`]: `/metrics` (daemon and call metrics), `/healthz`, `/readyz`.
 //! - [`clock`]: wall-clock time as an input.
+//! - [`generate`]: realistic demo and benchmark audit events.
 //! - [`migrate`]: the indexes both collections need, and the plan to create them.
 //! - [`config`]: the validated configuration (file + environment).
 //! - [`cli`]: one module per subcommand.
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod exporter;
+pub mod generate;
 pub mod lease;
 pub mod metrics;
 pub mod migrate;

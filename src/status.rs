@@ -223,6 +223,29 @@ impl Status {
         &self.registry
     }
 
+    /// Every family the daemon declares, including those a scrape shows only after their first
+    /// sample (the watermark, lag and last-success gauges appear after a period's first run).
+    pub fn declared_families(&self) -> Vec<String> {
+        let m = &self.metrics;
+        let collectors: [&dyn Collector; 11] = [
+            &m.runs,
+            &m.run_errors,
+            &m.run_duration,
+            &m.windows_written,
+            &m.ticks_skipped,
+            &m.ticks_late,
+            &m.last_success,
+            &m.watermark,
+            &m.data_lag,
+            &m.leader,
+            &m.mongodb_up,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
     pub fn snapshot(&self) -> StatusSnapshot {
         self.with(|s| s.clone())
     }

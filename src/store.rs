@@ -191,6 +191,17 @@ impl MongoStore {
             .map_err(Error::mongo("collMod"))
     }
 
+    /// Inserts audit events in one unordered `insertMany` (the generator's writes).
+    pub async fn insert_audit_events(&self, events: Vec<Document>) -> Result<()> {
+        self.database
+            .collection::<Document>(&self.audit_collection)
+            .insert_many(events)
+            .ordered(false)
+            .await
+            .map(drop)
+            .map_err(Error::mongo("insertMany (audit events)"))
+    }
+
     pub fn audit_collection(&self) -> &str {
         &self.audit_collection
     }

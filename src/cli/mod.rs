@@ -1,6 +1,8 @@
 //! The command line: one subcommand, one module, one args struct. Each module is glue between
 //! the arguments, the configuration and the library; the work happens below.
 
+pub mod generate;
+pub mod health;
 pub mod migrate;
 pub mod pipelines;
 pub mod recompute;
@@ -41,6 +43,10 @@ pub enum Command {
     Verify(verify::Args),
     /// Print the exact MongoDB commands a run would send for a range, as Extended JSON.
     Pipelines(pipelines::Args),
+    /// Write realistic demo audit events (call flows, daily rhythm, errors, malformed, late).
+    Generate(generate::Args),
+    /// Exit 0 when the running daemon's /healthz (or --ready: /readyz) answers 200.
+    Health(health::Args),
 }
 
 /// `--period`, `--from`, `--to`, shared by the range commands.
@@ -109,8 +115,28 @@ impl RangeArgs {
     }
 }
 
-/// Parses an instant given on the command line. Without an offset it is local time in `tz`.
+/// Parses an instant given on the command line: RFC 3339, `now`, `now-<duration>` (`now-30d`), or
+/// a date or date-time without offset, which is local time in `tz`.
 pub fn parse_instant(flag: &str, s: &str, tz: Tz) -> Result<DateTime<Utc>> {
+    if let Some(rest) = s.strip_prefix("now") {
+        let ago = match rest.strip_prefix('-') {
+            Some(d) => humantime::parse_duration(d)
+                .ok()
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{flag} {s:?}: {d:?} is not a duration (e.g. now-30d)"
+                    ))
+                })?,
+            None if rest.is_empty() => chrono::Duration::zero(),
+            None => {
+                return Err(Error::Usage(format!(
+                    "{flag} {s:?} is not a time (try now or now-30d)"
+                )))
+            }
+        };
+        return Ok(Utc::now() - ago);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -145,6 +171,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Recompute(args) => recompute::run(&config, args).await,
         Command::Verify(args) => verify::run(&config, args).await,
         Command::Pipelines(args) => pipelines::run(&config, args),
+        Command::Generate(args) => generate::run(&config, args).await,
+        Command::Health(args) => health::run(&config, args).await,
     }
 }
 
@@ -174,6 +202,9 @@ mod tests {
             .to_string()
             .starts_with("--from \"yesterday\" is not a time"));
         assert!(parse_instant("--to", "2026-03-29T02:30", berlin).is_err());
+        let ago = Utc::now() - parse_instant("--from", "now-2h", berlin).unwrap();
+        assert!((ago - chrono::Duration::hours(2)).num_seconds().abs() <= 1);
+        assert!(parse_instant("--from", "now-soon", berlin).is_err());
     }
 
     #[test]
