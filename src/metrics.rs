@@ -178,7 +178,8 @@ impl WindowMetrics {
     }
 }
 
-fn number(v: &Bson) -> Option<f64> {
+/// A BSON int32, int64 or double as `f64`; anything else is not a number.
+pub fn number(v: &Bson) -> Option<f64> {
     match v {
         Bson::Int32(i) => Some(f64::from(*i)),
         // Counts stay far below 2^53, where f64 stops being exact.

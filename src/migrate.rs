@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Document};
 
 use crate::config::Config;
+use crate::metrics::number;
 use crate::store::ExistingIndex;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,18 +94,10 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
 /// Key patterns are equal when fields, order and directions agree; servers and drivers store
 /// directions as int32, int64 or double, so 1 == 1_i64 == 1.0.
 fn same_keys(a: &Document, b: &Document) -> bool {
-    fn direction(v: &Bson) -> Option<f64> {
-        match v {
-            Bson::Int32(i) => Some(f64::from(*i)),
-            Bson::Int64(i) => Some(*i as f64),
-            Bson::Double(d) => Some(*d),
-            _ => None,
-        }
-    }
     a.len() == b.len()
         && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| {
             ka == kb
-                && match (direction(va), direction(vb)) {
+                && match (number(va), number(vb)) {
                     (Some(x), Some(y)) => x == y,
                     _ => va == vb,
                 }
