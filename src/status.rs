@@ -284,14 +284,19 @@ impl Status {
         self.with(|s| *s.late_ticks.entry(period).or_default() += 1)
     }
 
+    /// Records a period's watermark; never moves it backwards (a stored value read after a
+    /// run may be older than what the run just wrote).
     pub fn set_watermark(&self, period: Period, watermark: DateTime<Utc>) {
+        let watermark = self.with(|s| {
+            *s.watermark
+                .entry(period)
+                .and_modify(|w| *w = (*w).max(watermark))
+                .or_insert(watermark)
+        });
         self.metrics
             .watermark
             .with_label_values(&[period.as_str()])
             .set(unix_seconds(watermark));
-        self.with(|s| {
-            s.watermark.insert(period, watermark);
-        })
     }
 
     /// Sets each period's data lag to `now` minus its watermark; called at every scrape.

@@ -713,3 +713,23 @@ async fn a_run_longer_than_the_grace_period_is_abandoned_and_the_lease_still_rel
     );
     assert_eq!(store.with(|s| s.lease.clone()), None);
 }
+
+#[tokio::test]
+async fn a_replica_that_never_ran_exports_the_stored_watermark() {
+    // A standby (or a demoted leader) takes the watermark from MongoDB, not from its own runs.
+    let store = FakeStore::default();
+    store.with(|s| {
+        s.watermarks
+            .insert(Period::Daily, utc("2026-03-10T00:00:00Z"));
+    });
+    let status = Status::new().unwrap();
+    status.set_watermark(Period::Daily, utc("2026-03-08T00:00:00Z")); // an old leader's view
+    vcmetrics::exporter::snapshot::refresh_watermarks(&store, &status)
+        .await
+        .unwrap();
+    assert_eq!(
+        status.snapshot().watermark.get(&Period::Daily),
+        Some(&utc("2026-03-10T00:00:00Z"))
+    );
+    assert_eq!(status.snapshot().watermark.get(&Period::Hourly), None);
+}
