@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -72,14 +72,20 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             self.status.clone(),
             shutdown.clone(),
         ));
-        background.spawn(hold_lease(
+        // The lease is given up only after running runs have drained, so no standby starts the
+        // same period while this replica's run is still writing it.
+        // A JoinSet, not a detached task: if this future is dropped, the lease task dies with it
+        // (as in a crash) instead of outliving the daemon.
+        let (release_lease, lease_shutdown) = watch::channel(false);
+        let mut lease = JoinSet::new();
+        lease.spawn(hold_lease(
             self.store.clone(),
             self.clock.clone(),
             self.config.instance_id.clone(),
             self.config.lease_ttl,
             self.leadership.clone(),
             self.status.clone(),
-            shutdown.clone(),
+            lease_shutdown,
         ));
 
         let tz = self.config.calendar.time_zone();
@@ -118,7 +124,12 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
                         }
                     }
                 }
-                Some(_) = runs.join_next(), if !runs.is_empty() => {}
+                Some(finished) = runs.join_next(), if !runs.is_empty() => {
+                    if let Err(e) = finished {
+                        // A panicking run is a bug; its period's flag was cleared on unwind.
+                        error!(error = %e, "a run panicked; the next tick retries its period");
+                    }
+                }
             }
         }
 
@@ -138,8 +149,11 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             );
             runs.shutdown().await;
         }
-        // The lease task releases the lease when it sees the shutdown; wait for it.
         while background.join_next().await.is_some() {}
+        let _ = release_lease.send(true);
+        if let Some(Err(e)) = lease.join_next().await {
+            error!(error = %e, "the lease task failed; the lease expires on its own");
+        }
         Ok(())
     }
 

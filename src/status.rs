@@ -14,7 +14,7 @@ use prometheus::core::Collector;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::window::Period;
 
@@ -194,7 +194,8 @@ pub struct Status {
     inner: Mutex<StatusSnapshot>,
     registry: Registry,
     metrics: DaemonMetrics,
-    run_finished: Notify,
+    /// Counts finished runs; a watch, so a run that finishes while nobody waits is not lost.
+    runs_finished: watch::Sender<u64>,
 }
 
 const RECENT_RUNS: usize = 64;
@@ -208,7 +209,7 @@ impl Status {
             inner: Mutex::new(StatusSnapshot::default()),
             registry,
             metrics,
-            run_finished: Notify::new(),
+            runs_finished: watch::Sender::new(0),
         })
     }
 
@@ -309,9 +310,9 @@ impl Status {
         }
     }
 
-    /// Resolves after the next run of any period finished.
-    pub async fn run_finished(&self) {
-        self.run_finished.notified().await
+    /// Changes whenever a run of any period finished (and its record is in place).
+    pub fn subscribe_runs_finished(&self) -> watch::Receiver<u64> {
+        self.runs_finished.subscribe()
     }
 
     pub fn record_run(&self, record: RunRecord, finished_at: DateTime<Utc>) {
@@ -340,7 +341,6 @@ impl Status {
                 .with_label_values(&[period])
                 .set(unix_seconds(finished_at));
         }
-        self.run_finished.notify_waiters();
         self.with(|s| {
             *s.runs.entry((record.period, record.outcome)).or_default() += 1;
             if record.outcome == RunOutcome::Success {
@@ -351,6 +351,7 @@ impl Status {
                 s.recent_runs.remove(0);
             }
             s.recent_runs.push(record);
-        })
+        });
+        self.runs_finished.send_modify(|n| *n += 1);
     }
 }

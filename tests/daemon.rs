@@ -680,6 +680,12 @@ async fn shutdown_during_a_run_lets_it_finish_releases_the_lease_and_returns_ok(
     sleep(Duration::from_secs(5)).await;
     daemon.shutdown.send(true).unwrap();
     let stopped_in = tokio::time::Instant::now();
+    // While the run drains, the lease stays taken: no standby may start the same period.
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        store.with(|s| s.lease.clone()).map(|l| l.0),
+        Some("a".to_owned())
+    );
     daemon.handle.await.unwrap().unwrap();
     let waited = stopped_in.elapsed();
     assert!(

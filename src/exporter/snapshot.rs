@@ -99,6 +99,7 @@ pub async fn keep_fresh(
     cache: Arc<CallMetricsCache>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut runs_finished = status.subscribe_runs_finished();
     loop {
         if let Err(e) = refresh(&*store, &config, &clock, &cache).await {
             debug!(error = %Chain(&e), "call metrics not refreshed; serving the previous snapshot");
@@ -107,7 +108,7 @@ pub async fn keep_fresh(
             debug!(error = %Chain(&e), "watermarks not refreshed; the data lag keeps growing from the last known");
         }
         tokio::select! {
-            _ = status.run_finished() => {}
+            _ = runs_finished.changed() => {}
             _ = tokio::time::sleep(config.metrics_refresh) => {}
             _ = shutdown.changed() => return,
         }
