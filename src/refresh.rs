@@ -63,8 +63,7 @@ pub fn plan_run(
 }
 
 /// Where a period starts when no watermark is stored: `start_from` if configured, else the
-/// start of the current month's first window; never before the retention horizon, whose events
-/// the TTL has already thinned.
+/// start of the current month's first window; never before the retention horizon.
 pub fn initial_watermark(
     calendar: &Calendar,
     period: Period,
@@ -74,8 +73,21 @@ pub fn initial_watermark(
 ) -> DateTime<Utc> {
     let month_start = calendar.window_start(Period::Monthly, now);
     let start = calendar.window_start(period, start_from.unwrap_or(month_start));
+    respect_retention(calendar, period, start, retention_horizon)
+}
+
+/// Moves a watermark up to the first whole window after the retention horizon: the TTL has
+/// deleted part of the events of earlier windows, and a document computed from what is left
+/// would claim an undercount as fact. Such never-aggregated windows stay without a document
+/// ("no data"); `recompute --force` can still build them deliberately.
+pub fn respect_retention(
+    calendar: &Calendar,
+    period: Period,
+    watermark: DateTime<Utc>,
+    retention_horizon: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
     match retention_horizon {
-        Some(horizon) if start < horizon => {
+        Some(horizon) if watermark < horizon => {
             let first = calendar.window_start(period, horizon);
             if first < horizon {
                 calendar.next_window_start(period, first)
@@ -83,7 +95,7 @@ pub fn initial_watermark(
                 first
             }
         }
-        _ => start,
+        _ => watermark,
     }
 }
 
@@ -195,6 +207,24 @@ mod tests {
             .collect();
         assert_eq!(plan.windows[0].start, utc("2026-03-27T23:00:00Z"));
         assert_eq!(spans, [24, 23, 24]); // the 28th, the 23-hour 29th, the open 30th
+    }
+
+    #[test]
+    fn a_watermark_older_than_the_retention_horizon_moves_past_it() {
+        let c = Calendar::default();
+        let horizon = Some(utc("2026-02-01T06:30:00Z"));
+        assert_eq!(
+            respect_retention(&c, Period::Hourly, utc("2026-01-01T00:00:00Z"), horizon),
+            utc("2026-02-01T07:00:00Z")
+        );
+        assert_eq!(
+            respect_retention(&c, Period::Hourly, utc("2026-03-01T00:00:00Z"), horizon),
+            utc("2026-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            respect_retention(&c, Period::Hourly, utc("2026-01-01T00:00:00Z"), None),
+            utc("2026-01-01T00:00:00Z")
+        );
     }
 
     #[test]

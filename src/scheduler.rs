@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::error::{Chain, Result};
 use crate::lease::{hold_lease, Leadership};
 use crate::reachability::watch_mongodb;
-use crate::refresh::{initial_watermark, plan_run};
+use crate::refresh::{initial_watermark, plan_run, respect_retention};
 use crate::rollup::{self, retention_horizon, Batch, Mode, Outcome};
 use crate::status::{RunOutcome, RunRecord, SkipReason, Status};
 use crate::store::Store;
@@ -220,12 +220,19 @@ async fn run_period(
     let now = clock.now();
     let mut windows_planned = Vec::new();
     let result: Result<(usize, usize, usize, usize)> = async {
+        let horizon = retention_horizon(store, config, now).await?;
         let watermark = match store.watermark(period).await? {
-            Some(w) => w,
-            None => {
-                let horizon = retention_horizon(store, config, now).await?;
-                initial_watermark(&config.calendar, period, now, config.start_from, horizon)
+            Some(stored) => {
+                let w = respect_retention(&config.calendar, period, stored, horizon);
+                if w > stored {
+                    warn!(
+                        period = %period, from = %stored.to_rfc3339(), to = %w.to_rfc3339(),
+                        "windows never aggregated are past the audit log's retention: left without documents (recompute --force builds them from what is left)"
+                    );
+                }
+                w
             }
+            None => initial_watermark(&config.calendar, period, now, config.start_from, horizon),
         };
         let plan = plan_run(
             &config.calendar,

@@ -305,7 +305,17 @@ impl Store for MongoStore {
             .find_one(doc! {"_id": watermark_id(period)})
             .await
             .map_err(Error::mongo("find (watermark)"))?;
-        Ok(state.and_then(|d| d.get_datetime("watermark").ok().map(|t| t.to_chrono())))
+        match state {
+            None => Ok(None),
+            Some(d) => match d.get("watermark") {
+                Some(Bson::DateTime(t)) => Ok(Some(t.to_chrono())),
+                // Starting over from `start_from` would silently skip or redo history.
+                other => Err(Error::MongoWrite {
+                    operation: "find (watermark)",
+                    message: format!("the {period} watermark document has no date `watermark` ({other:?}); fix or delete it"),
+                }),
+            },
+        }
     }
 
     async fn advance_watermark(

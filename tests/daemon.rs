@@ -739,3 +739,32 @@ async fn a_replica_that_never_ran_exports_the_stored_watermark() {
     );
     assert_eq!(status.snapshot().watermark.get(&Period::Hourly), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_never_writes_windows_past_the_audit_logs_retention() {
+    // Down for 200 days with a 180-day TTL: the first 20 days of missed windows have lost events.
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| {
+        s.watermarks
+            .insert(Period::Daily, utc("2026-01-01T00:00:00Z"));
+    });
+    let now = "2026-07-20T12:07:00Z";
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at(now),
+    );
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Daily).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    let run = store.aggregates("daily").pop().unwrap();
+    let horizon = utc(now) - chrono::Duration::seconds(15_552_000);
+    assert_eq!(
+        run.windows[0],
+        utc("2026-01-22T00:00:00Z"),
+        "first whole day after {horizon}"
+    );
+    assert!(run.windows[0] >= horizon);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
