@@ -373,13 +373,23 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         None => Weekday::Mon,
     };
 
-    let duration = |env_name: &str, key: &str, file: Option<String>, min: Duration| {
+    // Every duration has a ceiling: time arithmetic stays far from chrono's limits, and a TTL
+    // stays below what MongoDB accepts for expireAfterSeconds (2^31 - 1 s, about 68 years).
+    let duration = |env_name: &str,
+                    key: &str,
+                    file: Option<String>,
+                    range: (Duration, Duration)| {
+        let (min, max) = range;
         pick(env, &[env_name], key, file).and_then(|s| match humantime::parse_duration(&s.value) {
-            Ok(d) if d >= min => Some(d),
+            Ok(d) if d >= min && d <= max => Some(d),
             Ok(_) => {
                 problem(
                     &s.key,
-                    format!("must be at least {}", humantime::format_duration(min)),
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
                 );
                 None
             }
@@ -396,26 +406,33 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         })
     };
     let second = Duration::from_secs(1);
-    let audit_ttl = duration("VCMETRICS_AUDIT_TTL", "audit_ttl", raw.audit_ttl, second)
-        .unwrap_or(SCHEMA_AUDIT_TTL);
+    let hour = Duration::from_secs(3600);
+    let retention_range = (second, Duration::from_secs(2_147_483_647));
+    let audit_ttl = duration(
+        "VCMETRICS_AUDIT_TTL",
+        "audit_ttl",
+        raw.audit_ttl,
+        retention_range,
+    )
+    .unwrap_or(SCHEMA_AUDIT_TTL);
     let audit_retention = duration(
         "VCMETRICS_AUDIT_RETENTION",
         "audit_retention",
         raw.audit_retention,
-        second,
+        retention_range,
     );
     let lease_ttl = duration(
         "VCMETRICS_LEASE_TTL",
         "lease_ttl",
         raw.lease_ttl,
-        Duration::from_secs(3),
+        (Duration::from_secs(3), hour),
     )
     .unwrap_or(Duration::from_secs(30));
     let shutdown_grace = duration(
         "VCMETRICS_SHUTDOWN_GRACE",
         "shutdown_grace",
         raw.shutdown_grace,
-        Duration::ZERO,
+        (Duration::ZERO, hour),
     )
     .unwrap_or(Duration::from_secs(30));
     let start_from =
@@ -457,7 +474,7 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         "VCMETRICS_METRICS_REFRESH",
         "metrics_refresh",
         raw.metrics_refresh,
-        second,
+        (second, hour),
     )
     .unwrap_or(Duration::from_secs(30));
     let instance_id = pick(
@@ -699,6 +716,28 @@ mod tests {
         assert!(err
             .to_string()
             .contains("unknown time zone \"Europe/Berln\""));
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let err = from_toml(
+            "audit_ttl = \"100years\"\nlease_ttl = \"1s\"\nshutdown_grace = \"2h\"",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("audit_ttl: must be between 1s and 68years"),
+            "{err}"
+        );
+        assert!(
+            err.contains("lease_ttl: must be between 3s and 1h"),
+            "{err}"
+        );
+        assert!(
+            err.contains("shutdown_grace: must be between 0s and 1h"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub async fn retention_horizon(
         Some(r) => Some(r),
         None => store.audit_ttl().await?,
     };
-    Ok(retention.map(|r| now - chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)))
+    // A retention reaching before chrono's calendar keeps every event: no horizon.
+    Ok(retention.and_then(|r| {
+        chrono::Duration::from_std(r)
+            .ok()
+            .and_then(|r| now.checked_sub_signed(r))
+    }))
 }
 
 /// Refuses a plan whose first window starts before the retention horizon, unless forced:

@@ -340,7 +340,11 @@ impl Store for MongoStore {
     }
 
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
-        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        // lease_ttl is at most an hour (config validation); saturate rather than overflow anyway.
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let result = self
             .database
             .collection::<Document>(&self.state_collection)

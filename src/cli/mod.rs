@@ -135,7 +135,9 @@ pub fn parse_instant(flag: &str, s: &str, tz: Tz) -> Result<DateTime<Utc>> {
                 )))
             }
         };
-        return Ok(Utc::now() - ago);
+        return Utc::now()
+            .checked_sub_signed(ago)
+            .ok_or_else(|| Error::Usage(format!("{flag} {s:?} is too far in the past")));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));

@@ -133,7 +133,15 @@ pub async fn serve<C: Clock>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, typically: back off instead of spinning.
+                        debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let endpoint = endpoint.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
