@@ -155,7 +155,7 @@ fn serve_loaded(port: u16) {
     runtime.block_on(async {
         let status = Arc::new(Status::new().unwrap());
         status.set_mongodb_up(true);
-        status.set_leader(true);
+        status.leadership().set(Some(tokio::time::Instant::now() + Duration::from_secs(3600)));
         let calendar = Calendar::default();
         let now = Utc::now();
         let mut windows = Vec::new();

@@ -16,7 +16,6 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::error::Chain;
-use crate::status::Status;
 use crate::store::Store;
 
 /// Whether this replica may schedule, shared between the lease task and the scheduler.
@@ -36,7 +35,8 @@ impl Leadership {
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, until: Option<Instant>) {
+    /// Leader until `until` (`None`: not leader). The lease task calls this after each attempt.
+    pub fn set(&self, until: Option<Instant>) {
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 }
@@ -48,7 +48,6 @@ pub async fn hold_lease(
     holder: String,
     ttl: Duration,
     leadership: Leadership,
-    status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let margin = ttl / 5;
@@ -79,7 +78,6 @@ pub async fn hold_lease(
             }
             was_leader = leader;
         }
-        status.set_leader(leader);
         let wait = if leader { ttl / 3 } else { ttl / 5 };
         // Wake up in time to stop scheduling when renewals keep failing.
         let wait = match leadership.valid_until() {
@@ -93,7 +91,6 @@ pub async fn hold_lease(
     }
     if leadership.is_leader() {
         leadership.set(None);
-        status.set_leader(false);
         match store.release_lease(&holder).await {
             Ok(()) => info!(holder = %holder, "released the lease"),
             Err(e) => {

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Result};
-use crate::lease::{hold_lease, Leadership};
+use crate::lease::hold_lease;
 use crate::reachability::watch_mongodb;
 use crate::refresh::{initial_watermark, plan_run, respect_retention};
 use crate::rollup::{self, retention_horizon, Batch, Mode, Outcome};
@@ -42,7 +42,6 @@ pub struct Daemon<S, C> {
     config: Arc<Config>,
     clock: C,
     status: Arc<Status>,
-    leadership: Leadership,
     running: [Arc<AtomicBool>; 4],
 }
 
@@ -53,7 +52,6 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             config,
             clock,
             status,
-            leadership: Leadership::default(),
             running: Default::default(),
         }
     }
@@ -83,8 +81,7 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             self.clock.clone(),
             self.config.instance_id.clone(),
             self.config.lease_ttl,
-            self.leadership.clone(),
-            self.status.clone(),
+            self.status.leadership().clone(),
             lease_shutdown,
         ));
 
@@ -171,7 +168,7 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             .next_after(self.config.calendar.time_zone(), now);
         let skip = if !self.status.mongodb_up() {
             Some(SkipReason::MongodbUnavailable)
-        } else if !self.leadership.is_leader() {
+        } else if !self.status.is_leader() {
             Some(SkipReason::Standby)
         } else if self.running[period.index()].swap(true, Ordering::AcqRel) {
             Some(SkipReason::Overlap)

@@ -16,6 +16,7 @@ use prometheus::{
 };
 use tokio::sync::watch;
 
+use crate::lease::Leadership;
 use crate::window::Period;
 
 fn unix_seconds(t: DateTime<Utc>) -> f64 {
@@ -196,6 +197,8 @@ pub struct Status {
     metrics: DaemonMetrics,
     /// Counts finished runs; a watch, so a run that finishes while nobody waits is not lost.
     runs_finished: watch::Sender<u64>,
+    /// Read live: leadership ends when its validity runs out, even while a renewal hangs.
+    leadership: Leadership,
 }
 
 const RECENT_RUNS: usize = 64;
@@ -210,6 +213,7 @@ impl Status {
             registry,
             metrics,
             runs_finished: watch::Sender::new(0),
+            leadership: Leadership::default(),
         })
     }
 
@@ -248,7 +252,14 @@ impl Status {
     }
 
     pub fn snapshot(&self) -> StatusSnapshot {
-        self.with(|s| s.clone())
+        let mut snapshot = self.with(|s| s.clone());
+        snapshot.leader = self.is_leader();
+        snapshot
+    }
+
+    /// The lease state this replica's lease task maintains and the scheduler obeys.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     pub fn mongodb_up(&self) -> bool {
@@ -261,12 +272,7 @@ impl Status {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.with(|s| s.leader)
-    }
-
-    pub fn set_leader(&self, leader: bool) {
-        self.metrics.leader.set(i64::from(leader));
-        self.with(|s| s.leader = leader)
+        self.leadership.is_leader()
     }
 
     pub fn skipped(&self, period: Period, reason: SkipReason) {
@@ -300,8 +306,10 @@ impl Status {
             .set(unix_seconds(watermark));
     }
 
-    /// Sets each period's data lag to `now` minus its watermark; called at every scrape.
-    pub fn update_data_lag(&self, now: DateTime<Utc>) {
+    /// Brings the gauges that depend on the time up to date: leadership, and each period's data
+    /// lag (`now` minus its watermark). Called when a scrape encodes the daemon's metrics.
+    pub fn update_gauges(&self, now: DateTime<Utc>) {
+        self.metrics.leader.set(i64::from(self.is_leader()));
         for (period, watermark) in self.with(|s| s.watermark.clone()) {
             self.metrics
                 .data_lag

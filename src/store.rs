@@ -221,10 +221,19 @@ fn bson_date(t: DateTime<Utc>) -> Bson {
 
 impl Store for MongoStore {
     async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
-        let reply = self
-            .client
-            .database(&command.database)
-            .run_command(command.to_command())
+        let database = self.client.database(&command.database);
+        let mut update = command.to_command();
+        // run_command sends the document as it is: carry the connection string's write concern
+        // (e.g. w=majority) the way the driver's own write helpers would.
+        if let Some(wc) = database.write_concern() {
+            let wc = bson::to_document(wc).map_err(|e| Error::MongoWrite {
+                operation: "update (seed windows)",
+                message: format!("cannot encode the write concern: {e}"),
+            })?;
+            update.insert("writeConcern", wc);
+        }
+        let reply = database
+            .run_command(update)
             .await
             .map_err(Error::mongo("update (seed windows)"))?;
         // A write command reports per-statement failures in its reply, not as a command error.

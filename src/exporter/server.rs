@@ -55,7 +55,7 @@ impl<C: Clock> Endpoint<C> {
                 return Ok(text.clone());
             }
         }
-        self.status.update_data_lag(self.clock.now());
+        self.status.update_gauges(self.clock.now());
         let mut text = Vec::with_capacity(8 * 1024);
         TextEncoder::new().encode(&self.status.registry().gather(), &mut text)?;
         let text = Bytes::from(text);
@@ -185,7 +185,9 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body(r).await, "not ready: MongoDB unreachable, standby\n");
         e.status.set_mongodb_up(true);
-        e.status.set_leader(true);
+        e.status
+            .leadership()
+            .set(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
         let r = e.respond(&Method::GET, "/readyz");
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(body(r).await, "ready: MongoDB reachable, leader\n");
