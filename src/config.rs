@@ -111,7 +111,8 @@ pub struct PeriodConfig {
     pub lookback: usize,
     /// Whether runs also refresh the window that is still open.
     pub include_open: bool,
-    /// At most this many windows in one run (one aggregate); a backlog takes several runs.
+    /// At most this many closed windows in one run (one aggregate; the open window comes on top
+    /// once there is no backlog); a backlog takes several runs.
     pub max_windows_per_run: usize,
 }
 

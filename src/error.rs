@@ -42,6 +42,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen for SIGTERM")]
+    Signal(#[source] std::io::Error),
     #[error("scheduler: {0}")]
     Scheduler(String),
     #[error("cannot write output")]
@@ -83,6 +85,7 @@ impl Error {
             | Error::MetricsDocument(_)
             | Error::Output(_)
             | Error::Scheduler(_)
+            | Error::Signal(_)
             | Error::Unhealthy(_)
             | Error::Metrics(_)
             | Error::Listen { .. } => 1,
@@ -100,6 +103,7 @@ impl Error {
             Error::Refused(_) => "refused",
             Error::Output(_) => "output",
             Error::Scheduler(_) => "scheduler",
+            Error::Signal(_) => "signal",
             Error::Metrics(_) => "metrics",
             Error::Unhealthy(_) => "unhealthy",
             Error::Listen { .. } => "listen",

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: text (coloured on a terminal), or one JSON object per line with
-/// `VCMETRICS_LOG_FORMAT=json`. `VCMETRICS_LOG` is an env-filter (default `info`).
+/// `VCMETRICS_LOG_FORMAT=json`. `VCMETRICS_LOG` is an env-filter (default
+/// `info,tokio_cron_scheduler=warn`: that crate logs every job creation at info).
 fn init_logging() {
     let filter = EnvFilter::try_from_env("VCMETRICS_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"));

@@ -199,7 +199,12 @@ impl Calendar {
         }
     }
 
-    /// The UTC instant at which the local calendar reaches `date` 00:00.
+    /// The UTC instant at which the local calendar reaches `date` 00:00: the start of that day's
+    /// window (at the transition where a clock change skips midnight).
+    pub fn day_start(&self, date: NaiveDate) -> DateTime<Utc> {
+        self.resolve_local_start(date)
+    }
+
     fn resolve_local_start(&self, date: NaiveDate) -> DateTime<Utc> {
         let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
         match self.tz.from_local_datetime(&midnight) {

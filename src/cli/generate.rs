@@ -78,7 +78,7 @@ async fn trickle(
     let span = chrono::Duration::from_std(every)
         .map_err(|_| Error::Usage("--every is too long".to_owned()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Usage(format!("cannot listen for SIGTERM: {e}")))?;
+        .map_err(Error::Signal)?;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

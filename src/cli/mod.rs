@@ -11,13 +11,13 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ProcessEnv};
 use crate::error::{Error, Result};
-use crate::window::Period;
+use crate::window::{Calendar, Period};
 
 /// vcmetrics: hourly, daily, weekly and monthly video-call metrics from MongoDB audit logs.
 #[derive(Debug, Parser)]
@@ -41,7 +41,7 @@ pub enum Command {
     Recompute(recompute::Args),
     /// Compare stored metrics documents with the audit log, writing nothing; exit 3 on drift.
     Verify(verify::Args),
-    /// Print the exact MongoDB commands a run would send for a range, as Extended JSON.
+    /// Print the exact MongoDB commands a recompute of a range would send, as Extended JSON.
     Pipelines(pipelines::Args),
     /// Write realistic demo audit events (call flows, daily rhythm, errors, malformed, late).
     Generate(generate::Args),
@@ -142,9 +142,12 @@ pub fn parse_instant(flag: &str, s: &str, tz: Tz) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        // A date means that day's start, also where a clock change skips its midnight.
+        return Ok(Calendar::new(tz, Weekday::Mon).day_start(date));
+    }
     let local = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
         .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M"))
-        .or_else(|_| NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default()))
         .map_err(|_| {
             Error::Usage(format!(
                 "{flag} {s:?} is not a time (expected 2026-03-01T10:00:00Z, 2026-03-01T10:00 or 2026-03-01)"
@@ -207,6 +210,12 @@ mod tests {
         let ago = Utc::now() - parse_instant("--from", "now-2h", berlin).unwrap();
         assert!((ago - chrono::Duration::hours(2)).num_seconds().abs() <= 1);
         assert!(parse_instant("--from", "now-soon", berlin).is_err());
+        // Havana skips midnight on 2026-03-08: the day starts at the transition.
+        let havana: Tz = "America/Havana".parse().unwrap();
+        assert_eq!(
+            parse_instant("--from", "2026-03-08", havana).unwrap(),
+            expect("2026-03-08T05:00:00Z")
+        );
     }
 
     #[test]

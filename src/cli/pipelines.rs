@@ -1,4 +1,4 @@
-//! `vcmetrics pipelines`: print the exact commands a run would send for a range.
+//! `vcmetrics pipelines`: print the exact commands a recompute of a range would send.
 
 use bson::{Bson, Document};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use crate::rollup::plan_range;
 pub struct Args {
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Print what a run at this instant would send (default: now). Decides which windows have
+    /// Print what a recompute at this instant would send (default: now). Decides which windows have
     /// closed, and the `createdAt`/`updatedAt` values bound into the commands.
     #[arg(long)]
     pub now: Option<String>,

@@ -30,7 +30,7 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
         "vcmetrics {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    // A taken port is a configuration problem: fail before anything else starts.
+    // A taken port fails the start (exit 1) before anything else runs.
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Listen {
