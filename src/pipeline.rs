@@ -27,6 +27,8 @@ pub enum PipelineError {
     UnknownParam { file: &'static str, name: String },
     #[error("{file} never uses parameter {name:?}")]
     UnusedParam { file: &'static str, name: String },
+    #[error("a chunk needs at least one window")]
+    NoWindows,
     #[error("{file} must be {expected}")]
     Shape {
         file: &'static str,
@@ -46,24 +48,18 @@ pub struct ChunkParams<'a> {
 }
 
 impl ChunkParams<'_> {
-    fn from(&self) -> DateTime<Utc> {
-        self.windows.first().map(|w| w.start).unwrap_or(self.now)
-    }
-
-    fn to(&self) -> DateTime<Utc> {
-        self.windows.last().map(|w| w.end).unwrap_or(self.now)
-    }
-
     fn window_starts(&self) -> Bson {
         Bson::Array(self.windows.iter().map(|w| date(w.start)).collect())
     }
 
-    fn rollup_bindings(&self) -> Vec<(&'static str, Bson)> {
+    /// The bindings of `pipelines/rollup.json`; `None` without windows.
+    fn rollup_bindings(&self) -> Option<Vec<(&'static str, Bson)>> {
+        let (from, to) = (self.windows.first()?.start, self.windows.last()?.end);
         let mut boundaries: Vec<Bson> = self.windows.iter().map(|w| date(w.start)).collect();
-        boundaries.push(date(self.to()));
-        vec![
-            ("from", date(self.from())),
-            ("to", date(self.to())),
+        boundaries.push(date(to));
+        Some(vec![
+            ("from", date(from)),
+            ("to", date(to)),
             ("windowStarts", self.window_starts()),
             ("boundaries", Bson::Array(boundaries)),
             ("period", Bson::String(self.period.as_str().to_owned())),
@@ -72,7 +68,7 @@ impl ChunkParams<'_> {
                 "metricsCollection",
                 Bson::String(self.metrics_collection.to_owned()),
             ),
-        ]
+        ])
     }
 }
 
@@ -164,10 +160,11 @@ pub fn chunk_commands(
         now,
         metrics_collection: target.metrics_collection,
     };
-    let rollup = bind_file(
+    let bindings = params.rollup_bindings().ok_or(PipelineError::NoWindows)?;
+    let rollup = bind(
+        parse("pipelines/rollup.json", ROLLUP_PIPELINE)?,
         "pipelines/rollup.json",
-        ROLLUP_PIPELINE,
-        &params.rollup_bindings(),
+        &bindings,
     )?;
     let Bson::Array(stages) = rollup else {
         return Err(PipelineError::Shape {
@@ -186,12 +183,13 @@ pub fn chunk_commands(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let seed_template = parse("pipelines/seed_window.json", SEED_WINDOW_STATEMENT)?;
     let updates = windows
         .iter()
         .map(|w| {
-            let bound = bind_file(
+            let bound = bind(
+                seed_template.clone(),
                 "pipelines/seed_window.json",
-                SEED_WINDOW_STATEMENT,
                 &[
                     ("period", Bson::String(period.as_str().to_owned())),
                     ("windowStart", date(w.start)),
@@ -222,21 +220,26 @@ pub fn chunk_commands(
     })
 }
 
-fn bind_file(
-    file: &'static str,
-    text: &str,
-    bindings: &[(&'static str, Bson)],
-) -> Result<Bson, PipelineError> {
+/// Parses a pipeline file's Extended JSON into BSON, placeholders and all.
+fn parse(file: &'static str, text: &str) -> Result<Bson, PipelineError> {
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| PipelineError::Parse {
         file,
         reason: e.to_string(),
     })?;
-    let template = Bson::try_from(json).map_err(|e| PipelineError::Parse {
+    Bson::try_from(json).map_err(|e| PipelineError::Parse {
         file,
         reason: e.to_string(),
-    })?;
+    })
+}
+
+/// Replaces every `{"$param": name}` in `template`; every binding must be used.
+fn bind(
+    template: Bson,
+    file: &'static str,
+    bindings: &[(&'static str, Bson)],
+) -> Result<Bson, PipelineError> {
     let mut used = vec![false; bindings.len()];
-    let bound = bind(template, file, bindings, &mut used)?;
+    let bound = substitute(template, file, bindings, &mut used)?;
     if let Some(i) = used.iter().position(|u| !u) {
         return Err(PipelineError::UnusedParam {
             file,
@@ -246,7 +249,7 @@ fn bind_file(
     Ok(bound)
 }
 
-fn bind(
+fn substitute(
     value: Bson,
     file: &'static str,
     bindings: &[(&'static str, Bson)],
@@ -269,13 +272,13 @@ fn bind(
             }
             let mut out = Document::new();
             for (k, v) in d {
-                out.insert(k, bind(v, file, bindings, used)?);
+                out.insert(k, substitute(v, file, bindings, used)?);
             }
             Ok(Bson::Document(out))
         }
         Bson::Array(items) => items
             .into_iter()
-            .map(|v| bind(v, file, bindings, used))
+            .map(|v| substitute(v, file, bindings, used))
             .collect::<Result<Vec<_>, _>>()
             .map(Bson::Array),
         other => Ok(other),
@@ -402,6 +405,13 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_without_windows_is_an_error() {
+        let err =
+            chunk_commands(&target(), Period::Daily, &[], utc("2026-03-10T12:00:00Z")).unwrap_err();
+        assert!(matches!(err, PipelineError::NoWindows));
+    }
+
+    #[test]
     fn pipelines_use_no_server_clock_or_server_time_zone() {
         // `$$NOW` is rejected by DocumentDB before `$merge`, and `$dateTrunc`/`$dateToParts` would
         // let the server decide windows: the window arithmetic lives in `window` only.
@@ -420,12 +430,14 @@ mod tests {
 
     #[test]
     fn an_unknown_or_unused_parameter_is_an_error() {
-        let err = bind_file("t.json", r#"{"a": {"$param": "nope"}}"#, &[]).unwrap_err();
+        let template = parse("t.json", r#"{"a": {"$param": "nope"}}"#).unwrap();
+        let err = bind(template, "t.json", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "t.json uses parameter \"nope\", which the daemon does not bind"
         );
-        let err = bind_file("t.json", r#"{"a": 1}"#, &[("now", Bson::Null)]).unwrap_err();
+        let template = parse("t.json", r#"{"a": 1}"#).unwrap();
+        let err = bind(template, "t.json", &[("now", Bson::Null)]).unwrap_err();
         assert_eq!(err.to_string(), "t.json never uses parameter \"now\"");
     }
 }

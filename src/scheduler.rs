@@ -27,7 +27,7 @@ use crate::error::{Chain, Result};
 use crate::lease::hold_lease;
 use crate::reachability::watch_mongodb;
 use crate::refresh::{initial_watermark, plan_run, respect_retention};
-use crate::rollup::{self, retention_horizon, Batch, Mode, Outcome};
+use crate::rollup::{self, retention_horizon, Batch, Mode, Summary};
 use crate::status::{RunOutcome, RunRecord, SkipReason, Status};
 use crate::store::Store;
 use crate::window::Period;
@@ -254,11 +254,11 @@ async fn run_period(
                 .await?;
         }
         status.set_watermark(period, plan.watermark_after);
-        let count = |f: fn(&Outcome) -> bool| reports.iter().filter(|r| f(&r.outcome)).count();
+        let summary = Summary::of(&reports);
         Ok((
-            count(|o| *o == Outcome::Created),
-            count(|o| matches!(o, Outcome::Changed(_))),
-            count(|o| *o == Outcome::Unchanged),
+            summary.created,
+            summary.changed,
+            summary.unchanged,
             plan.backlog_after,
         ))
     }
