@@ -9,7 +9,7 @@
 //! A backlog longer than `max_windows_per_run` closed windows is worked off oldest first, that
 //! many per run, without the open window until it is gone. Pure: no I/O, no clock.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::config::PeriodConfig;
 use crate::window::{Calendar, Period, Window};
@@ -35,7 +35,7 @@ pub fn plan_run(
     let open = calendar.window_containing(period, now);
     let mut lookback_start = open.start;
     for _ in 0..config.lookback {
-        lookback_start = calendar.window_start(period, lookback_start - Duration::milliseconds(1));
+        lookback_start = calendar.previous_window_start(period, lookback_start);
     }
     // A watermark that is not a boundary (the time zone was reconfigured) is widened down.
     let catch_up_start = calendar.window_start(period, watermark.min(open.start));

@@ -152,6 +152,11 @@ impl Calendar {
         }
     }
 
+    /// The window that ends where the window starting at `start` begins.
+    pub fn previous_window_start(&self, period: Period, start: DateTime<Utc>) -> DateTime<Utc> {
+        self.window_start(period, start - Duration::milliseconds(1))
+    }
+
     /// The window of `period` that contains `t`.
     pub fn window_containing(&self, period: Period, t: DateTime<Utc>) -> Window {
         let start = self.window_start(period, t);

@@ -51,11 +51,9 @@ pub async fn refresh(
     let mut windows = Vec::new();
     for period in Period::ALL {
         let open = config.calendar.window_containing(period, now);
-        let last_closed = config
-            .calendar
-            .window_containing(period, open.start - chrono::Duration::milliseconds(1));
+        let last_closed_start = config.calendar.previous_window_start(period, open.start);
         for doc in store
-            .stored_windows(period, &[last_closed.start, open.start])
+            .stored_windows(period, &[last_closed_start, open.start])
             .await?
         {
             let metrics = WindowMetrics::from_document(&doc)?;
