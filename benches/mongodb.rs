@@ -1,17 +1,24 @@
 //! MongoDB-side cost of vcmetrics: `MONGODB_URI=... cargo bench --bench mongodb` prints a report.
 //! Without `MONGODB_URI` it says so and exits 1 (under `cargo test --benches` it only prints a
-//! `skipped:` line). Everything happens in a scratch database that is dropped at the end.
+//! `skipped:` line). Everything happens in scratch databases that are dropped at the end.
 //!
-//! 1. Recompute throughput: `BENCH_EVENTS` (default `1000000,10000000`) generated events over 30
-//!    days; `vcmetrics recompute` runs as a child process per period; events/s and the child's
-//!    peak resident memory (polled from /proc; it must not grow with the event count).
-//! 2. The obvious alternative at the first size: stream the same range to the client and
-//!    aggregate hourly windows in the process; time side by side and the ratio (target ≥ 10×).
+//! 0. Writing events: `vcmetrics generate` (a child process) against a plain batched, unordered
+//!    `insert_many` of the same generator's documents into a collection with the same indexes.
+//! 1. Per period, at `BENCH_EVENTS` (default 1000000) events over 30 days: `vcmetrics recompute`
+//!    as a child process (time, events/s, peak RSS), the engine's floor — one bare aggregate of
+//!    the same grouping shape (`$match` on the range, `$group` by window, user, action and error
+//!    code, `$group` by window) — and the ratio to it (target: within 3x), and the client-side
+//!    alternative (stream every event of the range and aggregate in the process; target: at
+//!    least 10x slower than recompute).
+//! 2. Per period, where the first chunk's time goes (the scan and main `$group`, the distinct-
+//!    users sub-pipeline, the rest), so a regression shows where it is.
 //! 3. Steady-state tick: `explain` (executionStats) of one hourly run (lookback + open window)
 //!    with 1 and with 6 months of history (`BENCH_MONTH_EVENTS`, default 300000 a month): time,
-//!    documents examined, and whether the timestamp range is an index scan (target: within 20%).
+//!    documents examined, and whether the timestamp range is an index scan.
 //! 4. Distinct users: one monthly window with `BENCH_DISTINCT_USERS` (default 1000000) distinct
-//!    users must complete and count them all (no 100 MB per-stage memory error).
+//!    users must complete and count them all.
+//!
+//! A figure an engine does not give is printed as "not reported by this engine".
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
@@ -25,8 +32,9 @@ use vcmetrics::generate::{generate, Plan};
 use vcmetrics::migrate::wanted_indexes;
 use vcmetrics::pipeline::{chunk_commands, Target};
 use vcmetrics::refresh::plan_run;
+use vcmetrics::rollup::{chunks, plan_range};
 use vcmetrics::store::MongoStore;
-use vcmetrics::window::Period;
+use vcmetrics::window::{Calendar, Period};
 
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
@@ -51,12 +59,11 @@ fn main() {
     }
 }
 
-fn env_list(name: &str, default: &str) -> Vec<usize> {
+fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 fn config(uri: &str, database: &str) -> anyhow::Result<Config> {
@@ -66,66 +73,35 @@ fn config(uri: &str, database: &str) -> anyhow::Result<Config> {
     )?)
 }
 
-async fn scratch(uri: &str, name: &str) -> anyhow::Result<(Config, MongoStore, mongodb::Database)> {
+/// A scratch database, with the indexes `migrate` creates unless `indexes` is false.
+async fn scratch(
+    uri: &str,
+    name: &str,
+    indexes: bool,
+) -> anyhow::Result<(Config, MongoStore, mongodb::Database)> {
     let config = config(uri, name)?;
     let store = MongoStore::connect(&config).await?;
-    for w in wanted_indexes(&config) {
-        store
-            .create_index(&w.collection, &w.name, w.keys, w.unique, w.expire_after)
-            .await?;
+    if indexes {
+        create_indexes(&config, &store).await?;
     }
     let db = mongodb::Client::with_uri_str(uri).await?.database(name);
     Ok((config, store, db))
 }
 
-/// Inserts `events` generated events spread over `[from, to)`, a day at a time to bound memory.
-async fn fill(
-    store: &MongoStore,
-    events: usize,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    users: usize,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let days = (to - from).num_days().max(1) as usize;
-    for day in 0..days {
-        let day_from = from + chrono::Duration::days(day as i64);
-        let n = events / days + usize::from(day < events % days);
-        let batch = generate(&Plan {
-            events: n,
-            from: day_from,
-            to: day_from + chrono::Duration::days(1),
-            users,
-            seed: day as u64 + 1,
-        });
-        for chunk in batch.chunks(10_000) {
-            store
-                .insert_audit_events(chunk.iter().map(|g| g.document.clone()).collect())
-                .await?;
-        }
+async fn create_indexes(config: &Config, store: &MongoStore) -> anyhow::Result<()> {
+    for w in wanted_indexes(config) {
+        store
+            .create_index(&w.collection, &w.name, w.keys, w.unique, w.expire_after)
+            .await?;
     }
-    Ok(started.elapsed())
+    Ok(())
 }
 
-/// Runs `vcmetrics recompute` for one period; returns its wall time and peak RSS (KiB).
-fn recompute(
-    uri: &str,
-    database: &str,
-    period: Period,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> anyhow::Result<(Duration, u64)> {
+/// Runs the vcmetrics binary; returns its wall time and peak RSS (KiB).
+fn vcmetrics(uri: &str, database: &str, args: &[&str]) -> anyhow::Result<(Duration, u64)> {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vcmetrics"))
-        .args([
-            "recompute",
-            "--period",
-            period.as_str(),
-            "--from",
-            &from.to_rfc3339(),
-            "--to",
-            &to.to_rfc3339(),
-        ])
+        .args(args)
         .env("MONGODB_URI", uri)
         .env("VCMETRICS_DATABASE", database)
         .env("VCMETRICS_LOG", "warn")
@@ -147,14 +123,94 @@ fn recompute(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    anyhow::ensure!(
-        status.success(),
-        "vcmetrics recompute --period {period} failed: {status}"
-    );
+    anyhow::ensure!(status.success(), "vcmetrics {args:?} failed: {status}");
     Ok((started.elapsed(), peak))
 }
 
-/// One hourly window as the client-side alternative keeps it.
+fn recompute(
+    uri: &str,
+    database: &str,
+    period: Period,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<(Duration, u64)> {
+    vcmetrics(
+        uri,
+        database,
+        &[
+            "recompute",
+            "--period",
+            period.as_str(),
+            "--from",
+            &from.to_rfc3339(),
+            "--to",
+            &to.to_rfc3339(),
+        ],
+    )
+}
+
+/// Section 0's baseline: the generator's documents written with plain unordered `insert_many`
+/// batches of 10,000 into a fresh collection, without indexes like the generator's.
+async fn plain_insert(uri: &str, events: usize, from: DateTime<Utc>) -> anyhow::Result<Duration> {
+    let name = format!("vcm_bench_{}_insert", std::process::id());
+    let (_, _, db) = scratch(uri, &name, false).await?;
+    let docs: Vec<Document> = generate(&Plan {
+        events,
+        from,
+        to: from + chrono::Duration::days(30),
+        users: 50_000,
+        seed: 7,
+    })
+    .into_iter()
+    .map(|g| g.document)
+    .collect();
+    let audit = db.collection::<Document>("videocallauditlogs");
+    let started = Instant::now();
+    for batch in docs.chunks(10_000) {
+        audit.insert_many(batch).ordered(false).await?;
+    }
+    let took = started.elapsed();
+    db.drop().await?;
+    Ok(took)
+}
+
+/// `$dateTrunc`'s unit for a period: the floor lets the engine cut the windows itself.
+fn unit(period: Period) -> &'static str {
+    match period {
+        Period::Hourly => "hour",
+        Period::Daily => "day",
+        Period::Weekly => "week",
+        Period::Monthly => "month",
+    }
+}
+
+/// The engine's floor for a period: one bare aggregate of the rollup's grouping shape.
+async fn floor(
+    db: &mongodb::Database,
+    period: Period,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<(Duration, usize)> {
+    let window =
+        doc! {"$dateTrunc": {"date": "$timestamp", "unit": unit(period), "startOfWeek": "monday"}};
+    let pipeline = vec![
+        doc! {"$match": {"timestamp": {"$gte": bson::DateTime::from_chrono(from), "$lt": bson::DateTime::from_chrono(to)}}},
+        doc! {"$group": {"_id": {"w": window, "u": "$userId", "a": "$action", "e": "$errorCode"}, "n": {"$sum": 1}}},
+        doc! {"$group": {"_id": "$_id.w", "n": {"$sum": "$n"}}},
+    ];
+    let started = Instant::now();
+    let out: Vec<Document> = db
+        .collection::<Document>("videocallauditlogs")
+        .aggregate(pipeline)
+        .allow_disk_use(true)
+        .max_time(Duration::from_secs(3600))
+        .await?
+        .try_collect()
+        .await?;
+    Ok((started.elapsed(), out.len()))
+}
+
+/// One window as the client-side alternative keeps it.
 #[derive(Default)]
 struct ClientWindow {
     actions: BTreeMap<String, u64>,
@@ -162,44 +218,126 @@ struct ClientWindow {
     duration: f64,
 }
 
-/// What a user would write without vcmetrics: stream the events and aggregate in the process.
-async fn client_side_hourly(
+/// What a user would write without vcmetrics: stream every event of the range and aggregate
+/// the windows of all four periods in the process, in one pass (a lower bound of one period's
+/// client-side cost: the stream is the same, the work in the process is four times one period's).
+async fn client_side(
     db: &mongodb::Database,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<(Duration, usize)> {
+    let calendar = Calendar::default();
     let started = Instant::now();
     let mut cursor = db
         .collection::<Document>("videocallauditlogs")
         .find(doc! {"timestamp": {"$gte": bson::DateTime::from_chrono(from), "$lt": bson::DateTime::from_chrono(to)}})
         .batch_size(10_000)
         .await?;
-    let mut windows: BTreeMap<i64, ClientWindow> = BTreeMap::new();
+    let mut windows: BTreeMap<(Period, DateTime<Utc>), ClientWindow> = BTreeMap::new();
     while let Some(e) = cursor.try_next().await? {
         let Ok(t) = e.get_datetime("timestamp") else {
             continue;
         };
-        let hour = t.timestamp_millis().div_euclid(3_600_000);
-        let w = windows.entry(hour).or_default();
-        *w.actions
-            .entry(e.get_str("action").unwrap_or("invalid").to_owned())
-            .or_default() += 1;
-        if let Some(u) = e.get("userId") {
-            w.users.insert(u.to_string());
-        }
-        if let Ok(d) = e.get_i64("duration") {
-            w.duration += d as f64;
+        for period in Period::ALL {
+            let w = windows
+                .entry((period, calendar.window_start(period, t.to_chrono())))
+                .or_default();
+            *w.actions
+                .entry(e.get_str("action").unwrap_or("invalid").to_owned())
+                .or_default() += 1;
+            if let Some(u) = e.get("userId") {
+                w.users.insert(u.to_string());
+            }
+            if let Some(d) = e.get("duration").and_then(Bson::as_f64) {
+                w.duration += d;
+            }
         }
     }
     Ok((started.elapsed(), windows.len()))
 }
 
-/// `explain` of the hourly run a tick at `now` would send: time, documents examined, IXSCAN.
+/// Times the parts of the first chunk's pipeline (without `$merge`) that carry the cost, each
+/// as an aggregate of its own whose small output is read whole: the scan and main `$group`
+/// (stages 0-1), the distinct-users `$unionWith` sub-pipeline (stage 2), and the whole preview;
+/// the rest is the difference. (Timing prefixes ended by `$count` misleads: DocumentDB then
+/// skips the accumulators' work.)
+async fn stage_times(
+    config: &Config,
+    db: &mongodb::Database,
+    period: Period,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+    let plan = plan_range(config, period, from, to, now);
+    let Some(first) = chunks(&plan.windows, config.period(period).chunk_windows)
+        .first()
+        .copied()
+    else {
+        return Ok(Vec::new());
+    };
+    let pipeline = chunk_commands(&Target::of(config), period, first, now)?
+        .rollup
+        .preview()
+        .pipeline;
+    let users: Vec<Document> = pipeline
+        .iter()
+        .find_map(|s| s.get_document("$unionWith").ok())
+        .and_then(|u| u.get_array("pipeline").ok())
+        .map(|p| p.iter().filter_map(|s| s.as_document().cloned()).collect())
+        .unwrap_or_default();
+    let audit = db.collection::<Document>("videocallauditlogs");
+    let mut out = Vec::new();
+    for (part, stages) in [
+        ("scan + main $group (0-1)", pipeline[..2].to_vec()),
+        ("distinct users (2)", users),
+        ("whole preview", pipeline.clone()),
+    ] {
+        let started = Instant::now();
+        let _: Vec<Document> = audit
+            .aggregate(stages)
+            .allow_disk_use(true)
+            .max_time(Duration::from_secs(3600))
+            .await?
+            .try_collect()
+            .await?;
+        out.push((part, started.elapsed()));
+    }
+    Ok(out)
+}
+
+/// What `explain` of a tick said: time (if the engine reports it), documents examined, IXSCAN.
+struct Explained {
+    millis: Option<i64>,
+    examined: Option<i64>,
+    index_scan: bool,
+}
+
+/// The largest value of `key` anywhere in an explain output: stages report cumulative times and
+/// counts, so the largest is the whole command's.
+fn find_number(d: &Bson, key: &str) -> Option<i64> {
+    match d {
+        Bson::Document(doc) => doc
+            .iter()
+            .filter_map(|(k, v)| {
+                if k == key {
+                    v.as_i64().or(v.as_i32().map(i64::from))
+                } else {
+                    find_number(v, key)
+                }
+            })
+            .max(),
+        Bson::Array(a) => a.iter().filter_map(|v| find_number(v, key)).max(),
+        _ => None,
+    }
+}
+
+/// `explain` of the hourly run a tick at `now` would send.
 async fn explain_tick(
     config: &Config,
     db: &mongodb::Database,
     now: DateTime<Utc>,
-) -> anyhow::Result<(i64, i64, bool)> {
+) -> anyhow::Result<Explained> {
     let watermark = now.duration_trunc(chrono::Duration::hours(1))?;
     let plan = plan_run(
         &config.calendar,
@@ -208,12 +346,7 @@ async fn explain_tick(
         now,
         watermark,
     );
-    let target = Target {
-        database: &config.database,
-        audit_collection: &config.audit_collection,
-        metrics_collection: &config.metrics_collection,
-    };
-    let command = chunk_commands(&target, Period::Hourly, &plan.windows, now)?
+    let command = chunk_commands(&Target::of(config), Period::Hourly, &plan.windows, now)?
         .rollup
         .preview()
         .to_command();
@@ -221,25 +354,18 @@ async fn explain_tick(
         .run_command(doc! {"explain": command, "verbosity": "executionStats"})
         .await?;
     let text = explained.to_string();
-    fn find(d: &Bson, key: &str) -> Option<i64> {
-        match d {
-            Bson::Document(doc) => doc.iter().find_map(|(k, v)| {
-                if k == key {
-                    v.as_i64().or(v.as_i32().map(i64::from))
-                } else {
-                    find(v, key)
-                }
-            }),
-            Bson::Array(a) => a.iter().find_map(|v| find(v, key)),
-            _ => None,
-        }
-    }
     let explained = Bson::Document(explained);
-    Ok((
-        find(&explained, "executionTimeMillis").unwrap_or(-1),
-        find(&explained, "totalDocsExamined").unwrap_or(-1),
-        text.contains("IXSCAN"),
-    ))
+    Ok(Explained {
+        millis: find_number(&explained, "executionTimeMillis"),
+        examined: find_number(&explained, "totalDocsExamined"),
+        index_scan: text.contains("IXSCAN") || text.contains("Index Scan"),
+    })
+}
+
+fn or_unreported(v: Option<i64>, unit: &str) -> String {
+    v.map_or("not reported by this engine".to_owned(), |v| {
+        format!("{v} {unit}")
+    })
 }
 
 async fn run(uri: String) -> anyhow::Result<()> {
@@ -250,108 +376,161 @@ async fn run(uri: String) -> anyhow::Result<()> {
         .run_command(doc! {"buildInfo": 1})
         .await?;
     println!(
-        "vcmetrics MongoDB benchmarks — server {} — client machine: {cores} cores",
-        version.get_str("version").unwrap_or("?")
+        "vcmetrics MongoDB benchmarks — server {} — client machine: {cores} cores — {}",
+        version.get_str("version").unwrap_or("?"),
+        Utc::now().format("%Y-%m-%d")
     );
     let now = Utc::now().duration_trunc(chrono::Duration::hours(1))?;
     let (from, to) = (now - chrono::Duration::days(30), now);
+    let events = env_number("BENCH_EVENTS", 1_000_000);
+    let name = format!("vcm_bench_{}_{events}", std::process::id());
+    let (config, store, db) = scratch(&uri, &name, false).await?;
 
+    println!("\n0. writing {events} events into an audit log without indexes, then indexing it");
+    let (generated, _) = vcmetrics(
+        &uri,
+        &name,
+        &[
+            "generate",
+            "--events",
+            &events.to_string(),
+            "--from",
+            &from.to_rfc3339(),
+            "--to",
+            &to.to_rfc3339(),
+            "--users",
+            "50000",
+        ],
+    )?;
+    let started = Instant::now();
+    create_indexes(&config, &store).await?;
+    let indexed = started.elapsed();
+    let plain = plain_insert(&uri, events, from).await?;
     println!(
-        "\n1. recompute throughput (30 days of events; vcmetrics recompute as a child process)"
+        "   vcmetrics generate      {:>8.1} s  {:>9.0} events/s",
+        generated.as_secs_f64(),
+        events as f64 / generated.as_secs_f64()
     );
     println!(
-        "   {:>10}  {:>8}  {:>10}  {:>14}  {:>10}",
-        "events", "period", "seconds", "events/s", "peak RSS"
+        "   plain insert_many       {:>8.1} s  {:>9.0} events/s   ratio {:.2} (target <= 2)",
+        plain.as_secs_f64(),
+        events as f64 / plain.as_secs_f64(),
+        generated.as_secs_f64() / plain.as_secs_f64()
     );
-    let sizes = env_list("BENCH_EVENTS", "1000000,10000000");
-    for (i, &events) in sizes.iter().enumerate() {
-        let name = format!("vcm_bench_{}_{events}", std::process::id());
-        let (_, store, db) = scratch(&uri, &name).await?;
-        let insert = fill(&store, events, from, to, 50_000).await?;
+    println!(
+        "   then the indexes of `vcmetrics migrate`: {:.1} s",
+        indexed.as_secs_f64()
+    );
+    let stored = db
+        .collection::<Document>("videocallauditlogs")
+        .estimated_document_count()
+        .await?;
+
+    let (client_took, client_windows) = client_side(&db, from, to).await?;
+    println!(
+        "\n1. recompute of 30 days, {stored} events (recompute as a child process; client side: \
+         one streaming pass aggregating all four periods, {:.2} s for {client_windows} windows)",
+        client_took.as_secs_f64()
+    );
+    println!(
+        "   {:>8}  {:>9}  {:>10}  {:>9}  {:>8}  {:>9}  {:>9}",
+        "period", "seconds", "events/s", "floor s", "x floor", "x client", "peak RSS"
+    );
+    for period in Period::ALL {
+        let (took, peak) = recompute(&uri, &name, period, from, to)?;
+        let (floor_took, _) = floor(&db, period, from, to).await?;
         println!(
-            "   ({events} events inserted in {:.1} s)",
-            insert.as_secs_f64()
+            "   {:>8}  {:>9.2}  {:>10.0}  {:>9.2}  {:>8.2}  {:>9.1}  {:>5.1} MiB",
+            period.as_str(),
+            took.as_secs_f64(),
+            stored as f64 / took.as_secs_f64(),
+            floor_took.as_secs_f64(),
+            took.as_secs_f64() / floor_took.as_secs_f64(),
+            client_took.as_secs_f64() / took.as_secs_f64(),
+            peak as f64 / 1024.0
         );
-        let mut hourly_server = Duration::ZERO;
-        for period in Period::ALL {
-            let (took, peak) = recompute(&uri, &name, period, from, to)?;
-            if period == Period::Hourly {
-                hourly_server = took;
-            }
-            println!(
-                "   {events:>10}  {:>8}  {:>10.2}  {:>14.0}  {:>7.1} MiB",
-                period.as_str(),
-                took.as_secs_f64(),
-                events as f64 / took.as_secs_f64(),
-                peak as f64 / 1024.0
-            );
-        }
-        if i == 0 {
-            let (client_took, windows) = client_side_hourly(&db, from, to).await?;
-            println!("\n2. the obvious alternative at {events} events, hourly windows:");
-            println!(
-                "   server-side (vcmetrics recompute)  {:>8.2} s",
-                hourly_server.as_secs_f64()
-            );
-            println!(
-                "   client-side (stream + aggregate)   {:>8.2} s  ({windows} windows)",
-                client_took.as_secs_f64()
-            );
-            println!(
-                "   ratio                              {:>8.1}x  (target >= 10x)",
-                client_took.as_secs_f64() / hourly_server.as_secs_f64()
-            );
-        }
-        db.drop().await?;
-        store.shutdown().await;
     }
+    println!("   targets: x floor <= 3, x client >= 10");
 
-    println!("\n3. steady-state hourly tick vs history (explain executionStats)");
-    let month = env_list("BENCH_MONTH_EVENTS", "300000")
-        .first()
-        .copied()
-        .unwrap_or(300_000);
-    let name = format!("vcm_bench_{}_history", std::process::id());
-    let (config, store, db) = scratch(&uri, &name).await?;
-    fill(&store, month, now - chrono::Duration::days(30), now, 50_000).await?;
-    let one = explain_tick(&config, &db, now + chrono::Duration::minutes(7)).await?;
-    fill(
-        &store,
-        5 * month,
-        now - chrono::Duration::days(180),
-        now - chrono::Duration::days(30),
-        50_000,
-    )
-    .await?;
-    let six = explain_tick(&config, &db, now + chrono::Duration::minutes(7)).await?;
-    for (label, (ms, examined, ixscan)) in [("1 month", one), ("6 months", six)] {
-        println!("   {label:>8} of history: {ms:>6} ms, {examined:>8} documents examined, index scan: {ixscan}");
+    println!("\n2. where the time goes, first chunk of each period (seconds)");
+    for period in Period::ALL {
+        let times = stage_times(&config, &db, period, from, to, now).await?;
+        let [(_, main), (_, users), (_, whole)] = times[..] else {
+            continue;
+        };
+        println!(
+            "   {:>8}: scan + main $group {:.2}, distinct users {:.2}, rest {:.2}, whole {:.2}",
+            period.as_str(),
+            main.as_secs_f64(),
+            users.as_secs_f64(),
+            whole.saturating_sub(main + users).as_secs_f64(),
+            whole.as_secs_f64()
+        );
     }
-    println!(
-        "   time ratio {:.2}, documents ratio {:.2} (target: within 1.2)",
-        six.0 as f64 / one.0.max(1) as f64,
-        six.1 as f64 / one.1.max(1) as f64
-    );
     db.drop().await?;
     store.shutdown().await;
 
-    let users = env_list("BENCH_DISTINCT_USERS", "1000000")
-        .first()
-        .copied()
-        .unwrap_or(1_000_000);
+    println!("\n3. steady-state hourly tick vs history (explain executionStats)");
+    let month = env_number("BENCH_MONTH_EVENTS", 300_000);
+    // Two audit logs, one and six months deep, each written before it is indexed.
+    let mut explained = Vec::new();
+    for months in [1, 6] {
+        let name = format!("vcm_bench_{}_history_{months}", std::process::id());
+        let (config, store, db) = scratch(&uri, &name, false).await?;
+        vcmetrics(
+            &uri,
+            &name,
+            &[
+                "generate",
+                "--events",
+                &(months * month).to_string(),
+                "--from",
+                &(now - chrono::Duration::days(30 * months as i64)).to_rfc3339(),
+                "--to",
+                &now.to_rfc3339(),
+                "--users",
+                "50000",
+            ],
+        )?;
+        create_indexes(&config, &store).await?;
+        explained.push(explain_tick(&config, &db, now + chrono::Duration::minutes(7)).await?);
+        db.drop().await?;
+        store.shutdown().await;
+    }
+    let [one, six] = &explained[..] else {
+        anyhow::bail!("two explains expected");
+    };
+    for (label, e) in [("1 month", one), ("6 months", six)] {
+        println!(
+            "   {label:>8} of history: time {}, {} examined, index scan: {}",
+            or_unreported(e.millis, "ms"),
+            or_unreported(e.examined, "documents"),
+            e.index_scan
+        );
+    }
+    if let (Some(a), Some(b)) = (one.examined, six.examined) {
+        println!(
+            "   documents examined ratio {:.2} (target: within 1.2)",
+            b as f64 / a.max(1) as f64
+        );
+    }
+
+    let users = env_number("BENCH_DISTINCT_USERS", 1_000_000);
     println!("\n4. one monthly window with {users} distinct users");
     let name = format!("vcm_bench_{}_users", std::process::id());
-    let (_, store, db) = scratch(&uri, &name).await?;
-    let month_start = vcmetrics::window::Calendar::default()
-        .window_start(Period::Monthly, now - chrono::Duration::days(40));
+    let (config, store, db) = scratch(&uri, &name, false).await?;
+    let month_start =
+        Calendar::default().window_start(Period::Monthly, now - chrono::Duration::days(40));
+    let audit = db.collection::<Document>("videocallauditlogs");
     for chunk in (0..users).collect::<Vec<_>>().chunks(10_000) {
-        let docs = chunk
+        let docs: Vec<Document> = chunk
             .iter()
             .map(|i| doc! {"userId": bson::oid::ObjectId::new(), "action": "join_attempt",
                 "timestamp": bson::DateTime::from_chrono(month_start + chrono::Duration::seconds(*i as i64 % 2_000_000))})
             .collect();
-        store.insert_audit_events(docs).await?;
+        audit.insert_many(docs).ordered(false).await?;
     }
+    create_indexes(&config, &store).await?;
     let (took, peak) = recompute(
         &uri,
         &name,
@@ -378,5 +557,6 @@ async fn run(uri: String) -> anyhow::Result<()> {
     );
     db.drop().await?;
     store.shutdown().await;
+    client.shutdown().await;
     Ok(())
 }

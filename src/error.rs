@@ -21,6 +21,19 @@ pub enum Error {
         #[source]
         source: mongodb::error::Error,
     },
+    /// The server stopped a command at the time limit vcmetrics sent with it; nothing of the
+    /// run counts as done.
+    #[error(
+        "MongoDB {operation} exceeded its time limit of {} (config key `aggregate_timeout`, \
+         VCMETRICS_AGGREGATE_TIMEOUT): raise it, or lower the period's chunk_windows",
+        humantime::format_duration(*limit)
+    )]
+    TimeLimit {
+        operation: &'static str,
+        limit: std::time::Duration,
+        #[source]
+        source: mongodb::error::Error,
+    },
     #[error("MongoDB {operation} failed: {message}")]
     MongoWrite {
         operation: &'static str,
@@ -81,6 +94,7 @@ impl Error {
             Error::Refused(_) => 4,
             Error::Pipeline(_)
             | Error::Mongo { .. }
+            | Error::TimeLimit { .. }
             | Error::MongoWrite { .. }
             | Error::MetricsDocument(_)
             | Error::Output(_)
@@ -99,6 +113,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Pipeline(_) => "pipeline",
             Error::Mongo { .. } | Error::MongoWrite { .. } => "mongodb",
+            Error::TimeLimit { .. } => "time_limit",
             Error::MetricsDocument(_) => "metrics_document",
             Error::Refused(_) => "refused",
             Error::Output(_) => "output",

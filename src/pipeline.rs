@@ -10,7 +10,7 @@
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 
-use crate::window::{Period, Window};
+use crate::window::{Period, QuantumTable, Window};
 
 /// `pipelines/rollup.json`: one aggregate over the audit log per period per chunk of windows,
 /// ending in `$merge` into the metrics collection on `{period, date}`.
@@ -44,6 +44,7 @@ pub struct ChunkParams<'a> {
     pub windows: &'a [Window],
     /// The run's pinned "now": `updatedAt`, and `createdAt` of new documents.
     pub now: DateTime<Utc>,
+    pub audit_collection: &'a str,
     pub metrics_collection: &'a str,
 }
 
@@ -55,15 +56,22 @@ impl ChunkParams<'_> {
     /// The bindings of `pipelines/rollup.json`; `None` without windows.
     fn rollup_bindings(&self) -> Option<Vec<(&'static str, Bson)>> {
         let (from, to) = (self.windows.first()?.start, self.windows.last()?.end);
-        let mut boundaries: Vec<Bson> = self.windows.iter().map(|w| date(w.start)).collect();
-        boundaries.push(date(to));
+        let table = QuantumTable::of(self.windows)?;
         Some(vec![
             ("from", date(from)),
             ("to", date(to)),
             ("windowStarts", self.window_starts()),
-            ("boundaries", Bson::Array(boundaries)),
+            (
+                "quantumWindows",
+                Bson::Array(table.starts.into_iter().map(date).collect()),
+            ),
+            ("quantumMs", Bson::Int64(table.quantum_ms)),
             ("period", Bson::String(self.period.as_str().to_owned())),
             ("now", date(self.now)),
+            (
+                "auditCollection",
+                Bson::String(self.audit_collection.to_owned()),
+            ),
             (
                 "metricsCollection",
                 Bson::String(self.metrics_collection.to_owned()),
@@ -82,6 +90,8 @@ pub struct AggregateCommand {
     pub database: String,
     pub collection: String,
     pub pipeline: Vec<Document>,
+    /// Sent as `maxTimeMS`: the server stops the command there.
+    pub time_limit: std::time::Duration,
 }
 
 impl AggregateCommand {
@@ -110,6 +120,7 @@ impl AggregateCommand {
             "pipeline": self.pipeline.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
             "allowDiskUse": true,
             "cursor": {},
+            "maxTimeMS": i64::try_from(self.time_limit.as_millis()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -145,6 +156,20 @@ pub struct Target<'a> {
     pub database: &'a str,
     pub audit_collection: &'a str,
     pub metrics_collection: &'a str,
+    /// Every aggregate's `maxTimeMS` (`aggregate_timeout`).
+    pub time_limit: std::time::Duration,
+}
+
+impl<'a> Target<'a> {
+    /// The configured database, collections and time limit.
+    pub fn of(config: &'a crate::config::Config) -> Self {
+        Target {
+            database: &config.database,
+            audit_collection: &config.audit_collection,
+            metrics_collection: &config.metrics_collection,
+            time_limit: config.aggregate_timeout,
+        }
+    }
 }
 
 /// Builds the commands for one chunk of windows of one period.
@@ -158,6 +183,7 @@ pub fn chunk_commands(
         period,
         windows,
         now,
+        audit_collection: target.audit_collection,
         metrics_collection: target.metrics_collection,
     };
     let bindings = params.rollup_bindings().ok_or(PipelineError::NoWindows)?;
@@ -216,6 +242,7 @@ pub fn chunk_commands(
             database: target.database.to_owned(),
             collection: target.audit_collection.to_owned(),
             pipeline,
+            time_limit: target.time_limit,
         },
     })
 }
@@ -299,6 +326,7 @@ mod tests {
             database: "app",
             audit_collection: "videocallauditlogs",
             metrics_collection: "videocallmetrics",
+            time_limit: std::time::Duration::from_secs(600),
         }
     }
 
@@ -343,9 +371,10 @@ mod tests {
                 "timestamp": {
                     "$gte": bson::DateTime::from_chrono(utc("2026-03-01T00:00:00Z")),
                     "$lt": bson::DateTime::from_chrono(utc("2026-03-03T00:00:00Z")),
+                    // An array holding an in-range date also matches the range; it is no
+                    // timestamp.
+                    "$not": {"$type": "array"},
                 },
-                // An array holding an in-range date also matches the range; it is no timestamp.
-                "$expr": {"$eq": [{"$type": "$timestamp"}, "date"]},
             }}
         );
         let merge = c
@@ -371,23 +400,28 @@ mod tests {
     }
 
     #[test]
-    fn bucket_boundaries_are_the_window_starts_and_the_range_end() {
+    fn events_find_their_window_through_the_bound_quantum_table() {
         let c = commands();
-        let bucket = c
-            .rollup
-            .pipeline
-            .iter()
-            .find_map(|s| s.get_document("$bucket").ok())
+        let group = c.rollup.pipeline[1].get_document("$group").unwrap();
+        let lookup = group
+            .get_document("_id")
+            .unwrap()
+            .get_document("w")
+            .unwrap()
+            .get_array("$arrayElemAt")
             .unwrap();
-        let expected: Vec<Bson> = [
-            "2026-03-01T00:00:00Z",
-            "2026-03-02T00:00:00Z",
-            "2026-03-03T00:00:00Z",
-        ]
-        .iter()
-        .map(|s| date(utc(s)))
-        .collect();
-        assert_eq!(bucket.get_array("boundaries").unwrap(), &expected);
+        let expected: Vec<Bson> = ["2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z"]
+            .iter()
+            .map(|s| date(utc(s)))
+            .collect();
+        assert_eq!(lookup[0], Bson::Array(expected));
+        let divide = lookup[1]
+            .as_document()
+            .and_then(|d| d.get_document("$toInt").ok())
+            .and_then(|d| d.get_document("$floor").ok())
+            .and_then(|d| d.get_array("$divide").ok())
+            .unwrap();
+        assert_eq!(divide[1], Bson::Int64(86_400_000));
     }
 
     #[test]

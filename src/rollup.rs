@@ -7,13 +7,14 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use tracing::debug;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{FieldDiff, WindowMetrics};
 use crate::pipeline::{chunk_commands, Target};
 use crate::store::Store;
-use crate::window::{Period, Window};
+use crate::window::{Period, QuantumTable, Window, MAX_QUANTA};
 
 /// The windows of one period that a command-line range covers.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,23 +161,31 @@ pub async fn process(
         mode,
         chunk_windows,
     } = batch;
-    let target = Target {
-        database: &config.database,
-        audit_collection: &config.audit_collection,
-        metrics_collection: &config.metrics_collection,
-    };
+    let target = Target::of(config);
     let mut reports = Vec::with_capacity(windows.len());
-    for chunk in windows.chunks(chunk_windows.max(1)) {
+    for chunk in chunks(windows, chunk_windows) {
         let commands = chunk_commands(&target, period, chunk, now)?;
         let starts: Vec<DateTime<Utc>> = chunk.iter().map(|w| w.start).collect();
+        let started = std::time::Instant::now();
         let before = by_date(store.stored_windows(period, &starts).await?)?;
         let after = match mode {
             Mode::Write => {
                 store.seed_windows(&commands.seed).await?;
+                let seeded = started.elapsed();
                 store.aggregate(&commands.rollup).await?;
-                by_date(store.stored_windows(period, &starts).await?)?
+                let aggregated = started.elapsed();
+                let after = by_date(store.stored_windows(period, &starts).await?)?;
+                debug!(%period, windows = chunk.len(), seeded_ms = seeded.as_millis(),
+                    aggregated_ms = aggregated.as_millis(), total_ms = started.elapsed().as_millis(),
+                    "chunk rolled up");
+                after
             }
-            Mode::Preview => by_date(store.aggregate(&commands.rollup.preview()).await?)?,
+            Mode::Preview => {
+                let after = by_date(store.aggregate(&commands.rollup.preview()).await?)?;
+                debug!(%period, windows = chunk.len(), total_ms = started.elapsed().as_millis(),
+                    "chunk computed");
+                after
+            }
         };
         for window in chunk {
             let computed = match after.get(&window.start) {
@@ -213,6 +222,32 @@ pub async fn process(
         progress(reports.len());
     }
     Ok(reports)
+}
+
+/// Cuts consecutive windows into the chunks of one aggregate each: at most `chunk_windows`
+/// windows, and at most [`MAX_QUANTA`] entries in the chunk's window lookup table. The one chunk
+/// planner of recompute, verify, the daemon's runs and `vcmetrics pipelines`.
+pub fn chunks(windows: &[Window], chunk_windows: usize) -> Vec<&[Window]> {
+    let mut out = Vec::new();
+    let mut rest = windows;
+    while !rest.is_empty() {
+        // The longest prefix within both bounds; the quanta only grow as windows are added, and
+        // one window is always a single quantum.
+        let (mut fits, mut too_long) = (1, rest.len().min(chunk_windows.max(1)) + 1);
+        while too_long - fits > 1 {
+            let mid = (fits + too_long) / 2;
+            if QuantumTable::len_for(&rest[..mid]) <= MAX_QUANTA {
+                fits = mid;
+            } else {
+                too_long = mid;
+            }
+        }
+        let len = fits;
+        let (chunk, tail) = rest.split_at(len);
+        out.push(chunk);
+        rest = tail;
+    }
+    out
 }
 
 fn by_date(docs: Vec<bson::Document>) -> Result<BTreeMap<DateTime<Utc>, WindowMetrics>> {
@@ -335,6 +370,34 @@ mod tests {
         }
         d.insert("totalCalls", total_calls);
         d
+    }
+
+    #[test]
+    fn chunks_hold_at_most_chunk_windows_and_max_quanta_and_cover_every_window_once() {
+        let calendar =
+            crate::window::Calendar::new("Europe/Berlin".parse().unwrap(), chrono::Weekday::Mon);
+        let windows = calendar.windows_covering(
+            Period::Daily,
+            utc("2026-01-01T00:00:00Z"),
+            utc("2031-06-01T00:00:00Z"),
+        );
+        for chunk_windows in [0, 1, 7, 1000, usize::MAX] {
+            let cut = chunks(&windows, chunk_windows);
+            assert_eq!(cut.concat(), windows, "chunk_windows {chunk_windows}");
+            for c in &cut {
+                assert!(!c.is_empty() && c.len() <= chunk_windows.max(1));
+                assert!(
+                    QuantumTable::len_for(c) <= MAX_QUANTA,
+                    "{} quanta",
+                    QuantumTable::len_for(c)
+                );
+            }
+        }
+        // Berlin's DST days make the quantum an hour: 1000 days would need 24,000 entries, so
+        // chunks hold the 416 days (9,984 hours) that fit.
+        let lens: Vec<usize> = chunks(&windows, 1000).iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [416, 416, 416, 416, 314]);
+        assert!(chunks(&[], 24).is_empty());
     }
 
     #[test]

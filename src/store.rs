@@ -211,6 +211,17 @@ impl MongoStore {
     }
 }
 
+/// The server stopped the command at its `maxTimeMS`: MongoDB's MaxTimeMSExpired (50);
+/// DocumentDB reports PostgreSQL's statement cancellation with a hint at maxTimeMS.
+fn is_time_limit(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        mongodb::error::ErrorKind::Command(c) => {
+            c.code == 50 || c.code_name == "MaxTimeMSExpired" || c.message.contains("maxTimeMS")
+        }
+        _ => false,
+    }
+}
+
 fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 26)
 }
@@ -255,18 +266,28 @@ impl Store for MongoStore {
     }
 
     async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
+        let limit = command.time_limit;
+        let failed = |source: mongodb::error::Error| {
+            if is_time_limit(&source) {
+                Error::TimeLimit {
+                    operation: "aggregate",
+                    limit,
+                    source,
+                }
+            } else {
+                Error::mongo("aggregate")(source)
+            }
+        };
         let cursor = self
             .client
             .database(&command.database)
             .collection::<Document>(&command.collection)
             .aggregate(command.pipeline.clone())
             .allow_disk_use(true)
+            .max_time(limit)
             .await
-            .map_err(Error::mongo("aggregate"))?;
-        cursor
-            .try_collect()
-            .await
-            .map_err(Error::mongo("aggregate"))
+            .map_err(failed)?;
+        cursor.try_collect().await.map_err(failed)
     }
 
     async fn stored_windows(

@@ -162,16 +162,23 @@ impl Store for FakeStore {
                 .find_map(|s| s.get_document(name).ok())
                 .unwrap()
         };
-        let boundaries = dates(stage("$bucket").get("boundaries").unwrap());
+        // The windows: the seed lookup's window starts, then the range's end.
         let union = stage("$unionWith").get_array("pipeline").unwrap()[0]
             .as_document()
+            .unwrap()
+            .get_document("$match")
             .unwrap();
-        let period = union
+        let period = union.get_str("period").unwrap().to_owned();
+        let mut boundaries = dates(union.get_document("date").unwrap().get("$in").unwrap());
+        let range = command.pipeline[0]
             .get_document("$match")
             .unwrap()
-            .get_str("period")
+            .get_document("timestamp")
+            .unwrap();
+        boundaries.extend(dates(&bson::Bson::Array(vec![range
+            .get("$lt")
             .unwrap()
-            .to_owned();
+            .clone()])));
         let now = stage("$project")
             .get_datetime("updatedAt")
             .map(|d| d.to_chrono())

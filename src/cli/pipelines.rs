@@ -9,7 +9,7 @@ use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{chunk_commands, Target};
-use crate::rollup::plan_range;
+use crate::rollup::{chunks, plan_range};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,15 +49,11 @@ fn commands(
     to: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Document>> {
-    let target = Target {
-        database: &config.database,
-        audit_collection: &config.audit_collection,
-        metrics_collection: &config.metrics_collection,
-    };
+    let target = Target::of(config);
     let mut out = Vec::new();
     for &period in periods {
         let plan = plan_range(config, period, from, to, now);
-        for chunk in plan.windows.chunks(config.period(period).chunk_windows) {
+        for chunk in chunks(&plan.windows, config.period(period).chunk_windows) {
             let c = chunk_commands(&target, period, chunk, now)?;
             for (database, command) in [
                 (&c.seed.database, c.seed.to_command()),

@@ -12,9 +12,22 @@
 //   equal to a boundary in the bucket *below* it (it uses an insertion index), and every value
 //   vcmetrics buckets is a window start, i.e. a boundary. So the executor runs the documented
 //   equivalent instead (`bucketAsDocumented`); test "mingo's $bucket differs at boundaries" pins it.
+// - Conditionals: MongoDB evaluates only the branch of `$cond`/`$switch` that is taken; DocumentDB
+//   0.108 evaluates both branches of `$cond` (measured there: `{$cond: [false, {$strLenCP: "$a"},
+//   1]}` fails on a null `a`). A `Database` made with `{ eagerConditionals: true }` evaluates every
+//   branch of `$cond` and `$switch` (and mingo's strict operators throw as MongoDB's do), so a
+//   pipeline whose success depends on lazy conditionals fails here instead of on that engine.
 // - Update statements: mingo has no server-side upsert; upsert is implemented below per MongoDB's
 //   rules (the new document takes the query's equality fields, then $setOnInsert and $set).
 import { Aggregator, Query } from "mingo";
+import { Aggregator as BareAggregator } from "mingo/aggregator";
+import { Context, evalExpr } from "mingo/core";
+import * as accumulatorOperators from "mingo/operators/accumulator";
+import * as expressionOperators from "mingo/operators/expression";
+import * as pipelineOperators from "mingo/operators/pipeline";
+import * as projectionOperators from "mingo/operators/projection";
+import * as queryOperators from "mingo/operators/query";
+import * as windowOperators from "mingo/operators/window";
 import { EJSON, ObjectId } from "bson";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -27,9 +40,42 @@ const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The vcmetrics binary: set by the Rust test that runs this suite, else the debug build. */
 export const binary = process.env.VCMETRICS_BIN ?? join(repoRoot, "target", "debug", "vcmetrics");
 
+/** MongoDB's truthiness: false, null, missing and numeric zero are false. */
+function truthy(v) {
+  return !(v === false || v === null || v === undefined || v === 0);
+}
+
+/** `$cond` evaluating both branches before choosing, as DocumentDB 0.108 does. */
+function eagerCond(obj, expr, options) {
+  const [ifExpr, thenExpr, elseExpr] = Array.isArray(expr) ? expr : [expr.if, expr.then, expr.else];
+  const [condition, whenTrue, whenFalse] = [ifExpr, thenExpr, elseExpr].map((e) => evalExpr(obj, e, options));
+  return truthy(condition) ? whenTrue : whenFalse;
+}
+
+/** `$switch` evaluating every case, every branch and the default before choosing. */
+function eagerSwitch(obj, expr, options) {
+  const evaluated = expr.branches.map((b) => [evalExpr(obj, b.case, options), evalExpr(obj, b.then, options)]);
+  const otherwise = "default" in expr ? evalExpr(obj, expr.default, options) : undefined;
+  const taken = evaluated.find(([condition]) => truthy(condition));
+  if (taken) return taken[1];
+  if (!("default" in expr)) throw new Error("$switch could not find a matching branch for an input, and no default was specified.");
+  return otherwise;
+}
+
+const EAGER_CONTEXT = Context.init({
+  accumulator: accumulatorOperators,
+  expression: { ...expressionOperators, $cond: eagerCond, $switch: eagerSwitch },
+  pipeline: pipelineOperators,
+  projection: projectionOperators,
+  query: queryOperators,
+  window: windowOperators,
+});
+
 export class Database {
-  constructor() {
+  /** `eagerConditionals`: evaluate every branch of `$cond`/`$switch` (DocumentDB 0.108). */
+  constructor({ eagerConditionals = false } = {}) {
     this.collections = new Map();
+    this.eagerConditionals = eagerConditionals;
   }
   collection(name) {
     if (!this.collections.has(name)) this.collections.set(name, []);
@@ -81,9 +127,10 @@ export function bucketAsDocumented({ groupBy, boundaries, default: otherwise, ou
 
 function runAggregate(db, cmd) {
   const pipeline = cmd.pipeline.flatMap((stage) => (stage.$bucket ? bucketAsDocumented(stage.$bucket) : [stage]));
-  const agg = new Aggregator(pipeline, {
-    collectionResolver: (name) => db.collection(name),
-  });
+  const options = { collectionResolver: (name) => db.collection(name) };
+  const agg = db.eagerConditionals
+    ? new BareAggregator(pipeline, { ...options, context: EAGER_CONTEXT, failOnError: true })
+    : new Aggregator(pipeline, options);
   return agg.run(db.collection(cmd.aggregate));
 }
 

@@ -35,23 +35,42 @@ function assertSameMetrics(actual, expected) {
   }
 }
 
-function setUp(events) {
-  const db = new Database();
+function setUp(events, engine = {}) {
+  const db = new Database(engine);
   db.insertMany("videocallauditlogs", events);
   return db;
 }
 
+// Every case twice: with MongoDB's lazy conditionals, and with every branch of every $cond and
+// $switch evaluated (DocumentDB 0.108 evaluates both branches of $cond): the pipelines must not
+// depend on which branches an engine evaluates.
+const engines = [
+  ["", {}],
+  [" (every conditional branch evaluated)", { eagerConditionals: true }],
+];
 for (const c of cases) {
-  test(c.name, () => {
-    const db = setUp(c.events);
-    runAll(db, commandsFor({ ...c, now: NOW }));
-    assertSameMetrics(computed(db), c.expected);
-    for (const doc of db.collection("videocallmetrics")) {
-      assert.deepEqual(doc.createdAt, new Date(NOW));
-      assert.deepEqual(doc.updatedAt, new Date(NOW));
-    }
-  });
+  for (const [suffix, engine] of engines) {
+    test(c.name + suffix, () => {
+      const db = setUp(c.events, engine);
+      runAll(db, commandsFor({ ...c, now: NOW }));
+      assertSameMetrics(computed(db), c.expected);
+      for (const doc of db.collection("videocallmetrics")) {
+        assert.deepEqual(doc.createdAt, new Date(NOW));
+        assert.deepEqual(doc.updatedAt, new Date(NOW));
+      }
+    });
+  }
 }
+
+test("the eager-conditional engine fails where a not-taken branch fails, as DocumentDB 0.108 does", () => {
+  const pipeline = [{ $project: { n: { $cond: [false, { $strLenCP: "$a" }, 1] } } }];
+  const run = (engine) => {
+    const db = setUp([{ a: null }], engine);
+    return runCommand(db, { database: "app", command: { aggregate: "videocallauditlogs", pipeline } });
+  };
+  assert.deepEqual(run({}).map(({ n }) => n), [1]);
+  assert.throws(() => run({ eagerConditionals: true }), /strLenCP/);
+});
 
 const hourly = { timezone: "UTC", period: "hourly", from: "2026-03-01T09:00:00Z", to: "2026-03-01T12:00:00Z" };
 
@@ -97,16 +116,16 @@ test("the preview (dry-run) returns the documents a run would merge and writes n
   assertSameMetrics(out, cases[0].expected.slice(0, 2));
 });
 
-test("one command per chunk: 24 hourly windows per aggregate, seeds first", () => {
-  const commands = commandsFor({ timezone: "UTC", period: "hourly", from: "2026-03-01", to: "2026-03-03", now: NOW });
+test("one command per chunk: at most chunk_windows hourly windows per aggregate, seeds first", () => {
+  const commands = commandsFor({ timezone: "UTC", period: "hourly", from: "2026-03-01", to: "2026-03-15", now: NOW });
   assert.deepEqual(commands.map((c) => Object.keys(c.command)[0]), ["update", "aggregate", "update", "aggregate"]);
-  assert.equal(commands[0].command.updates.length, 24);
-  const bucket = commands[1].command.pipeline.find((s) => s.$bucket).$bucket;
-  assert.equal(bucket.boundaries.length, 25);
+  assert.equal(commands[0].command.updates.length, 168);
+  assert.equal(commands[2].command.updates.length, 168);
+  const lookup = commands[1].command.pipeline[1].$group._id.w.$arrayElemAt[0];
+  assert.equal(lookup.length, 168, "one hourly quantum per window");
   assert.deepEqual(commands[1].command.pipeline[0], {
     $match: {
-      timestamp: { $gte: new Date("2026-03-01T00:00:00Z"), $lt: new Date("2026-03-02T00:00:00Z") },
-      $expr: { $eq: [{ $type: "$timestamp" }, "date"] },
+      timestamp: { $gte: new Date("2026-03-01T00:00:00Z"), $lt: new Date("2026-03-08T00:00:00Z"), $not: { $type: "array" } },
     },
   });
 });
