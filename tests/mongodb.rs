@@ -6,81 +6,23 @@
 //! Without `MONGODB_URI` the tests are reported as ignored; `scripts/test` runs them (with
 //! `--include-ignored`) when it is set.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+mod support;
 
 use bson::{doc, Bson, Document};
 use futures_util::TryStreamExt;
-use mongodb::{Client, Database};
+use mongodb::Database;
+use support::Scratch;
 
-fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI")
-        .ok()
-        .filter(|uri| !uri.is_empty())
-        .expect("this test needs a MongoDB server: set MONGODB_URI (scripts/test then runs it)")
-}
-
-struct Scratch {
-    uri: String,
-    name: String,
-    db: Database,
-    client: Client,
-}
-
-impl Scratch {
-    async fn new(uri: String, purpose: &str) -> Scratch {
-        let client = Client::with_uri_str(&uri)
-            .await
-            .expect("MONGODB_URI is usable");
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!(
-            "vcm_{purpose}_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000
-        );
-        let db = client.database(&name);
-        let build = db
-            .run_command(doc! {"buildInfo": 1})
-            .await
-            .expect("buildInfo");
-        let _ = writeln!(
-            std::io::stderr(),
-            "{purpose}: MongoDB {} at scratch database {name}",
-            build.get_str("version").unwrap_or("?")
-        );
-        Scratch {
-            uri,
-            name,
-            db,
-            client,
-        }
-    }
-
-    /// Runs the binary against this scratch database with extra environment.
-    fn vcmetrics(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcmetrics"));
-        cmd.args(args)
-            .env("MONGODB_URI", &self.uri)
-            .env("VCMETRICS_DATABASE", &self.name)
-            // Fixtures are from 2026-03; a 180-day TTL index would let the server delete them
-            // mid-test, so the scratch audit logs keep ten years.
-            .env("VCMETRICS_AUDIT_TTL", "3650d")
-            .env("VCMETRICS_LOG", "warn");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("the vcmetrics binary runs")
-    }
-
-    async fn drop(self) {
-        self.db.drop().await.expect("drop scratch database");
-        self.client.shutdown().await;
-    }
+/// Runs the binary against the scratch database and waits (blocking: these tests do nothing
+/// else meanwhile).
+fn vcmetrics(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Output {
+    scratch
+        .command(args, env)
+        .output()
+        .expect("the vcmetrics binary runs")
 }
 
 fn ok(o: &Output) -> String {
@@ -178,8 +120,7 @@ async fn metrics_docs(db: &Database, collection: &str) -> Vec<Document> {
 #[tokio::test]
 #[ignore = "needs MONGODB_URI"]
 async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_server() {
-    let uri = mongodb_uri();
-    let scratch = Scratch::new(uri, "rollup").await;
+    let scratch = Scratch::new("rollup").await;
     let fixtures = fixtures();
     let events = fixtures.get_document("events").unwrap();
     for (set, docs) in events {
@@ -226,7 +167,7 @@ async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_se
         let run = |args: Vec<String>, extra_env: &[(&str, &str)]| {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let env: Vec<(&str, &str)> = env.iter().chain(extra_env).copied().collect();
-            scratch.vcmetrics(&args, &env)
+            vcmetrics(&scratch, &args, &env)
         };
 
         let first = ok(&run(vec!["migrate".into()], &[]));
@@ -307,7 +248,11 @@ async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_se
         .delete_many(doc! {"errorCode": "ICE.TIMEOUT"})
         .await
         .unwrap();
-    let dry = ok(&scratch.vcmetrics(&args("recompute", &["--dry-run"]), &env));
+    let dry = ok(&vcmetrics(
+        &scratch,
+        &args("recompute", &["--dry-run"]),
+        &env,
+    ));
     assert!(
         dry.contains("would change hourly 2026-03-01T09:00:00+00:00: failedConnections: 1 -> 0"),
         "{dry}"
@@ -321,9 +266,9 @@ async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_se
         before,
         "dry-run wrote nothing"
     );
-    let verify = scratch.vcmetrics(&args("verify", &[]), &env);
+    let verify = vcmetrics(&scratch, &args("verify", &[]), &env);
     assert_eq!(verify.status.code(), Some(3));
-    let out = ok(&scratch.vcmetrics(&args("recompute", &[]), &env));
+    let out = ok(&vcmetrics(&scratch, &args("recompute", &[]), &env));
     assert!(out.contains("0 new, 2 changed, 1 unchanged"), "{out}");
     let repaired = metrics_docs(&scratch.db, "metrics_0").await;
     assert!(repaired[0]
@@ -331,19 +276,18 @@ async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_se
         .unwrap()
         .get("ICE_TIMEOUT")
         .is_none());
-    ok(&scratch.vcmetrics(&args("verify", &[]), &env));
+    ok(&vcmetrics(&scratch, &args("verify", &[]), &env));
 
-    scratch.drop().await;
+    scratch.finish().await;
 }
 
 #[tokio::test]
 #[ignore = "needs MONGODB_URI"]
 async fn migrate_never_silently_changes_a_ttl() {
-    let uri = mongodb_uri();
-    let scratch = Scratch::new(uri, "ttl").await;
-    ok(&scratch.vcmetrics(&["migrate"], &[]));
+    let scratch = Scratch::new("ttl").await;
+    ok(&vcmetrics(&scratch, &["migrate"], &[]));
     // The same deployment with the schema's 180-day TTL configured: reported, exit 4, unchanged.
-    let differs = scratch.vcmetrics(&["migrate"], &[("VCMETRICS_AUDIT_TTL", "180d")]);
+    let differs = vcmetrics(&scratch, &["migrate"], &[("VCMETRICS_AUDIT_TTL", "180d")]);
     assert_eq!(
         differs.status.code(),
         Some(4),
@@ -371,10 +315,11 @@ async fn migrate_never_silently_changes_a_ttl() {
     };
     assert_eq!(ttl(scratch.db.clone()).await, Some(315_360_000.0));
     // Asked explicitly, it changes it.
-    ok(&scratch.vcmetrics(
+    ok(&vcmetrics(
+        &scratch,
         &["migrate", "--update-ttl"],
         &[("VCMETRICS_AUDIT_TTL", "180d")],
     ));
     assert_eq!(ttl(scratch.db.clone()).await, Some(15_552_000.0));
-    scratch.drop().await;
+    scratch.finish().await;
 }
