@@ -756,6 +756,19 @@ mod tests {
             err.contains("shutdown_grace: must be between 0s and 1h"),
             "{err}"
         );
+        let err = from_toml("aggregate_timeout = \"0s\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("aggregate_timeout: must be between 1s and 1day"),
+            "{err}"
+        );
+        let c = from_toml("", &[("VCMETRICS_AGGREGATE_TIMEOUT", "90s")]).unwrap();
+        assert_eq!(c.aggregate_timeout, Duration::from_secs(90));
+        assert_eq!(
+            from_toml("", &[]).unwrap().aggregate_timeout,
+            DEFAULT_AGGREGATE_TIMEOUT
+        );
     }
 
     #[test]

@@ -393,6 +393,12 @@ mod tests {
         assert_eq!(merge.get_str("whenMatched").unwrap(), "merge");
         assert!(c.rollup.writes());
         assert!(!c.rollup.preview().writes());
+        // Every aggregate carries its time limit; no engine default applies.
+        assert_eq!(c.rollup.to_command().get_i64("maxTimeMS"), Ok(600_000));
+        assert_eq!(
+            c.rollup.preview().to_command().get_i64("maxTimeMS"),
+            Ok(600_000)
+        );
         assert_eq!(
             c.rollup.preview().pipeline.len(),
             c.rollup.pipeline.len() - 1
