@@ -298,12 +298,20 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
     let uri_database = match ConnectionString::parse(&uri.value) {
         Ok(cs) => cs.default_database,
         Err(e) => {
-            // The driver's message may quote the string; say what is wrong without the password.
-            let message = e.to_string().replace(&uri.value, &redact_uri(&uri.value));
-            problem(
-                &uri.key,
-                format!("not a valid MongoDB connection string: {message}"),
-            );
+            // The driver's message can quote any part of the string, the password included (or
+            // a piece of it, where an unescaped character cut it), so with a password it is not
+            // shown at all.
+            let message = if has_password(&uri.value) {
+                format!(
+                    "{} is not a valid MongoDB connection string (the driver's detail is not \
+                     shown, as it can quote the password; percent-encode : / ? # [ ] @ % in the \
+                     user name and password)",
+                    redact_uri(&uri.value)
+                )
+            } else {
+                format!("not a valid MongoDB connection string: {e}")
+            };
+            problem(&uri.key, message);
             None
         }
     };
@@ -643,17 +651,23 @@ pub fn redact_uri(uri: &str) -> String {
         return uri.to_owned();
     };
     let rest = &uri[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // The user information ends at the last `@`, even in a string whose password holds an
+    // unescaped `/`, `?` or `#` (the driver then misreads the password as a host): redacting
+    // too much is harmless, too little is a leak.
+    let Some(at) = rest.rfind('@') else {
         return uri.to_owned();
     };
     let userinfo = &rest[..at];
-    let user = userinfo.split(':').next().unwrap_or_default();
-    if userinfo.contains(':') {
-        format!("{}{user}:****{}", &uri[..scheme_end], &rest[at..])
-    } else {
-        uri.to_owned()
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{}{user}:****{}", &uri[..scheme_end], &rest[at..]),
+        None => uri.to_owned(),
     }
+}
+
+/// Whether the connection string carries a password (anything between the user name's `:` and
+/// the last `@`).
+fn has_password(uri: &str) -> bool {
+    redact_uri(uri) != uri
 }
 
 #[cfg(test)]
@@ -792,6 +806,15 @@ mod tests {
         assert_eq!(
             redact_uri("mongodb://localhost:27017"),
             "mongodb://localhost:27017"
+        );
+        // Unescaped `?`, `/` or `@` in a password: everything up to the last `@` goes.
+        assert_eq!(
+            redact_uri("mongodb://vcuser:LongSecret123?@127.0.0.1:27017/platform"),
+            "mongodb://vcuser:****@127.0.0.1:27017/platform"
+        );
+        assert_eq!(
+            redact_uri("mongodb://u:a/b@c@db:27017/x?w=1"),
+            "mongodb://u:****@db:27017/x?w=1"
         );
         assert_eq!(
             redact_uri("mongodb+srv://app:p%40ss@cluster0.example.net/db"),

@@ -176,3 +176,117 @@ fn pipelines_prints_extended_json_commands_without_a_server() {
     assert_eq!(commands[1]["command"]["aggregate"], "videocallauditlogs");
     assert_eq!(commands[1]["command"]["allowDiskUse"], true);
 }
+
+/// Issue 14, item 1: `vcuser:LongSecret123?@host` made the driver's parse error quote the
+/// password. Passwords with every character class a password can have, raw (often an invalid
+/// string) and percent-encoded (a valid one, against a dead port), from the environment and from
+/// a config file, on every command that takes a connection string: no output may hold any piece
+/// of them. Every password starts and ends with a distinctive run, so a leaked prefix or suffix
+/// is caught too.
+#[test]
+fn a_password_is_never_printed_whatever_its_characters_source_or_command() {
+    let specials = [
+        "",
+        "?",
+        "@",
+        ":",
+        "/",
+        "#",
+        "[",
+        "]",
+        "%",
+        "%40",
+        " ",
+        "!$&'()*+,;=",
+        "é€😀",
+        "\\\"",
+        "?@:/#",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let dead = "127.0.0.1:1/platform";
+    let options = "serverSelectionTimeoutMS=100&connectTimeoutMS=100";
+    let commands: [&[&str]; 5] = [
+        &[
+            "pipelines",
+            "--period",
+            "daily",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-02",
+        ],
+        &[
+            "recompute",
+            "--dry-run",
+            "--period",
+            "daily",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-02",
+        ],
+        &[
+            "verify",
+            "--period",
+            "daily",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-02",
+        ],
+        &["migrate"],
+        &[
+            "generate",
+            "--events",
+            "10",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-02",
+        ],
+    ];
+    for special in specials {
+        let password = format!("Zq7vW2{special}Kx9pL4");
+        let encoded: String = password
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        for (form, secret) in [("raw", &password), ("encoded", &encoded)] {
+            // A valid string reaches the server selection; only the encoded forms are valid.
+            let uri = format!("mongodb://vcuser:{secret}@{dead}?{options}");
+            let file = dir.path().join("vcmetrics.toml");
+            let quoted = serde_json::to_string(&uri).unwrap(); // a JSON string is a TOML string
+            std::fs::write(&file, format!("mongodb_uri = {quoted}\n")).unwrap();
+            for command in commands {
+                if form == "encoded" && command[0] == "generate" {
+                    continue; // writes: covered by the raw form and the daemon test
+                }
+                let from_env = vcmetrics(command, &[("MONGODB_URI", &uri)]);
+                let mut with_file = vec!["--config", file.to_str().unwrap()];
+                with_file.extend(command);
+                let from_file = vcmetrics(&with_file, &[]);
+                for (source, o) in [("env", &from_env), ("file", &from_file)] {
+                    let all = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                    for piece in ["Zq7vW2", "Kx9pL4"] {
+                        assert!(
+                            !all.contains(piece),
+                            "{form} password {password:?} leaked by {:?} ({source}):\n{all}",
+                            command[0]
+                        );
+                    }
+                    assert!(!all.contains("panicked"), "{all}");
+                }
+            }
+        }
+    }
+}
