@@ -30,6 +30,26 @@ use support::{
 
 const LEASE_TTL: Duration = Duration::from_secs(6);
 
+/// How every daemon case begins: its turn (the cases run one at a time), the time it started,
+/// at least `room` before the hour ends (windows are asserted by hour), a migrated scratch
+/// database, and the current hour.
+async fn begin(
+    name: &str,
+    room: chrono::Duration,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    Instant,
+    Scratch,
+    DateTime<Utc>,
+) {
+    let turn = serial().await;
+    let started = Instant::now();
+    away_from_hour_end(room).await;
+    let scratch = Scratch::new(name).await;
+    scratch.migrate().await;
+    (turn, started, scratch, hour_of(Utc::now()))
+}
+
 /// A configuration file: the top-level `keys`, then hourly and daily with the given extra lines
 /// (`None`: the period does not fire during the test), weekly and monthly idle.
 fn config(dir: &TempDir, keys: &str, hourly: Option<&str>, daily: Option<&str>) -> PathBuf {
@@ -150,12 +170,7 @@ fn assert_no_overlapping_runs(daemons: &[&Daemon]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn a_engine_unreachable_at_start_then_catches_up() {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(3)).await;
-    let scratch = Scratch::new("fm_a").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_a", minutes(3)).await;
     let from = hour - hours(6);
     scratch
         .audit()
@@ -259,12 +274,7 @@ async fn a_engine_unreachable_at_start_then_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn b_connection_cut_mid_aggregate_fails_the_run_and_a_later_tick_redoes_it() {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(3)).await;
-    let scratch = Scratch::new("fm_b").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_b", minutes(3)).await;
     let from = hour - hours(10);
     scratch
         .audit()
@@ -369,12 +379,7 @@ async fn b_connection_cut_mid_aggregate_fails_the_run_and_a_later_tick_redoes_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn c_three_day_outage_is_caught_up_in_bounded_runs() {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(3)).await;
-    let scratch = Scratch::new("fm_c").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_c", minutes(3)).await;
     let day = day_of(hour);
     let gap_hourly = hour - hours(72);
     let gap_daily = day - chrono::Duration::days(3);
@@ -459,12 +464,7 @@ async fn c_three_day_outage_is_caught_up_in_bounded_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn d_late_events_inside_the_lookback_by_the_daemon_older_ones_by_recompute() {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(4)).await;
-    let scratch = Scratch::new("fm_d").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_d", minutes(4)).await;
     let from = hour - hours(6);
     scratch
         .audit()
@@ -579,12 +579,7 @@ async fn d_late_events_inside_the_lookback_by_the_daemon_older_ones_by_recompute
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn e_two_replicas_one_leader_standby_takes_over_after_sigkill() {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(3)).await;
-    let scratch = Scratch::new("fm_e").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_e", minutes(3)).await;
     let from = hour - hours(4);
     scratch
         .audit()
@@ -705,12 +700,7 @@ async fn e_two_replicas_one_leader_standby_takes_over_after_sigkill() {
 /// f. SIGTERM while the leader's rollup aggregate is in flight (the proxy holds it for `stall`):
 /// exit 0 within `shutdown_grace`, the lease released, the standby leading at its next try.
 async fn sigterm_mid_run(stall: Duration) {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(3)).await;
-    let scratch = Scratch::new("fm_f").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_f", minutes(3)).await;
     let from = hour - hours(4);
     scratch
         .audit()
@@ -834,12 +824,7 @@ async fn f_sigterm_mid_run_abandons_it_after_the_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn g_malformed_audit_documents_never_fail_a_run() {
-    let _serial = serial().await;
-    let started = Instant::now();
-    away_from_hour_end(minutes(3)).await;
-    let scratch = Scratch::new("fm_g").await;
-    scratch.migrate().await;
-    let hour = hour_of(Utc::now());
+    let (_serial, started, scratch, hour) = begin("fm_g", minutes(3)).await;
     let window = hour - hours(2);
     let mut minute = 0;
     let mut at = || {

@@ -388,14 +388,28 @@ pub fn integer(doc: &Document, key: &str) -> Option<i64> {
 pub async fn eventually<T>(
     what: &str,
     within: Duration,
+    check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    eventually_or(what, within, check, String::new).await
+}
+
+/// [`eventually`], with `context()` (a daemon's log, say) appended to the failure message.
+async fn eventually_or<T>(
+    what: &str,
+    within: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
+    context: impl Fn() -> String,
 ) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?}\n{}",
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -574,20 +588,9 @@ impl Daemon {
         &self,
         what: &str,
         within: Duration,
-        mut check: impl AsyncFnMut() -> Option<T>,
+        check: impl AsyncFnMut() -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {within:?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually_or(what, within, check, || self.log()).await
     }
 
     /// The log's JSON lines (`VCMETRICS_LOG_FORMAT=json`).
