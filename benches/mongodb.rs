@@ -10,8 +10,9 @@
 //!    code, `$group` by window) — and the ratio to it (target: within 3x), and the client-side
 //!    alternative (stream every event of the range and aggregate in the process; target: at
 //!    least 10x slower than recompute).
-//! 2. Per period, where the first chunk's time goes (the scan and main `$group`, the distinct-
-//!    users sub-pipeline, the rest), so a regression shows where it is.
+//! 2. Per period, where the first chunk's time goes: each of its commands alone (seed, the counts
+//!    scan, the distinct-users scan, finish, cleanup) and the two scans side by side, as a run
+//!    sends them, so a regression shows where it is.
 //! 3. Steady-state tick: `explain` (executionStats) of one hourly run (lookback + open window)
 //!    with 1 and with 6 months of history (`BENCH_MONTH_EVENTS`, default 300000 a month): time,
 //!    documents examined, and whether the timestamp range is an index scan.
@@ -30,7 +31,7 @@ use futures_util::TryStreamExt;
 use vcmetrics::config::{validate, Config, RawConfig};
 use vcmetrics::generate::{generate, Plan};
 use vcmetrics::migrate::wanted_indexes;
-use vcmetrics::pipeline::{chunk_commands, Target};
+use vcmetrics::pipeline::{Chunk, Target};
 use vcmetrics::refresh::plan_run;
 use vcmetrics::rollup::{chunks, plan_range};
 use vcmetrics::store::MongoStore;
@@ -256,11 +257,9 @@ async fn client_side(
     Ok((started.elapsed(), windows.len()))
 }
 
-/// Times the parts of the first chunk's pipeline (without `$merge`) that carry the cost, each
-/// as an aggregate of its own whose small output is read whole: the scan and main `$group`
-/// (stages 0-1), the distinct-users `$unionWith` sub-pipeline (stage 2), and the whole preview;
-/// the rest is the difference. (Timing prefixes ended by `$count` misleads: DocumentDB then
-/// skips the accumulators' work.)
+/// Times the commands of the first chunk of a period's recompute, each sent on its own and then
+/// the two scans side by side as a run sends them (each command's own cost, so a regression shows
+/// where it is; `$count`-ended prefixes would mislead, DocumentDB then skips the accumulators).
 async fn stage_times(
     config: &Config,
     db: &mongodb::Database,
@@ -276,33 +275,25 @@ async fn stage_times(
     else {
         return Ok(Vec::new());
     };
-    let pipeline = chunk_commands(&Target::of(config), period, first, now)?
-        .rollup
-        .preview()
-        .pipeline;
-    let users: Vec<Document> = pipeline
-        .iter()
-        .find_map(|s| s.get_document("$unionWith").ok())
-        .and_then(|u| u.get_array("pipeline").ok())
-        .map(|p| p.iter().filter_map(|s| s.as_document().cloned()).collect())
-        .unwrap_or_default();
-    let audit = db.collection::<Document>("videocallauditlogs");
-    let mut out = Vec::new();
-    for (part, stages) in [
-        ("scan + main $group (0-1)", pipeline[..2].to_vec()),
-        ("distinct users (2)", users),
-        ("whole preview", pipeline.clone()),
-    ] {
+    let c = Chunk::new(&Target::of(config), period, first, now)?.commands;
+    let timed = |command: Document| async move {
         let started = Instant::now();
-        let _: Vec<Document> = audit
-            .aggregate(stages)
-            .allow_disk_use(true)
-            .max_time(Duration::from_secs(3600))
-            .await?
-            .try_collect()
-            .await?;
-        out.push((part, started.elapsed()));
-    }
+        db.run_command(command).await?;
+        anyhow::Ok(started.elapsed())
+    };
+    let mut out = vec![
+        ("seed", timed(c.seed.to_command()).await?),
+        ("counts scan", timed(c.counts.to_command()).await?),
+        ("users scan", timed(c.users.to_command()).await?),
+    ];
+    timed(c.cleanup.to_command()).await?;
+    let started = Instant::now();
+    let (counts, users) = tokio::join!(timed(c.counts.to_command()), timed(c.users.to_command()));
+    counts?;
+    users?;
+    out.push(("both scans side by side", started.elapsed()));
+    out.push(("finish ($merge)", timed(c.finish.to_command()).await?));
+    out.push(("cleanup", timed(c.cleanup.to_command()).await?));
     Ok(out)
 }
 
@@ -346,9 +337,9 @@ async fn explain_tick(
         now,
         watermark,
     );
-    let command = chunk_commands(&Target::of(config), Period::Hourly, &plan.windows, now)?
-        .rollup
-        .preview()
+    let command = Chunk::new(&Target::of(config), Period::Hourly, &plan.windows, now)?
+        .commands
+        .preview
         .to_command();
     let explained = db
         .run_command(doc! {"explain": command, "verbosity": "executionStats"})
@@ -491,20 +482,14 @@ async fn run(uri: String) -> anyhow::Result<()> {
     );
     println!("   targets: x floor <= 3, x client >= 10");
 
-    println!("\n2. where the time goes, first chunk of each period (seconds)");
+    println!("\n2. where the time goes: the first chunk's commands, each alone (seconds)");
     for period in Period::ALL {
         let times = stage_times(&config, &db, period, from, to, now).await?;
-        let [(_, main), (_, users), (_, whole)] = times[..] else {
-            continue;
-        };
-        println!(
-            "   {:>8}: scan + main $group {:.2}, distinct users {:.2}, rest {:.2}, whole {:.2}",
-            period.as_str(),
-            main.as_secs_f64(),
-            users.as_secs_f64(),
-            whole.saturating_sub(main + users).as_secs_f64(),
-            whole.as_secs_f64()
-        );
+        let parts: Vec<String> = times
+            .iter()
+            .map(|(part, took)| format!("{part} {:.2}", took.as_secs_f64()))
+            .collect();
+        println!("   {:>8}: {}", period.as_str(), parts.join(", "));
     }
     db.drop().await?;
     store.shutdown().await;

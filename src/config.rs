@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub database: Option<String>,
     pub audit_collection: Option<String>,
     pub metrics_collection: Option<String>,
+    pub staging_collection: Option<String>,
     pub timezone: Option<String>,
     pub week_start: Option<String>,
     pub audit_ttl: Option<String>,
@@ -46,6 +47,7 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     pub listen: Option<String>,
     pub top_error_codes: Option<i64>,
+    pub chunks_in_flight: Option<i64>,
     pub metrics_refresh: Option<String>,
     pub aggregate_timeout: Option<String>,
     #[serde(default)]
@@ -78,6 +80,8 @@ pub struct Config {
     pub database: String,
     pub audit_collection: String,
     pub metrics_collection: String,
+    /// Where the two scans of a rollup chunk leave their per-window documents for a moment.
+    pub staging_collection: String,
     pub calendar: Calendar,
     /// The TTL `migrate` gives the audit log's `timestamp` index.
     pub audit_ttl: Duration,
@@ -99,6 +103,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Error codes exported per window before the rest are summed under `other`.
     pub top_error_codes: usize,
+    /// How many chunks of one run are rolled up at once (each runs two aggregates).
+    pub chunks_in_flight: usize,
     /// How often the exported call metrics are re-read besides after each run.
     pub metrics_refresh: Duration,
     /// The server-side time limit (`maxTimeMS`) of every aggregate vcmetrics sends.
@@ -355,12 +361,37 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         raw.metrics_collection,
         "videocallmetrics",
     );
+    let staging_collection = collection(
+        "VCMETRICS_STAGING_COLLECTION",
+        "staging_collection",
+        raw.staging_collection,
+        "videocallmetrics_staging",
+    );
     let state_collection = collection(
         "VCMETRICS_STATE_COLLECTION",
         "state_collection",
         raw.state_collection,
         "vcmetricsstate",
     );
+    // Each collection holds one kind of document: a rollup deletes its staged documents, a
+    // `$merge` into the audit log would write metrics among the events.
+    let names = [
+        ("audit_collection", &audit_collection),
+        ("metrics_collection", &metrics_collection),
+        ("staging_collection", &staging_collection),
+        ("state_collection", &state_collection),
+    ];
+    for (i, (key, name)) in names.iter().enumerate() {
+        if let Some((other, _)) = names[..i]
+            .iter()
+            .find(|(_, n)| !name.is_empty() && n == name)
+        {
+            problem(
+                key,
+                format!("names the same collection as {other} ({name})"),
+            );
+        }
+    }
 
     let tz = match pick(env, &["VCMETRICS_TIMEZONE"], "timezone", raw.timezone) {
         Some(s) => s.value.parse::<Tz>().unwrap_or_else(|_| {
@@ -486,6 +517,16 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
             ),
         }
     }
+    let mut chunks_in_flight = 2;
+    if let Some(n) = raw.chunks_in_flight {
+        match usize::try_from(n) {
+            Ok(n) if (1..=8).contains(&n) => chunks_in_flight = n,
+            _ => problem(
+                "chunks_in_flight",
+                format!("must be between 1 and 8, got {n}"),
+            ),
+        }
+    }
     let metrics_refresh = duration(
         "VCMETRICS_METRICS_REFRESH",
         "metrics_refresh",
@@ -595,6 +636,7 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         database,
         audit_collection,
         metrics_collection,
+        staging_collection,
         calendar: Calendar::new(tz, week_start),
         audit_ttl,
         audit_retention,
@@ -606,6 +648,7 @@ pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
         shutdown_grace,
         listen,
         top_error_codes,
+        chunks_in_flight,
         metrics_refresh,
         aggregate_timeout,
     })
@@ -685,6 +728,7 @@ mod tests {
         assert_eq!(c.database, "test");
         assert_eq!(c.audit_collection, "videocallauditlogs");
         assert_eq!(c.metrics_collection, "videocallmetrics");
+        assert_eq!(c.staging_collection, "videocallmetrics_staging");
         assert_eq!(c.calendar, Calendar::default());
         assert_eq!(c.audit_ttl, Duration::from_secs(15_552_000));
         assert_eq!(c.audit_retention, None);

@@ -1,6 +1,6 @@
 //! The metrics document: its fields, what each one means, and how two versions of it differ.
 //!
-//! The numbers themselves are computed by `pipelines/rollup.json` on the server; this module only
+//! The numbers themselves are computed by the `pipelines/rollup_*.json` files on the server; this module only
 //! names the fields (the README's metric table is checked against this list), reads documents
 //! back and compares them for `verify` and `recompute --dry-run`.
 
@@ -228,8 +228,8 @@ mod tests {
         let readme = include_str!("../README.md");
         for field in FIELDS.iter().map(|f| f.name).chain([ERROR_COUNTS]) {
             assert!(
-                crate::pipeline::ROLLUP_PIPELINE.contains(&format!("\"{field}\"")),
-                "{field} not in pipelines/rollup.json"
+                crate::pipeline::FINISH_PIPELINE.contains(&format!("\"{field}\"")),
+                "{field} not in pipelines/rollup_finish.json"
             );
             assert!(
                 readme.contains(&format!("`{field}`")),

@@ -42,6 +42,9 @@ pub enum IndexAction {
     },
 }
 
+/// How long a staged document of a run that died before its cleanup stays.
+pub const STAGED_DOCUMENT_TTL: Duration = Duration::from_secs(24 * 3600);
+
 pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
     let audit = |name: &str, keys: Document, ttl: Option<Duration>| WantedIndex {
         collection: config.audit_collection.clone(),
@@ -88,6 +91,15 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
         metrics("date_-1", doc! {"date": -1}, false),
         // What `$merge` needs to match documents on {period, date}.
         metrics("period_1_date_1", doc! {"period": 1, "date": 1}, true),
+        // A rollup deletes its staged documents when it ends; this removes those of a run that
+        // died first (`at` is the run's time).
+        WantedIndex {
+            collection: config.staging_collection.clone(),
+            name: "at_1".to_owned(),
+            keys: doc! {"at": 1},
+            unique: false,
+            expire_after: Some(STAGED_DOCUMENT_TTL),
+        },
     ]
 }
 

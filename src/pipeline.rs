@@ -7,14 +7,21 @@
 //!
 //! This module builds commands; it does no I/O. See `store` for running them.
 
-use bson::{doc, Bson, Document};
+use bson::{bson, doc, oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
 
 use crate::window::{Period, QuantumTable, Window};
 
-/// `pipelines/rollup.json`: one aggregate over the audit log per period per chunk of windows,
-/// ending in `$merge` into the metrics collection on `{period, date}`.
-pub const ROLLUP_PIPELINE: &str = include_str!("../pipelines/rollup.json");
+/// `pipelines/rollup_counts.json`: the audit log's events of a chunk grouped by window, action,
+/// error code and the validity of their duration and connection time (counts and sums), one
+/// document per window.
+pub const COUNTS_PIPELINE: &str = include_str!("../pipelines/rollup_counts.json");
+/// `pipelines/rollup_users.json`: the distinct users of each window of a chunk, one document per
+/// window.
+pub const USERS_PIPELINE: &str = include_str!("../pipelines/rollup_users.json");
+/// `pipelines/rollup_finish.json`: the two scans' per-window documents joined with the seeds,
+/// shaped into metrics documents and `$merge`d into the metrics collection on `{period, date}`.
+pub const FINISH_PIPELINE: &str = include_str!("../pipelines/rollup_finish.json");
 /// `pipelines/seed_window.json`: the upsert that gives every window a document (and keeps its
 /// `createdAt`) before the rollup merges into it.
 pub const SEED_WINDOW_STATEMENT: &str = include_str!("../pipelines/seed_window.json");
@@ -36,47 +43,75 @@ pub enum PipelineError {
     },
 }
 
-/// What a run binds into the pipelines for one chunk of windows of one period.
-#[derive(Debug, Clone)]
-pub struct ChunkParams<'a> {
-    pub period: Period,
-    /// Consecutive windows, oldest first; never empty.
-    pub windows: &'a [Window],
-    /// The run's pinned "now": `updatedAt`, and `createdAt` of new documents.
-    pub now: DateTime<Utc>,
-    pub audit_collection: &'a str,
-    pub metrics_collection: &'a str,
+/// The run's values bound into one chunk's pipelines.
+struct Bindings {
+    from: Bson,
+    to: Bson,
+    window_starts: Bson,
+    window_of_event: Bson,
+    period: Bson,
+    now: Bson,
+    run: Bson,
+    metrics_collection: Bson,
 }
 
-impl ChunkParams<'_> {
-    fn window_starts(&self) -> Bson {
-        Bson::Array(self.windows.iter().map(|w| date(w.start)).collect())
+impl Bindings {
+    /// `None` without windows.
+    fn of(
+        target: &Target<'_>,
+        period: Period,
+        windows: &[Window],
+        now: DateTime<Utc>,
+        run: ObjectId,
+    ) -> Option<Bindings> {
+        let (from, to) = (windows.first()?.start, windows.last()?.end);
+        Some(Bindings {
+            from: date(from),
+            to: date(to),
+            window_starts: Bson::Array(windows.iter().map(|w| date(w.start)).collect()),
+            window_of_event: window_of_event(&QuantumTable::of(windows)?, from),
+            period: Bson::String(period.as_str().to_owned()),
+            now: date(now),
+            run: Bson::ObjectId(run),
+            metrics_collection: Bson::String(target.metrics_collection.to_owned()),
+        })
     }
 
-    /// The bindings of `pipelines/rollup.json`; `None` without windows.
-    fn rollup_bindings(&self) -> Option<Vec<(&'static str, Bson)>> {
-        let (from, to) = (self.windows.first()?.start, self.windows.last()?.end);
-        let table = QuantumTable::of(self.windows)?;
-        Some(vec![
-            ("from", date(from)),
-            ("to", date(to)),
-            ("windowStarts", self.window_starts()),
-            (
-                "quantumWindows",
-                Bson::Array(table.starts.into_iter().map(date).collect()),
-            ),
-            ("quantumMs", Bson::Int64(table.quantum_ms)),
-            ("period", Bson::String(self.period.as_str().to_owned())),
-            ("now", date(self.now)),
-            (
-                "auditCollection",
-                Bson::String(self.audit_collection.to_owned()),
-            ),
-            (
-                "metricsCollection",
-                Bson::String(self.metrics_collection.to_owned()),
-            ),
-        ])
+    /// What the two scans of the audit log bind.
+    fn scan(&self) -> Vec<(&'static str, Bson)> {
+        vec![
+            ("from", self.from.clone()),
+            ("to", self.to.clone()),
+            ("windowOfEvent", self.window_of_event.clone()),
+            ("run", self.run.clone()),
+            ("now", self.now.clone()),
+        ]
+    }
+
+    /// What the finishing pipeline binds.
+    fn finish(&self) -> Vec<(&'static str, Bson)> {
+        vec![
+            ("windowStarts", self.window_starts.clone()),
+            ("period", self.period.clone()),
+            ("now", self.now.clone()),
+            ("metricsCollection", self.metrics_collection.clone()),
+        ]
+    }
+}
+
+/// The expression giving an event's window start from its `timestamp`, for a chunk starting at
+/// `from`: the quantum index `floor((timestamp - from) / quantum)`, then the quantum's window.
+/// When every window is one quantum that is arithmetic; otherwise (months, days across a DST
+/// change) a lookup in the bound table. The lookup costs more per event on DocumentDB 0.108 (the
+/// table is a literal of the expression), so the arithmetic is used wherever it is exact.
+fn window_of_event(table: &QuantumTable, from: DateTime<Utc>) -> Bson {
+    let quantum = Bson::Int64(table.quantum_ms);
+    let index = bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", date(from)]}, quantum.clone()]}});
+    if table.is_uniform() {
+        bson!({"$add": [date(from), {"$multiply": [index, quantum]}]})
+    } else {
+        let starts: Vec<Bson> = table.starts.iter().map(|t| date(*t)).collect();
+        bson!({"$arrayElemAt": [starts, {"$toInt": index}]})
     }
 }
 
@@ -95,22 +130,11 @@ pub struct AggregateCommand {
 }
 
 impl AggregateCommand {
-    /// True when the pipeline ends in `$merge` (it writes); false for a preview that returns the
-    /// documents it would write.
+    /// True when the pipeline ends in `$merge` (it writes); false when it returns its documents.
     pub fn writes(&self) -> bool {
         self.pipeline
             .last()
             .is_some_and(|stage| stage.contains_key("$merge"))
-    }
-
-    /// The same command without its final `$merge`: it returns the documents the run would merge,
-    /// and writes nothing (dry-run and verify).
-    pub fn preview(&self) -> AggregateCommand {
-        let mut preview = self.clone();
-        if preview.writes() {
-            preview.pipeline.pop();
-        }
-        preview
     }
 
     /// The command document, runnable in mongosh with `db.getSiblingDB(database).runCommand(...)`.
@@ -143,11 +167,84 @@ impl UpdateCommand {
     }
 }
 
-/// The commands of one chunk, in the order a run sends them.
+/// A `delete` command removing every document matching one filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteCommand {
+    pub database: String,
+    pub collection: String,
+    pub filter: Document,
+}
+
+impl DeleteCommand {
+    pub fn to_command(&self) -> Document {
+        doc! {
+            "delete": &self.collection,
+            "deletes": [{"q": self.filter.clone(), "limit": 0}],
+        }
+    }
+}
+
+/// The commands of one chunk. A run sends `seed`, then `counts` and `users` side by side (two
+/// scans of the same index range, each on its own connection, so two cores of the server work
+/// at once), then `finish`, then `cleanup`. `preview` computes the same documents in one
+/// read-only aggregate, for dry-run and verify.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkCommands {
+    /// Gives every window a document (and keeps its `createdAt`) before the merge.
     pub seed: UpdateCommand,
-    pub rollup: AggregateCommand,
+    /// `rollup_counts.json`, writing one document per window into the staging collection.
+    pub counts: AggregateCommand,
+    /// `rollup_users.json`, writing one document per window into the staging collection.
+    pub users: AggregateCommand,
+    /// `rollup_finish.json` over the chunk's staged documents, `$merge`d into the metrics.
+    pub finish: AggregateCommand,
+    /// Removes the chunk's staged documents.
+    pub cleanup: DeleteCommand,
+    /// `rollup_counts.json`, `$unionWith` `rollup_users.json`, `rollup_finish.json` without its
+    /// `$merge`: the documents a run would merge, written nowhere.
+    pub preview: AggregateCommand,
+}
+
+impl ChunkCommands {
+    /// The commands in the order a run sends them (`counts` and `users` run concurrently, and
+    /// may equally run one after the other), as `(database, command)` pairs.
+    pub fn in_order(&self) -> [(&str, Document); 5] {
+        [
+            (&self.seed.database, self.seed.to_command()),
+            (&self.counts.database, self.counts.to_command()),
+            (&self.users.database, self.users.to_command()),
+            (&self.finish.database, self.finish.to_command()),
+            (&self.cleanup.database, self.cleanup.to_command()),
+        ]
+    }
+}
+
+/// One chunk of a run: its windows, the run's pinned instant, and the commands that compute them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub period: Period,
+    /// Consecutive windows, oldest first; never empty.
+    pub windows: Vec<Window>,
+    /// The run's pinned "now": `updatedAt`, and `createdAt` of new documents.
+    pub now: DateTime<Utc>,
+    pub commands: ChunkCommands,
+}
+
+impl Chunk {
+    /// The chunk of `windows`, under a new run id.
+    pub fn new(
+        target: &Target<'_>,
+        period: Period,
+        windows: &[Window],
+        now: DateTime<Utc>,
+    ) -> Result<Chunk, PipelineError> {
+        Ok(Chunk {
+            period,
+            windows: windows.to_vec(),
+            now,
+            commands: chunk_commands(target, period, windows, now, ObjectId::new())?,
+        })
+    }
 }
 
 /// Where the commands go: database and collection names from the configuration.
@@ -156,6 +253,8 @@ pub struct Target<'a> {
     pub database: &'a str,
     pub audit_collection: &'a str,
     pub metrics_collection: &'a str,
+    /// Where the two scans of a chunk leave their per-window documents for `finish`.
+    pub staging_collection: &'a str,
     /// Every aggregate's `maxTimeMS` (`aggregate_timeout`).
     pub time_limit: std::time::Duration,
 }
@@ -167,47 +266,77 @@ impl<'a> Target<'a> {
             database: &config.database,
             audit_collection: &config.audit_collection,
             metrics_collection: &config.metrics_collection,
+            staging_collection: &config.staging_collection,
             time_limit: config.aggregate_timeout,
+        }
+    }
+
+    fn aggregate(&self, collection: &str, pipeline: Vec<Document>) -> AggregateCommand {
+        AggregateCommand {
+            database: self.database.to_owned(),
+            collection: collection.to_owned(),
+            pipeline,
+            time_limit: self.time_limit,
         }
     }
 }
 
-/// Builds the commands for one chunk of windows of one period.
+/// Builds the commands for one chunk of windows of one period. `run` tells this chunk's staged
+/// documents from those of any other run (another period, a concurrent recompute).
 pub fn chunk_commands(
     target: &Target<'_>,
     period: Period,
     windows: &[Window],
     now: DateTime<Utc>,
+    run: ObjectId,
 ) -> Result<ChunkCommands, PipelineError> {
-    let params = ChunkParams {
-        period,
-        windows,
-        now,
-        audit_collection: target.audit_collection,
-        metrics_collection: target.metrics_collection,
-    };
-    let bindings = params.rollup_bindings().ok_or(PipelineError::NoWindows)?;
-    let rollup = bind(
-        parse("pipelines/rollup.json", ROLLUP_PIPELINE)?,
-        "pipelines/rollup.json",
-        &bindings,
+    let bindings =
+        Bindings::of(target, period, windows, now, run).ok_or(PipelineError::NoWindows)?;
+    let counts = stages(
+        "pipelines/rollup_counts.json",
+        COUNTS_PIPELINE,
+        &bindings.scan(),
     )?;
-    let Bson::Array(stages) = rollup else {
+    let users = stages(
+        "pipelines/rollup_users.json",
+        USERS_PIPELINE,
+        &bindings.scan(),
+    )?;
+    let finish = stages(
+        "pipelines/rollup_finish.json",
+        FINISH_PIPELINE,
+        &bindings.finish(),
+    )?;
+    if !finish.last().is_some_and(|s| s.contains_key("$merge")) {
         return Err(PipelineError::Shape {
-            file: "pipelines/rollup.json",
-            expected: "an array of stages",
+            file: "pipelines/rollup_finish.json",
+            expected: "a pipeline ending in $merge",
         });
+    }
+
+    // The staged form: each scan keeps its per-window documents (keyed by run and window) in the
+    // staging collection, where `finish` picks up this run's.
+    let stage = doc! {"$merge": {
+        "into": target.staging_collection,
+        "on": "_id",
+        "whenMatched": "replace",
+        "whenNotMatched": "insert",
+    }};
+    let staged = |mut pipeline: Vec<Document>| {
+        pipeline.push(stage.clone());
+        target.aggregate(target.audit_collection, pipeline)
     };
-    let pipeline = stages
-        .into_iter()
-        .map(|stage| match stage {
-            Bson::Document(d) => Ok(d),
-            _ => Err(PipelineError::Shape {
-                file: "pipelines/rollup.json",
-                expected: "an array of stage documents",
-            }),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let this_run = doc! {"_id.r": run};
+    let mut staged_finish = vec![doc! {"$match": this_run.clone()}];
+    staged_finish.extend(finish.iter().cloned());
+
+    // The one-aggregate form: the users scan as a `$unionWith` of the counts scan.
+    let mut preview = counts.clone();
+    preview.push(doc! {"$unionWith": {
+        "coll": target.audit_collection,
+        "pipeline": users.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+    }});
+    preview.extend(finish[..finish.len() - 1].iter().cloned());
 
     let seed_template = parse("pipelines/seed_window.json", SEED_WINDOW_STATEMENT)?;
     let updates = windows
@@ -217,9 +346,9 @@ pub fn chunk_commands(
                 seed_template.clone(),
                 "pipelines/seed_window.json",
                 &[
-                    ("period", Bson::String(period.as_str().to_owned())),
+                    ("period", bindings.period.clone()),
                     ("windowStart", date(w.start)),
-                    ("now", date(now)),
+                    ("now", bindings.now.clone()),
                 ],
             )?;
             match bound {
@@ -238,13 +367,40 @@ pub fn chunk_commands(
             collection: target.metrics_collection.to_owned(),
             updates,
         },
-        rollup: AggregateCommand {
+        counts: staged(counts),
+        users: staged(users),
+        finish: target.aggregate(target.staging_collection, staged_finish),
+        cleanup: DeleteCommand {
             database: target.database.to_owned(),
-            collection: target.audit_collection.to_owned(),
-            pipeline,
-            time_limit: target.time_limit,
+            collection: target.staging_collection.to_owned(),
+            filter: this_run,
         },
+        preview: target.aggregate(target.audit_collection, preview),
     })
+}
+
+/// A pipeline file bound: its stages.
+fn stages(
+    file: &'static str,
+    text: &str,
+    bindings: &[(&'static str, Bson)],
+) -> Result<Vec<Document>, PipelineError> {
+    let Bson::Array(stages) = bind(parse(file, text)?, file, bindings)? else {
+        return Err(PipelineError::Shape {
+            file,
+            expected: "an array of stages",
+        });
+    };
+    stages
+        .into_iter()
+        .map(|stage| match stage {
+            Bson::Document(d) => Ok(d),
+            _ => Err(PipelineError::Shape {
+                file,
+                expected: "an array of stage documents",
+            }),
+        })
+        .collect()
 }
 
 /// Parses a pipeline file's Extended JSON into BSON, placeholders and all.
@@ -326,8 +482,13 @@ mod tests {
             database: "app",
             audit_collection: "videocallauditlogs",
             metrics_collection: "videocallmetrics",
+            staging_collection: "videocallmetrics_staging",
             time_limit: std::time::Duration::from_secs(600),
         }
+    }
+
+    fn run() -> ObjectId {
+        ObjectId::parse_str("65f000000000000000000001").unwrap()
     }
 
     fn commands() -> ChunkCommands {
@@ -341,6 +502,7 @@ mod tests {
             Period::Daily,
             &windows,
             utc("2026-03-10T12:00:00Z"),
+            run(),
         )
         .unwrap()
     }
@@ -356,29 +518,51 @@ mod tests {
     #[test]
     fn binding_leaves_no_parameter_behind() {
         let c = commands();
-        let command = Bson::Document(c.rollup.to_command());
-        assert!(!contains_param(&command));
-        assert!(!contains_param(&Bson::Document(c.seed.to_command())));
+        for (_, command) in c.in_order() {
+            assert!(!contains_param(&Bson::Document(command)));
+        }
+        assert!(!contains_param(&Bson::Document(c.preview.to_command())));
     }
 
     #[test]
-    fn the_first_stage_is_an_indexable_timestamp_range_and_the_last_merges_on_period_and_date() {
+    fn both_scans_start_with_an_indexable_timestamp_range_and_stage_by_run_and_window() {
         let c = commands();
-        let first = &c.rollup.pipeline[0];
-        assert_eq!(
-            first,
-            &doc! {"$match": {
-                "timestamp": {
-                    "$gte": bson::DateTime::from_chrono(utc("2026-03-01T00:00:00Z")),
-                    "$lt": bson::DateTime::from_chrono(utc("2026-03-03T00:00:00Z")),
-                    // An array holding an in-range date also matches the range; it is no
-                    // timestamp.
-                    "$not": {"$type": "array"},
-                },
-            }}
-        );
+        let range = doc! {
+            "$gte": bson::DateTime::from_chrono(utc("2026-03-01T00:00:00Z")),
+            "$lt": bson::DateTime::from_chrono(utc("2026-03-03T00:00:00Z")),
+            // An array holding an in-range date also matches the range; it is no timestamp.
+            "$not": {"$type": "array"},
+        };
+        for (scan, part) in [(&c.counts, "counts"), (&c.users, "users")] {
+            assert_eq!(scan.collection, "videocallauditlogs");
+            let first = scan.pipeline[0].get_document("$match").unwrap();
+            assert_eq!(first.get_document("timestamp").unwrap(), &range);
+            // One document per window and run: the last group's key.
+            let n = scan.pipeline.len();
+            let key = scan.pipeline[n - 2]
+                .get_document("$group")
+                .unwrap()
+                .get_document("_id")
+                .unwrap();
+            assert_eq!(key.get_object_id("r").unwrap(), run());
+            assert_eq!(key.get_str("w").unwrap(), "$_id.w");
+            assert_eq!(key.get_str("p").unwrap(), part);
+            assert_eq!(
+                scan.pipeline[n - 1],
+                doc! {"$merge": {"into": "videocallmetrics_staging", "on": "_id",
+                "whenMatched": "replace", "whenNotMatched": "insert"}}
+            );
+            assert!(scan.writes());
+        }
+    }
+
+    #[test]
+    fn finish_reads_this_runs_staged_documents_and_merges_on_period_and_date() {
+        let c = commands();
+        assert_eq!(c.finish.collection, "videocallmetrics_staging");
+        assert_eq!(c.finish.pipeline[0], doc! {"$match": {"_id.r": run()}});
         let merge = c
-            .rollup
+            .finish
             .pipeline
             .last()
             .unwrap()
@@ -391,43 +575,100 @@ mod tests {
         );
         // DocumentDB accepts only the string forms of whenMatched.
         assert_eq!(merge.get_str("whenMatched").unwrap(), "merge");
-        assert!(c.rollup.writes());
-        assert!(!c.rollup.preview().writes());
-        // Every aggregate carries its time limit; no engine default applies.
-        assert_eq!(c.rollup.to_command().get_i64("maxTimeMS"), Ok(600_000));
         assert_eq!(
-            c.rollup.preview().to_command().get_i64("maxTimeMS"),
-            Ok(600_000)
-        );
-        assert_eq!(
-            c.rollup.preview().pipeline.len(),
-            c.rollup.pipeline.len() - 1
+            c.cleanup.to_command(),
+            doc! {"delete": "videocallmetrics_staging",
+            "deletes": [{"q": {"_id.r": run()}, "limit": 0}]}
         );
     }
 
     #[test]
-    fn events_find_their_window_through_the_bound_quantum_table() {
+    fn the_preview_is_one_read_only_aggregate_of_the_same_stages() {
         let c = commands();
-        let group = c.rollup.pipeline[1].get_document("$group").unwrap();
-        let lookup = group
+        assert!(!c.preview.writes());
+        assert_eq!(c.preview.collection, "videocallauditlogs");
+        let counts = &c.counts.pipeline[..c.counts.pipeline.len() - 1];
+        let users = &c.users.pipeline[..c.users.pipeline.len() - 1];
+        let finish = &c.finish.pipeline[1..c.finish.pipeline.len() - 1];
+        assert_eq!(&c.preview.pipeline[..counts.len()], counts);
+        assert_eq!(
+            c.preview.pipeline[counts.len()],
+            doc! {"$unionWith": {"coll": "videocallauditlogs",
+            "pipeline": users.iter().cloned().map(Bson::Document).collect::<Vec<_>>()}}
+        );
+        assert_eq!(&c.preview.pipeline[counts.len() + 1..], finish);
+    }
+
+    #[test]
+    fn every_aggregate_carries_its_time_limit() {
+        // No engine default applies (DocumentDB's is 120 s).
+        let c = commands();
+        for a in [&c.counts, &c.users, &c.finish, &c.preview] {
+            assert_eq!(a.to_command().get_i64("maxTimeMS"), Ok(600_000));
+        }
+    }
+
+    fn window_key(scan: &AggregateCommand) -> Bson {
+        scan.pipeline[1]
+            .get_document("$group")
+            .unwrap()
             .get_document("_id")
             .unwrap()
-            .get_document("w")
+            .get("w")
             .unwrap()
-            .get_array("$arrayElemAt")
-            .unwrap();
-        let expected: Vec<Bson> = ["2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z"]
-            .iter()
-            .map(|s| date(utc(s)))
-            .collect();
-        assert_eq!(lookup[0], Bson::Array(expected));
-        let divide = lookup[1]
-            .as_document()
-            .and_then(|d| d.get_document("$toInt").ok())
-            .and_then(|d| d.get_document("$floor").ok())
-            .and_then(|d| d.get_array("$divide").ok())
-            .unwrap();
-        assert_eq!(divide[1], Bson::Int64(86_400_000));
+            .clone()
+    }
+
+    #[test]
+    fn equal_windows_find_their_start_by_arithmetic() {
+        let c = commands();
+        let from = date(utc("2026-03-01T00:00:00Z"));
+        let index = bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", from.clone()]}, 86_400_000_i64]}});
+        for scan in [&c.counts, &c.users] {
+            assert_eq!(
+                window_key(scan),
+                bson!({"$add": [from.clone(), {"$multiply": [index.clone(), 86_400_000_i64]}]})
+            );
+        }
+    }
+
+    #[test]
+    fn unequal_windows_find_their_start_in_the_bound_quantum_table() {
+        // Berlin's 2026-10-25 has 25 hours: the quantum is an hour, 24 + 25 entries.
+        let calendar = Calendar::new("Europe/Berlin".parse().unwrap(), chrono::Weekday::Mon);
+        let windows = calendar.windows_covering(
+            Period::Daily,
+            utc("2026-10-23T22:00:00Z"),
+            utc("2026-10-25T23:00:00Z"),
+        );
+        let c = chunk_commands(
+            &target(),
+            Period::Daily,
+            &windows,
+            utc("2026-11-01T00:00:00Z"),
+            run(),
+        )
+        .unwrap();
+        for scan in [&c.counts, &c.users] {
+            let key = window_key(scan);
+            let lookup = key
+                .as_document()
+                .unwrap()
+                .get_array("$arrayElemAt")
+                .unwrap();
+            let table = lookup[0].as_array().unwrap();
+            assert_eq!(table.len(), 49);
+            assert_eq!(table[23], date(utc("2026-10-23T22:00:00Z")));
+            assert_eq!(table[24], date(utc("2026-10-24T22:00:00Z")));
+            assert_eq!(table[48], date(utc("2026-10-24T22:00:00Z")));
+            let divide = lookup[1]
+                .as_document()
+                .and_then(|d| d.get_document("$toInt").ok())
+                .and_then(|d| d.get_document("$floor").ok())
+                .and_then(|d| d.get_array("$divide").ok())
+                .unwrap();
+            assert_eq!(divide[1], Bson::Int64(3_600_000));
+        }
     }
 
     #[test]
@@ -446,8 +687,14 @@ mod tests {
 
     #[test]
     fn a_chunk_without_windows_is_an_error() {
-        let err =
-            chunk_commands(&target(), Period::Daily, &[], utc("2026-03-10T12:00:00Z")).unwrap_err();
+        let err = chunk_commands(
+            &target(),
+            Period::Daily,
+            &[],
+            utc("2026-03-10T12:00:00Z"),
+            run(),
+        )
+        .unwrap_err();
         assert!(matches!(err, PipelineError::NoWindows));
     }
 
@@ -455,7 +702,12 @@ mod tests {
     fn pipelines_use_no_server_clock_or_server_time_zone() {
         // `$$NOW` is rejected by DocumentDB before `$merge`, and `$dateTrunc`/`$dateToParts` would
         // let the server decide windows: the window arithmetic lives in `window` only.
-        for text in [ROLLUP_PIPELINE, SEED_WINDOW_STATEMENT] {
+        for text in [
+            COUNTS_PIPELINE,
+            USERS_PIPELINE,
+            FINISH_PIPELINE,
+            SEED_WINDOW_STATEMENT,
+        ] {
             for banned in [
                 "$$NOW",
                 "$dateTrunc",

@@ -1,4 +1,4 @@
-//! Rolling up a range of windows: windows → chunks → seed + aggregate/`$merge` → what changed.
+//! Rolling up a range of windows: windows → chunks → the store rolls each up (or computes it) → what changed.
 //!
 //! Used by `recompute` and `verify` (and the daemon's runs). It decides which windows a range
 //! covers, refuses windows the audit log's TTL has already thinned, and compares documents before
@@ -6,13 +6,13 @@
 //! (that is `pipeline`).
 
 use chrono::{DateTime, Utc};
+use futures_util::{stream, StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
-use tracing::debug;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{FieldDiff, WindowMetrics};
-use crate::pipeline::{chunk_commands, Target};
+use crate::pipeline::{Chunk, Target};
 use crate::store::Store;
 use crate::window::{Period, QuantumTable, Window, MAX_QUANTA};
 
@@ -146,8 +146,8 @@ pub struct Batch<'a> {
     pub chunk_windows: usize,
 }
 
-/// Runs the rollup for a batch, one aggregate per chunk, calling `progress` with the number of
-/// windows finished after each chunk.
+/// Runs the rollup for a batch chunk by chunk, up to `chunks_in_flight` chunks at once, calling
+/// `progress` with the number of windows finished after each chunk (in window order).
 pub async fn process(
     store: &impl Store,
     config: &Config,
@@ -162,64 +162,69 @@ pub async fn process(
         chunk_windows,
     } = batch;
     let target = Target::of(config);
+    let planned = chunks(windows, chunk_windows)
+        .into_iter()
+        .map(|w| Chunk::new(&target, period, w, now))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // The futures are made before they go into the stream: a closure mapping inside it would
+    // make the spawned run's future not provably `Send`.
+    let pending: Vec<_> = planned
+        .iter()
+        .map(|chunk| report(store, chunk, mode))
+        .collect();
+    let mut finished = stream::iter(pending).buffered(config.chunks_in_flight.max(1));
     let mut reports = Vec::with_capacity(windows.len());
-    for chunk in chunks(windows, chunk_windows) {
-        let commands = chunk_commands(&target, period, chunk, now)?;
-        let starts: Vec<DateTime<Utc>> = chunk.iter().map(|w| w.start).collect();
-        let started = std::time::Instant::now();
-        let before = by_date(store.stored_windows(period, &starts).await?)?;
-        let after = match mode {
-            Mode::Write => {
-                store.seed_windows(&commands.seed).await?;
-                let seeded = started.elapsed();
-                store.aggregate(&commands.rollup).await?;
-                let aggregated = started.elapsed();
-                let after = by_date(store.stored_windows(period, &starts).await?)?;
-                debug!(%period, windows = chunk.len(), seeded_ms = seeded.as_millis(),
-                    aggregated_ms = aggregated.as_millis(), total_ms = started.elapsed().as_millis(),
-                    "chunk rolled up");
-                after
-            }
-            Mode::Preview => {
-                let after = by_date(store.aggregate(&commands.rollup.preview()).await?)?;
-                debug!(%period, windows = chunk.len(), total_ms = started.elapsed().as_millis(),
-                    "chunk computed");
-                after
+    while let Some(chunk_reports) = finished.try_next().await? {
+        reports.extend(chunk_reports);
+        progress(reports.len());
+    }
+    Ok(reports)
+}
+
+/// Rolls one chunk up (or computes it) and compares each window with what was stored before.
+async fn report(store: &impl Store, chunk: &Chunk, mode: Mode) -> Result<Vec<WindowReport>> {
+    let period = chunk.period;
+    let starts: Vec<DateTime<Utc>> = chunk.windows.iter().map(|w| w.start).collect();
+    let before = by_date(store.stored_windows(period, &starts).await?)?;
+    let after = match mode {
+        Mode::Write => {
+            store.roll_up(chunk).await?;
+            by_date(store.stored_windows(period, &starts).await?)?
+        }
+        Mode::Preview => by_date(store.compute(chunk).await?)?,
+    };
+    let mut reports = Vec::with_capacity(chunk.windows.len());
+    for window in &chunk.windows {
+        let computed = match after.get(&window.start) {
+            Some(doc) => doc.clone(),
+            // A preview returns only windows that had events or a stored document.
+            None if mode == Mode::Preview => WindowMetrics::zero(period, window.start),
+            None => {
+                return Err(Error::MongoWrite {
+                    operation: "aggregate ($merge)",
+                    message: format!(
+                        "no {period} document at {} after the rollup",
+                        window.start.to_rfc3339()
+                    ),
+                })
             }
         };
-        for window in chunk {
-            let computed = match after.get(&window.start) {
-                Some(doc) => doc.clone(),
-                // A preview returns only windows that had events or a stored document.
-                None if mode == Mode::Preview => WindowMetrics::zero(period, window.start),
-                None => {
-                    return Err(Error::MongoWrite {
-                        operation: "aggregate ($merge)",
-                        message: format!(
-                            "no {period} document at {} after the rollup",
-                            window.start.to_rfc3339()
-                        ),
-                    })
+        let outcome = match before.get(&window.start) {
+            // A seed document without metrics counts as no document.
+            Some(stored) if !stored.values.is_empty() => {
+                let diffs = stored.diff(&computed);
+                if diffs.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed(diffs)
                 }
-            };
-            let outcome = match before.get(&window.start) {
-                // A seed document without metrics counts as no document.
-                Some(stored) if !stored.values.is_empty() => {
-                    let diffs = stored.diff(&computed);
-                    if diffs.is_empty() {
-                        Outcome::Unchanged
-                    } else {
-                        Outcome::Changed(diffs)
-                    }
-                }
-                _ => Outcome::Created,
-            };
-            reports.push(WindowReport {
-                window: *window,
-                outcome,
-            });
-        }
-        progress(reports.len());
+            }
+            _ => Outcome::Created,
+        };
+        reports.push(WindowReport {
+            window: *window,
+            outcome,
+        });
     }
     Ok(reports)
 }
@@ -271,7 +276,6 @@ pub fn describe(windows: &[Window]) -> String {
 mod tests {
     use super::*;
     use crate::config::{validate, RawConfig};
-    use crate::pipeline::{AggregateCommand, UpdateCommand};
     use crate::window::Window;
     use bson::{doc, Document};
     use std::sync::Mutex;
@@ -296,25 +300,22 @@ mod tests {
     }
 
     impl Store for RecordingStore {
-        async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
+        async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
             self.calls
                 .lock()
                 .unwrap()
-                .push(format!("seed {}", command.updates.len()));
+                .push(format!("roll up {}", chunk.windows.len()));
+            let mut stored = self.stored.lock().unwrap();
+            for d in &self.aggregate_result {
+                stored.insert(d.get_datetime("date").unwrap().to_chrono(), d.clone());
+            }
             Ok(())
         }
-        async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
+        async fn compute(&self, chunk: &Chunk) -> Result<Vec<Document>> {
             self.calls
                 .lock()
                 .unwrap()
-                .push(format!("aggregate writes={}", command.writes()));
-            if command.writes() {
-                let mut stored = self.stored.lock().unwrap();
-                for d in &self.aggregate_result {
-                    stored.insert(d.get_datetime("date").unwrap().to_chrono(), d.clone());
-                }
-                return Ok(Vec::new());
-            }
+                .push(format!("compute {}", chunk.windows.len()));
             Ok(self.aggregate_result.clone())
         }
         async fn stored_windows(
@@ -492,15 +493,7 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(
-            *store.calls.lock().unwrap(),
-            vec![
-                "seed 2",
-                "aggregate writes=true",
-                "seed 1",
-                "aggregate writes=true"
-            ]
-        );
+        assert_eq!(*store.calls.lock().unwrap(), vec!["roll up 2", "roll up 1"]);
         assert_eq!(progress, vec![2, 3]);
         assert_eq!(reports[0].outcome, Outcome::Created);
         assert_eq!(
@@ -542,7 +535,7 @@ mod tests {
         let reports = process(&store, &config, batch(&windows, Mode::Preview), |_| {})
             .await
             .unwrap();
-        assert_eq!(*store.calls.lock().unwrap(), vec!["aggregate writes=false"]);
+        assert_eq!(*store.calls.lock().unwrap(), vec!["compute 2"]);
         assert_eq!(reports[0].outcome, Outcome::Created);
         // Stored 3 calls, but the audit log has none in that hour any more.
         assert_eq!(

@@ -1,11 +1,12 @@
 //! MongoDB behind one trait: the only module that talks to the server.
 //!
-//! [`Store`] is what a rollup needs (seed windows, run the aggregate, read documents back, learn
-//! the audit log's TTL); [`MongoStore`] implements it with the official driver. Tests use their
-//! own implementations of the trait. Index management for `migrate` is an inherent part of
-//! [`MongoStore`], since nothing else needs it.
+//! [`Store`] is what a rollup needs (roll a chunk of windows up, compute it without writing, read
+//! documents back, learn the audit log's TTL, keep watermarks and the lease); [`MongoStore`]
+//! implements it with the official driver. Tests use their own implementations of the trait.
+//! Index management for `migrate` is an inherent part of [`MongoStore`], since nothing else needs
+//! it.
 //!
-//! Raw audit events never come back through here: the rollup aggregate ends in `$merge`, and a
+//! Raw audit events never come back through here: the rollup's aggregates end in `$merge`, and a
 //! preview returns at most one document per window.
 
 use std::future::Future;
@@ -19,20 +20,18 @@ use mongodb::{Client, Database, IndexModel};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::pipeline::{AggregateCommand, UpdateCommand};
+use crate::pipeline::{AggregateCommand, Chunk, DeleteCommand, UpdateCommand};
 use crate::window::Period;
 
 /// What the rollup needs from storage.
 pub trait Store: Send + Sync {
-    /// Runs the seed upserts: every window of the chunk gets a document, keeping `createdAt`.
-    fn seed_windows(&self, command: &UpdateCommand) -> impl Future<Output = Result<()>> + Send;
+    /// Writes one chunk's metrics documents: every window gets a document (keeping its
+    /// `createdAt`), and every computed field is replaced.
+    fn roll_up(&self, chunk: &Chunk) -> impl Future<Output = Result<()>> + Send;
 
-    /// Runs an aggregate. One ending in `$merge` returns no documents; a preview returns the
-    /// documents it would have merged.
-    fn aggregate(
-        &self,
-        command: &AggregateCommand,
-    ) -> impl Future<Output = Result<Vec<Document>>> + Send;
+    /// Computes one chunk's metrics documents and writes nothing. Windows without events and
+    /// without a stored document may be absent.
+    fn compute(&self, chunk: &Chunk) -> impl Future<Output = Result<Vec<Document>>> + Send;
 
     /// The stored metrics documents of `period` at the given window starts.
     fn stored_windows(
@@ -88,7 +87,10 @@ pub struct MongoStore {
     database: Database,
     audit_collection: String,
     metrics_collection: String,
+    staging_collection: String,
     state_collection: String,
+    /// Set once the staging collection is known to exist (see [`MongoStore::ensure_staging`]).
+    staging_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// An index as `listIndexes` reports it.
@@ -117,7 +119,9 @@ impl MongoStore {
             database,
             audit_collection: config.audit_collection.clone(),
             metrics_collection: config.metrics_collection.clone(),
+            staging_collection: config.staging_collection.clone(),
             state_collection: config.state_collection.clone(),
+            staging_ready: Default::default(),
         })
     }
 
@@ -222,6 +226,10 @@ fn is_time_limit(e: &mongodb::error::Error) -> bool {
     }
 }
 
+fn is_namespace_exists(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48)
+}
+
 fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 26)
 }
@@ -230,7 +238,9 @@ fn bson_date(t: DateTime<Utc>) -> Bson {
     Bson::DateTime(bson::DateTime::from_chrono(t))
 }
 
-impl Store for MongoStore {
+/// The parts of a chunk's rollup.
+impl MongoStore {
+    /// Runs the seed upserts.
     async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
         let database = self.client.database(&command.database);
         let mut update = command.to_command();
@@ -265,6 +275,7 @@ impl Store for MongoStore {
         Ok(())
     }
 
+    /// Runs an aggregate: one ending in `$merge` returns no documents.
     async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
         let limit = command.time_limit;
         let failed = |source: mongodb::error::Error| {
@@ -288,6 +299,72 @@ impl Store for MongoStore {
             .await
             .map_err(failed)?;
         cursor.try_collect().await.map_err(failed)
+    }
+
+    /// Runs a delete command.
+    async fn delete(&self, command: &DeleteCommand) -> Result<()> {
+        self.client
+            .database(&command.database)
+            .run_command(command.to_command())
+            .await
+            .map_err(Error::mongo("delete (staged documents)"))?;
+        Ok(())
+    }
+
+    /// Creates the staging collection unless it exists. Two `$merge`s creating the same
+    /// collection at once run one after the other on DocumentDB 0.108 (measured), so a chunk's
+    /// two scans would no longer overlap the first time.
+    async fn ensure_staging(&self) -> Result<()> {
+        self.staging_ready
+            .get_or_try_init(|| async {
+                match self
+                    .database
+                    .create_collection(&self.staging_collection)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) if is_namespace_exists(&e) => Ok(()),
+                    Err(e) => Err(Error::mongo("create (staging collection)")(e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Store for MongoStore {
+    async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
+        let c = &chunk.commands;
+        self.ensure_staging().await?;
+        let started = std::time::Instant::now();
+        self.seed_windows(&c.seed).await?;
+        let seeded = started.elapsed();
+        // Both scans run to their end, even when one fails, so that the cleanup below comes after
+        // every staged write.
+        let timed = |command| async move {
+            let result = self.aggregate(command).await;
+            (result, started.elapsed())
+        };
+        let ((counts, counts_at), (users, users_at)) =
+            tokio::join!(timed(&c.counts), timed(&c.users));
+        let finished = match (counts, users) {
+            (Ok(_), Ok(_)) => self.aggregate(&c.finish).await.map(|_| ()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        // Staged documents are scratch work; a failed cleanup leaves them to the staging
+        // collection's TTL index and takes nothing from the merged metrics.
+        if let Err(e) = self.delete(&c.cleanup).await {
+            tracing::warn!(error = %e, "could not delete a chunk's staged documents");
+        }
+        tracing::debug!(period = %chunk.period, windows = chunk.windows.len(),
+            seeded_ms = seeded.as_millis(), counts_ms = counts_at.as_millis(),
+            users_ms = users_at.as_millis(), total_ms = started.elapsed().as_millis(),
+            "chunk rolled up");
+        finished
+    }
+
+    async fn compute(&self, chunk: &Chunk) -> Result<Vec<Document>> {
+        self.aggregate(&chunk.commands.preview).await
     }
 
     async fn stored_windows(

@@ -326,6 +326,12 @@ impl QuantumTable {
         Some(QuantumTable { quantum_ms, starts })
     }
 
+    /// True when every window is one quantum (all windows equally long): an event's window start
+    /// is then `first + floor((t - first) / quantum) * quantum`, without the table.
+    pub fn is_uniform(&self) -> bool {
+        self.starts.windows(2).all(|pair| pair[0] != pair[1])
+    }
+
     /// The quantum and the whole span, in milliseconds.
     fn quantum_ms(windows: &[Window]) -> Option<(i64, i64)> {
         let first = windows.first()?.start;
@@ -688,6 +694,11 @@ mod tests {
             let windows = c.windows_covering(period, utc(from), utc(to));
             let table = QuantumTable::of(&windows).unwrap();
             assert_eq!(table.quantum_ms, quantum, "{tz} {period}");
+            // Uniform exactly when every window is as long as the first.
+            let equal = windows
+                .iter()
+                .all(|w| w.end - w.start == windows[0].end - windows[0].start);
+            assert_eq!(table.is_uniform(), equal, "{tz} {period}");
             assert_eq!(table.starts.len(), QuantumTable::len_for(&windows));
             let first = windows[0].start;
             let mut t = first;
@@ -698,6 +709,10 @@ mod tests {
                     c.window_start(period, t),
                     "{tz} {period} {t}"
                 );
+                if table.is_uniform() {
+                    let arithmetic = first + Duration::milliseconds(i as i64 * table.quantum_ms);
+                    assert_eq!(arithmetic, table.starts[i], "{tz} {period} {t}");
+                }
                 t += Duration::minutes(7) + Duration::seconds(13);
             }
             for w in &windows {
@@ -717,5 +732,14 @@ mod tests {
             utc("2026-03-11T00:00:00Z"),
         );
         assert_eq!(QuantumTable::of(&one).unwrap().starts, vec![one[0].start]);
+        assert!(QuantumTable::of(&one).unwrap().is_uniform());
+        let berlin = |period, from, to| {
+            QuantumTable::of(&cal("Europe/Berlin").windows_covering(period, utc(from), utc(to)))
+                .unwrap()
+        };
+        // Hours are an hour long even on the day of a DST change; that day is 25 hours.
+        let autumn = ("2026-10-24T00:00:00Z", "2026-10-27T00:00:00Z");
+        assert!(berlin(Period::Hourly, autumn.0, autumn.1).is_uniform());
+        assert!(!berlin(Period::Daily, autumn.0, autumn.1).is_uniform());
     }
 }

@@ -163,15 +163,16 @@ fn pipelines_prints_extended_json_commands_without_a_server() {
         .iter()
         .map(|c| {
             let cmd = c["command"].as_object().unwrap();
-            if cmd.contains_key("update") {
-                "update"
-            } else {
-                "aggregate"
-            }
+            ["update", "aggregate", "delete"]
+                .into_iter()
+                .find(|k| cmd.contains_key(*k))
+                .unwrap()
         })
         .collect();
-    // One chunk for each of the four periods that have a closed window in the range.
-    assert_eq!(kinds, ["update", "aggregate"].repeat(4));
+    // One chunk for each of the four periods that have a closed window in the range: seed, the
+    // two scans, finish, cleanup.
+    let chunk = ["update", "aggregate", "aggregate", "aggregate", "delete"];
+    assert_eq!(kinds, chunk.repeat(4));
     assert_eq!(commands[1]["database"], "test");
     assert_eq!(commands[1]["command"]["aggregate"], "videocallauditlogs");
     assert_eq!(commands[1]["command"]["allowDiskUse"], true);

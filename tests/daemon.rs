@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use vcmetrics::clock::Clock;
 use vcmetrics::config::{validate, Config, RawConfig};
 use vcmetrics::error::{Error, Result};
-use vcmetrics::pipeline::{AggregateCommand, UpdateCommand};
+use vcmetrics::pipeline::Chunk;
 use vcmetrics::scheduler::Daemon;
 use vcmetrics::status::{RunOutcome, SkipReason, Status};
 use vcmetrics::store::Store;
@@ -111,34 +111,8 @@ impl FakeStore {
     }
 }
 
-fn dates(b: &Bson) -> Vec<DateTime<Utc>> {
-    b.as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_datetime().unwrap().to_chrono())
-        .collect()
-}
-
 impl Store for FakeStore {
-    async fn seed_windows(&self, command: &UpdateCommand) -> Result<()> {
-        self.check_up("update (seed windows)")?;
-        self.with(|s| {
-            for u in &command.updates {
-                let q = u.get_document("q").unwrap();
-                let key = (
-                    q.get_str("period").unwrap().to_owned(),
-                    q.get_datetime("date").unwrap().to_chrono(),
-                );
-                s.docs.entry(key).or_insert_with(|| {
-                    let created = u.get_document("u").unwrap().get_document("$setOnInsert").unwrap();
-                    doc! {"period": q.get_str("period").unwrap(), "date": q.get("date").unwrap(), "createdAt": created.get("createdAt").unwrap()}
-                });
-            }
-        });
-        Ok(())
-    }
-
-    async fn aggregate(&self, command: &AggregateCommand) -> Result<Vec<Document>> {
+    async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
         self.check_up("aggregate")?;
         let delay = self.with(|s| s.aggregate_time);
         tokio::time::sleep(delay).await;
@@ -153,57 +127,35 @@ impl Store for FakeStore {
                 message: "injected failure".into(),
             });
         }
-        // The last stage of each kind: the final `$project` carries `updatedAt`.
-        let stage = |name: &str| {
-            command
-                .pipeline
-                .iter()
-                .rev()
-                .find_map(|s| s.get_document(name).ok())
-                .unwrap()
-        };
-        // The windows: the seed lookup's window starts, then the range's end.
-        let union = stage("$unionWith").get_array("pipeline").unwrap()[0]
-            .as_document()
-            .unwrap()
-            .get_document("$match")
-            .unwrap();
-        let period = union.get_str("period").unwrap().to_owned();
-        let mut boundaries = dates(union.get_document("date").unwrap().get("$in").unwrap());
-        let range = command.pipeline[0]
-            .get_document("$match")
-            .unwrap()
-            .get_document("timestamp")
-            .unwrap();
-        boundaries.extend(dates(&bson::Bson::Array(vec![range
-            .get("$lt")
-            .unwrap()
-            .clone()])));
-        let now = stage("$project")
-            .get_datetime("updatedAt")
-            .map(|d| d.to_chrono())
-            .unwrap();
+        let period = chunk.period.as_str().to_owned();
         self.with(|s| {
             s.aggregates.push(Aggregate {
                 period: period.clone(),
-                windows: boundaries[..boundaries.len() - 1].to_vec(),
-                at: now,
+                windows: chunk.windows.iter().map(|w| w.start).collect(),
+                at: chunk.now,
             });
-            for w in boundaries.windows(2) {
-                let calls = s.calls.iter().filter(|t| w[0] <= **t && **t < w[1]).count() as i32;
-                let key = (period.clone(), w[0]);
-                let mut d = doc! {"period": &period, "date": bson::DateTime::from_chrono(w[0]), "errorCounts": {}};
+            for w in &chunk.windows {
+                let calls = s.calls.iter().filter(|t| w.start <= **t && **t < w.end).count() as i32;
+                let key = (period.clone(), w.start);
+                let mut d = doc! {"period": &period, "date": bson::DateTime::from_chrono(w.start), "errorCounts": {}};
                 for f in vcmetrics::metrics::FIELDS {
                     d.insert(f.name, 0_i32);
                 }
                 d.insert("totalCalls", calls);
-                if let Some(created) = s.docs.get(&key).and_then(|old| old.get("createdAt").cloned()) {
-                    d.insert("createdAt", created);
-                }
+                let created = s
+                    .docs
+                    .get(&key)
+                    .and_then(|old| old.get("createdAt").cloned())
+                    .unwrap_or_else(|| Bson::DateTime(bson::DateTime::from_chrono(chunk.now)));
+                d.insert("createdAt", created);
                 s.docs.insert(key, d);
             }
         });
-        Ok(Vec::new())
+        Ok(())
+    }
+
+    async fn compute(&self, _: &Chunk) -> Result<Vec<Document>> {
+        unreachable!("the daemon never previews")
     }
 
     async fn stored_windows(

@@ -1,6 +1,6 @@
 //! `vcmetrics pipelines`: print the exact commands a recompute of a range would send.
 
-use bson::{Bson, Document};
+use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 
 use super::{parse_instant, RangeArgs};
@@ -8,7 +8,7 @@ use crate::config::Config;
 use std::io::Write;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{chunk_commands, Target};
+use crate::pipeline::{Chunk, Target};
 use crate::rollup::{chunks, plan_range};
 
 #[derive(Debug, clap::Args)]
@@ -19,10 +19,15 @@ pub struct Args {
     /// closed, and the `createdAt`/`updatedAt` values bound into the commands.
     #[arg(long)]
     pub now: Option<String>,
+    /// Print the read-only aggregate `recompute --dry-run` and `verify` send instead: one per
+    /// chunk, returning the documents a run would write.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Prints a JSON array of `{"database": ..., "command": ...}` objects in relaxed Extended JSON,
-/// in the order a run sends them. Run one by hand in mongosh with
+/// in the order a run sends them (a run sends each chunk's two scans at once; one after the other
+/// gives the same result). Run one by hand in mongosh with
 /// `db.getSiblingDB(database).runCommand(EJSON.parse(JSON.stringify(command)))`.
 pub fn run(config: &Config, args: Args) -> Result<()> {
     let tz = config.calendar.time_zone();
@@ -31,7 +36,14 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         Some(s) => parse_instant("--now", s, tz)?,
         None => Utc::now(),
     };
-    let commands = commands(config, &range.periods, range.from, range.to, now)?;
+    let commands = commands(
+        config,
+        &range.periods,
+        range.from,
+        range.to,
+        now,
+        args.dry_run,
+    )?;
     let json =
         Bson::Array(commands.into_iter().map(Bson::Document).collect()).into_relaxed_extjson();
     let mut out = std::io::stdout().lock();
@@ -48,18 +60,20 @@ fn commands(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     now: DateTime<Utc>,
+    dry_run: bool,
 ) -> Result<Vec<Document>> {
     let target = Target::of(config);
     let mut out = Vec::new();
     for &period in periods {
         let plan = plan_range(config, period, from, to, now);
-        for chunk in chunks(&plan.windows, config.period(period).chunk_windows) {
-            let c = chunk_commands(&target, period, chunk, now)?;
-            for (database, command) in [
-                (&c.seed.database, c.seed.to_command()),
-                (&c.rollup.database, c.rollup.to_command()),
-            ] {
-                out.push(bson::doc! {"database": database, "command": command});
+        for windows in chunks(&plan.windows, config.period(period).chunk_windows) {
+            let c = Chunk::new(&target, period, windows, now)?.commands;
+            if dry_run {
+                out.push(doc! {"database": &c.preview.database, "command": c.preview.to_command()});
+                continue;
+            }
+            for (database, command) in c.in_order() {
+                out.push(doc! {"database": database, "command": command});
             }
         }
     }

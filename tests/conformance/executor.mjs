@@ -1,7 +1,7 @@
 // Executes the commands `vcmetrics pipelines` prints against an in-memory database with mingo,
 // the way a MongoDB server would run them. Only what vcmetrics sends is supported — an `update`
-// of upserts with $setOnInsert/$set and an `aggregate` — and anything else throws, so a new kind
-// of command cannot slip past these tests unexecuted.
+// of upserts with $setOnInsert/$set, an `aggregate`, and a `delete` of every match of one filter —
+// and anything else throws, so a new kind of command cannot slip past these tests unexecuted.
 //
 // Where mingo differs from MongoDB's documented behaviour the executor follows MongoDB, and says
 // so here:
@@ -87,13 +87,13 @@ export class Database {
 }
 
 /** Asks the real binary for the commands of a range, exactly as a run would bind them. */
-export function commandsFor({ timezone = "UTC", period, from, to, now }) {
+export function commandsFor({ timezone = "UTC", period, from, to, now, dryRun = false }) {
   const dir = mkdtempSync(join(tmpdir(), "vcmetrics-conformance-"));
   const config = join(dir, "vcmetrics.toml");
   writeFileSync(config, `timezone = "${timezone}"\ndatabase = "app"\n`);
   const out = execFileSync(
     binary,
-    ["--config", config, "pipelines", "--period", period, "--from", from, "--to", to, "--now", now],
+    ["--config", config, "pipelines", "--period", period, "--from", from, "--to", to, "--now", now, ...(dryRun ? ["--dry-run"] : [])],
     { encoding: "utf8", env: { PATH: process.env.PATH } },
   );
   return EJSON.parse(out, { relaxed: true });
@@ -134,11 +134,21 @@ function runAggregate(db, cmd) {
   return agg.run(db.collection(cmd.aggregate));
 }
 
+function runDelete(db, cmd) {
+  const coll = db.collection(cmd.delete);
+  for (const { q, limit, ...rest } of cmd.deletes) {
+    if (limit !== 0 || Object.keys(rest).length) throw new Error("only deletes of every match are supported");
+    const query = new Query(q);
+    coll.splice(0, coll.length, ...coll.filter((d) => !query.test(d)));
+  }
+}
+
 /** Runs one printed command; returns the aggregate's output documents (none after $merge). */
 export function runCommand(db, { database, command }) {
   if (database !== "app") throw new Error(`command for database ${database}`);
   if (command.update) return runUpdate(db, command);
   if (command.aggregate) return runAggregate(db, command);
+  if (command.delete) return runDelete(db, command);
   throw new Error(`unsupported command ${Object.keys(command)[0]}`);
 }
 
@@ -146,13 +156,12 @@ export function runAll(db, commands) {
   for (const c of commands) runCommand(db, c);
 }
 
-/** The aggregate commands of a range with their final $merge removed: what dry-run sends. */
-export function previewOf(commands) {
-  return commands
-    .filter((c) => c.command.aggregate)
-    .map((c) => {
-      const stages = c.command.pipeline;
-      if (!("$merge" in stages.at(-1))) throw new Error("a rollup pipeline ends in $merge");
-      return { ...c, command: { ...c.command, pipeline: stages.slice(0, -1) } };
-    });
+/** The read-only aggregates of a range (`pipelines --dry-run`): what dry-run and verify send. */
+export function previewOf(range) {
+  const commands = commandsFor({ ...range, dryRun: true });
+  for (const c of commands) {
+    if (!c.command.aggregate) throw new Error(`a preview sends only aggregates, not ${Object.keys(c.command)[0]}`);
+    if (c.command.pipeline.some((stage) => "$merge" in stage || "$out" in stage)) throw new Error("a preview writes nothing");
+  }
+  return commands;
 }

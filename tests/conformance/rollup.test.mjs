@@ -108,26 +108,69 @@ test("an error code that no longer occurs disappears, and an emptied window goes
 
 test("the preview (dry-run) returns the documents a run would merge and writes nothing", () => {
   const db = setUp(marchEvents);
-  const commands = commandsFor({ ...hourly, now: NOW });
-  const [preview] = previewOf(commands);
+  const [preview] = previewOf({ ...hourly, now: NOW });
   const out = runCommand(db, preview).map(({ createdAt, updatedAt, ...rest }) => rest);
   assert.equal(db.collection("videocallmetrics").length, 0, "nothing written");
   // Without seed documents the empty 11:00 window is absent; vcmetrics zero-fills it (rollup.rs).
   assertSameMetrics(out, cases[0].expected.slice(0, 2));
 });
 
-test("one command per chunk: at most chunk_windows hourly windows per aggregate, seeds first", () => {
+test("five commands per chunk: at most chunk_windows hourly windows per chunk, seeds first", () => {
   const commands = commandsFor({ timezone: "UTC", period: "hourly", from: "2026-03-01", to: "2026-03-15", now: NOW });
-  assert.deepEqual(commands.map((c) => Object.keys(c.command)[0]), ["update", "aggregate", "update", "aggregate"]);
+  const chunk = ["update", "aggregate", "aggregate", "aggregate", "delete"];
+  assert.deepEqual(commands.map((c) => Object.keys(c.command)[0]), [...chunk, ...chunk]);
   assert.equal(commands[0].command.updates.length, 168);
-  assert.equal(commands[2].command.updates.length, 168);
-  const lookup = commands[1].command.pipeline[1].$group._id.w.$arrayElemAt[0];
-  assert.equal(lookup.length, 168, "one hourly quantum per window");
+  assert.equal(commands[5].command.updates.length, 168);
+  // Hours are equally long: the window start is arithmetic on the chunk's start, no table.
+  assert.deepEqual(Object.keys(commands[1].command.pipeline[1].$group._id.w), ["$add"]);
   assert.deepEqual(commands[1].command.pipeline[0], {
     $match: {
       timestamp: { $gte: new Date("2026-03-01T00:00:00Z"), $lt: new Date("2026-03-08T00:00:00Z"), $not: { $type: "array" } },
     },
   });
+});
+
+/** The chunk's commands by role: seed, the two scans, finish, cleanup. */
+function roles(commands) {
+  assert.equal(commands.length, 5, "one chunk");
+  const [seed, counts, users, finish, cleanup] = commands;
+  return { seed, counts, users, finish, cleanup };
+}
+
+test("the two scans may run in either order; the staged documents are gone afterwards", () => {
+  for (const order of [["counts", "users"], ["users", "counts"]]) {
+    const db = setUp(marchEvents);
+    const c = roles(commandsFor({ ...hourly, now: NOW }));
+    for (const role of ["seed", ...order, "finish", "cleanup"]) runCommand(db, c[role]);
+    assertSameMetrics(computed(db), cases[0].expected);
+    assert.equal(db.collection("videocallmetrics_staging").length, 0, `staging empty after ${order}`);
+  }
+});
+
+test("runs interleaved on one staging collection take only their own staged documents", () => {
+  const db = setUp(marchEvents);
+  const [hourlyCase, dailyCase] = cases;
+  const a = roles(commandsFor({ ...hourlyCase, now: NOW }));
+  const b = roles(commandsFor({ ...dailyCase, now: NOW }));
+  for (const c of [a.seed, b.seed, a.counts, b.counts, b.users, a.users]) runCommand(db, c);
+  const staging = () => db.collection("videocallmetrics_staging");
+  const runs = () => new Set(staging().map((d) => d._id.r.toHexString()));
+  assert.equal(runs().size, 2, "both runs staged");
+  for (const c of [b.finish, a.finish, a.cleanup]) runCommand(db, c);
+  assert.deepEqual([...runs()], [b.finish.command.pipeline[0].$match["_id.r"].toHexString()], "only b's remain");
+  runCommand(db, b.cleanup);
+  assert.equal(staging().length, 0);
+  assertSameMetrics(computed(db).filter((d) => d.period === "hourly"), hourlyCase.expected);
+  assertSameMetrics(computed(db).filter((d) => d.period === "daily"), dailyCase.expected);
+});
+
+test("unequal windows (a 24- and a 25-hour day) find their start in a table of hour quanta", () => {
+  const berlin = { timezone: "Europe/Berlin", period: "daily", from: "2026-10-24", to: "2026-10-26", now: NOW };
+  const [, counts, users] = commandsFor(berlin);
+  for (const scan of [counts, users]) {
+    const [table] = scan.command.pipeline[1].$group._id.w.$arrayElemAt;
+    assert.equal(table.length, 24 + 25);
+  }
 });
 
 test("open and future windows are not part of a run's range", () => {
