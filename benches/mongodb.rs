@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, DurationRound, Utc};
 use futures_util::TryStreamExt;
-use vcmetrics::config::{validate, Config, RawConfig};
+use vcmetrics::config::{from_toml, Config};
 use vcmetrics::generate::{generate, Plan};
-use vcmetrics::migrate::wanted_indexes;
-use vcmetrics::pipeline::{Chunk, Target};
-use vcmetrics::refresh::plan_run;
+use vcmetrics::store::indexes::wanted_indexes;
+use vcmetrics::rollup::pipeline::{Chunk, Target};
+use vcmetrics::daemon::run_plan::plan_run;
 use vcmetrics::rollup::{chunks, plan_range};
 use vcmetrics::store::MongoStore;
 use vcmetrics::window::{Calendar, Period};
@@ -68,8 +68,8 @@ fn env_number(name: &str, default: usize) -> usize {
 }
 
 fn config(uri: &str, database: &str) -> anyhow::Result<Config> {
-    Ok(validate(
-        RawConfig::default(),
+    Ok(from_toml(
+        "",
         &[("MONGODB_URI", uri), ("VCMETRICS_DATABASE", database)],
     )?)
 }
@@ -568,7 +568,7 @@ async fn run(uri: String) -> anyhow::Result<()> {
         .await?;
     let counted = doc
         .as_ref()
-        .and_then(|d| vcmetrics::metrics::number(d.get("uniqueUsers")?))
+        .and_then(|d| vcmetrics::rollup::window_metrics::number(d.get("uniqueUsers")?))
         .unwrap_or(-1.0);
     println!(
         "   completed in {:.1} s, peak RSS {:.1} MiB, uniqueUsers = {counted} (expected {users})",

@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use vcmetrics::clock::SystemClock;
 use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
 use vcmetrics::exporter::server::{serve, Endpoint};
-use vcmetrics::exporter::snapshot::CallMetricsCache;
-use vcmetrics::metrics::{WindowMetrics, FIELDS};
-use vcmetrics::status::Status;
+use vcmetrics::exporter::call_metrics_cache::CallMetricsCache;
+use vcmetrics::rollup::window_metrics::{WindowMetrics, FIELDS};
+use vcmetrics::daemon::status::Status;
 use vcmetrics::window::{Calendar, Period};
 
 const CLIENTS: usize = 64;

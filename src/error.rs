@@ -1,10 +1,16 @@
 //! The library's error type, and the process exit code each kind of failure maps to.
 
 use crate::config::ConfigError;
-use crate::metrics::NoDate;
-use crate::pipeline::PipelineError;
+use crate::rollup::window_metrics::NoDate;
+use crate::rollup::pipeline::PipelineError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::window::BadInstant> for Error {
+    fn from(e: crate::window::BadInstant) -> Self {
+        Error::Usage(e.0)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,8 +63,6 @@ pub enum Error {
     },
     #[error("cannot listen for SIGTERM")]
     Signal(#[source] std::io::Error),
-    #[error("scheduler: {0}")]
-    Scheduler(String),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     /// `verify` found stored documents that differ from what the audit log says.
@@ -98,7 +102,6 @@ impl Error {
             | Error::MongoWrite { .. }
             | Error::MetricsDocument(_)
             | Error::Output(_)
-            | Error::Scheduler(_)
             | Error::Signal(_)
             | Error::Unhealthy(_)
             | Error::Metrics(_)
@@ -117,7 +120,6 @@ impl Error {
             Error::MetricsDocument(_) => "metrics_document",
             Error::Refused(_) => "refused",
             Error::Output(_) => "output",
-            Error::Scheduler(_) => "scheduler",
             Error::Signal(_) => "signal",
             Error::Metrics(_) => "metrics",
             Error::Unhealthy(_) => "unhealthy",

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 /// `info,tokio_cron_scheduler=warn`: that crate logs every job creation at info).
 fn init_logging() {
     let filter = EnvFilter::try_from_env("VCMETRICS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

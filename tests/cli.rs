@@ -121,7 +121,7 @@ fn unknown_config_key_and_missing_file_exit_2() {
         "daily",
     ];
     args.extend(RANGE);
-    assert_clean_failure(&vcmetrics(&args, &[]), 2, "unknown field `timezon`");
+    assert_clean_failure(&vcmetrics(&args, &[]), 2, "timezon: unknown key");
 
     let missing = dir.path().join("absent.toml");
     let mut args = vec![

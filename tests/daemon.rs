@@ -5,21 +5,20 @@
 //! The double records which windows every aggregate covered and computes `totalCalls` from the
 //! call events it holds, so late events and catch-up are visible in the documents.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
+use support::fake_store::FakeStore;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vcmetrics::clock::Clock;
-use vcmetrics::config::{validate, Config, RawConfig};
-use vcmetrics::error::{Error, Result};
-use vcmetrics::pipeline::Chunk;
-use vcmetrics::scheduler::Daemon;
-use vcmetrics::status::{RunOutcome, SkipReason, Status};
-use vcmetrics::store::Store;
+use vcmetrics::config::{from_toml, Config};
+use vcmetrics::error::Result;
+use vcmetrics::daemon::Daemon;
+use vcmetrics::daemon::status::{RunOutcome, SkipReason, Status};
 use vcmetrics::window::Period;
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -48,192 +47,14 @@ impl Clock for TestClock {
     }
 }
 
-/// One aggregate the daemon sent: its period, window starts and the daemon's clock.
-#[derive(Debug, Clone, PartialEq)]
-struct Aggregate {
-    period: String,
-    windows: Vec<DateTime<Utc>>,
-    at: DateTime<Utc>,
-}
-
-#[derive(Default)]
-struct FakeState {
-    /// Timestamps of call_start events in the audit log.
-    calls: Vec<DateTime<Utc>>,
-    docs: BTreeMap<(String, DateTime<Utc>), Document>,
-    watermarks: BTreeMap<Period, DateTime<Utc>>,
-    lease: Option<(String, DateTime<Utc>)>,
-    aggregates: Vec<Aggregate>,
-    /// Every operation fails, as with MongoDB unreachable.
-    down: bool,
-    /// The next this-many aggregates fail.
-    failing_aggregates: usize,
-    /// How long an aggregate takes (paused time).
-    aggregate_time: Duration,
-}
-
-#[derive(Default)]
-struct FakeStore {
-    state: Mutex<FakeState>,
-}
-
-impl FakeStore {
-    fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
-        f(&mut self.state.lock().unwrap())
-    }
-
-    fn check_up(&self, operation: &'static str) -> Result<()> {
-        if self.with(|s| s.down) {
-            return Err(Error::MongoWrite {
-                operation,
-                message: "injected: server unreachable".into(),
-            });
-        }
-        Ok(())
-    }
-
-    fn aggregates(&self, period: &str) -> Vec<Aggregate> {
-        self.with(|s| {
-            s.aggregates
-                .iter()
-                .filter(|a| a.period == period)
-                .cloned()
-                .collect()
-        })
-    }
-
-    fn total_calls(&self, period: &str, start: &str) -> Option<i32> {
-        self.with(|s| {
-            s.docs
-                .get(&(period.to_owned(), utc(start)))
-                .and_then(|d| d.get_i32("totalCalls").ok())
-        })
-    }
-}
-
-impl Store for FakeStore {
-    async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
-        self.check_up("aggregate")?;
-        let delay = self.with(|s| s.aggregate_time);
-        tokio::time::sleep(delay).await;
-        let fail = self.with(|s| {
-            let fail = s.failing_aggregates > 0;
-            s.failing_aggregates = s.failing_aggregates.saturating_sub(1);
-            fail
-        });
-        if fail {
-            return Err(Error::MongoWrite {
-                operation: "aggregate",
-                message: "injected failure".into(),
-            });
-        }
-        let period = chunk.period.as_str().to_owned();
-        self.with(|s| {
-            s.aggregates.push(Aggregate {
-                period: period.clone(),
-                windows: chunk.windows.iter().map(|w| w.start).collect(),
-                at: chunk.now,
-            });
-            for w in &chunk.windows {
-                let calls = s.calls.iter().filter(|t| w.start <= **t && **t < w.end).count() as i32;
-                let key = (period.clone(), w.start);
-                let mut d = doc! {"period": &period, "date": bson::DateTime::from_chrono(w.start), "errorCounts": {}};
-                for f in vcmetrics::metrics::FIELDS {
-                    d.insert(f.name, 0_i32);
-                }
-                d.insert("totalCalls", calls);
-                let created = s
-                    .docs
-                    .get(&key)
-                    .and_then(|old| old.get("createdAt").cloned())
-                    .unwrap_or_else(|| Bson::DateTime(bson::DateTime::from_chrono(chunk.now)));
-                d.insert("createdAt", created);
-                s.docs.insert(key, d);
-            }
-        });
-        Ok(())
-    }
-
-    async fn compute(&self, _: &Chunk) -> Result<Vec<Document>> {
-        unreachable!("the daemon never previews")
-    }
-
-    async fn stored_windows(
-        &self,
-        period: Period,
-        starts: &[DateTime<Utc>],
-    ) -> Result<Vec<Document>> {
-        self.check_up("find (metrics)")?;
-        Ok(self.with(|s| {
-            starts
-                .iter()
-                .filter_map(|t| s.docs.get(&(period.as_str().to_owned(), *t)).cloned())
-                .collect()
-        }))
-    }
-
-    async fn audit_ttl(&self) -> Result<Option<Duration>> {
-        self.check_up("listIndexes")?;
-        Ok(Some(Duration::from_secs(15_552_000)))
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.check_up("ping")
-    }
-
-    async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
-        self.check_up("find (watermark)")?;
-        Ok(self.with(|s| s.watermarks.get(&period).copied()))
-    }
-
-    async fn advance_watermark(
-        &self,
-        period: Period,
-        to: DateTime<Utc>,
-        _: DateTime<Utc>,
-    ) -> Result<()> {
-        self.check_up("update (watermark)")?;
-        self.with(|s| {
-            let w = s.watermarks.entry(period).or_insert(to);
-            *w = (*w).max(to);
-        });
-        Ok(())
-    }
-
-    async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
-        self.check_up("update (lease)")?;
-        Ok(self.with(|s| match &s.lease {
-            Some((other, expires)) if other != holder && *expires > now => false,
-            _ => {
-                s.lease = Some((
-                    holder.to_owned(),
-                    now + chrono::Duration::from_std(ttl).unwrap(),
-                ));
-                true
-            }
-        }))
-    }
-
-    async fn release_lease(&self, holder: &str) -> Result<()> {
-        self.check_up("delete (lease)")?;
-        self.with(|s| {
-            if s.lease.as_ref().is_some_and(|(h, _)| h == holder) {
-                s.lease = None;
-            }
-        });
-        Ok(())
-    }
-}
-
 /// A configuration where only the periods a test names have a real schedule.
 fn config(instance: &str, toml_text: &str) -> Config {
-    let raw: RawConfig = toml::from_str(toml_text).unwrap();
-    validate(raw, &[("VCMETRICS_INSTANCE_ID", instance)]).unwrap()
+    from_toml(toml_text, &[("VCMETRICS_INSTANCE_ID", instance)]).unwrap()
 }
 
 const RARE: &str = "0 0 0 1 1 *"; // New Year only: keeps a period out of the way
 
-/// Every schedule rare: ticks come only from the test, standing in for tokio-cron-scheduler.
+/// Every schedule rare: ticks come only from the test's extra ticks.
 fn ticks_by_hand(extra: &str) -> String {
     format!(
         "{extra}\n[periods.hourly]\nschedule = \"{RARE}\"\n\
@@ -271,28 +92,46 @@ fn minutes(n: u64) -> Duration {
     Duration::from_secs(60 * n)
 }
 
-fn runs(status: &Status, period: Period, outcome: RunOutcome) -> u64 {
+/// A sample of the daemon's own metrics, as a scrape would read it; 0 when absent.
+fn metric(status: &Status, name: &str, labels: &[(&str, &str)]) -> f64 {
     status
-        .snapshot()
-        .runs
-        .get(&(period, outcome))
-        .copied()
-        .unwrap_or(0)
+        .registry()
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric())
+        .find(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map_or(0.0, |m| match m.get_counter().as_ref() {
+            Some(counter) => counter.value(),
+            None => m.get_gauge().value(),
+        })
+}
+
+fn runs(status: &Status, period: Period, outcome: RunOutcome) -> u64 {
+    metric(
+        status,
+        "vcmetrics_runs_total",
+        &[("period", period.as_str()), ("outcome", outcome.as_str())],
+    ) as u64
 }
 
 fn skipped(status: &Status, period: Period, reason: SkipReason) -> u64 {
-    status
-        .snapshot()
-        .skipped
-        .get(&(period, reason))
-        .copied()
-        .unwrap_or(0)
+    metric(
+        status,
+        "vcmetrics_ticks_skipped_total",
+        &[("period", period.as_str()), ("reason", reason.as_str())],
+    ) as u64
 }
 
 #[tokio::test(start_paused = true)]
-async fn fire_times_follow_the_zone_across_a_dst_change_without_the_scheduler() {
-    // Daily at 04:00 Berlin; no tokio-cron-scheduler ticks at all (its sender is dropped), so
-    // every run is the daemon's own late-tick firing, a minute after the due time.
+async fn fire_times_follow_the_zone_across_dst_changes() {
+    // Daily at 04:00 Berlin, from the schedule alone (no extra ticks).
     let store = Arc::new(FakeStore::default());
     let toml_text = format!(
         "timezone = \"Europe/Berlin\"\nstart_from = \"2026-03-26T23:00:00Z\"\n\
@@ -312,25 +151,15 @@ async fn fire_times_follow_the_zone_across_a_dst_change_without_the_scheduler() 
         .iter()
         .map(|a| a.at.format("%d %H:%M").to_string())
         .collect();
-    // 04:00 CET is 03:00 UTC; from 2026-03-29 04:00 CEST is 02:00 UTC. Each within one check
-    // interval after the one-minute grace.
-    assert_eq!(fired.len(), 4, "{fired:?}");
-    for (run, expected) in daily.iter().zip([
-        "2026-03-28T03:01:00Z",
-        "2026-03-29T02:01:00Z",
-        "2026-03-30T02:01:00Z",
-        "2026-03-31T02:01:00Z",
-    ]) {
-        let delay = run.at - utc(expected);
-        assert!(
-            delay >= chrono::Duration::zero() && delay <= chrono::Duration::seconds(5),
-            "{fired:?}"
-        );
-    }
-    assert_eq!(
-        daemon.status.snapshot().late_ticks.get(&Period::Daily),
-        Some(&4)
-    );
+    // 04:00 CET is 03:00 UTC; from 2026-03-29 04:00 CEST is 02:00 UTC: on time, once each.
+    let expected = [
+        "2026-03-28T03:00:00Z",
+        "2026-03-29T02:00:00Z",
+        "2026-03-30T02:00:00Z",
+        "2026-03-31T02:00:00Z",
+    ];
+    let at: Vec<DateTime<Utc>> = daily.iter().map(|a| a.at).collect();
+    assert_eq!(at, expected.map(utc), "{fired:?}");
     // The run after the change covers the 23-hour day 2026-03-29 as its own window.
     let after_change = &daily[2].windows;
     assert!(after_change.contains(&utc("2026-03-28T23:00:00Z")));
@@ -338,6 +167,39 @@ async fn fire_times_follow_the_zone_across_a_dst_change_without_the_scheduler() 
     assert_eq!(
         store.with(|s| s.watermarks[&Period::Daily]),
         utc("2026-03-30T22:00:00Z")
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_schedule_fires_twice_in_the_repeated_hour_of_an_autumn_change() {
+    // Berlin's local 02:00-03:00 happens twice on 2026-10-25 (00:00-01:00 and 01:00-02:00 UTC).
+    // Hourly at :30 fires at the first 02:30 only; daily at 04:00 moves from 02:00 to 03:00 UTC.
+    let store = Arc::new(FakeStore::default());
+    let toml_text = format!(
+        "timezone = \"Europe/Berlin\"\nstart_from = \"2026-10-23T22:00:00Z\"\n\
+         [periods.hourly]\nschedule = \"0 30 * * * *\"\n[periods.daily]\nschedule = \"0 0 4 * * *\"\n\
+         [periods.weekly]\nschedule = \"{RARE}\"\n[periods.monthly]\nschedule = \"{RARE}\"\n"
+    );
+    let daemon = start(
+        &store,
+        config("a", &toml_text),
+        TestClock::starting_at("2026-10-24T23:45:00Z"),
+    );
+    sleep(Duration::from_secs(2 * 86_400)).await;
+    let at = |period| -> Vec<DateTime<Utc>> {
+        store.aggregates(period).iter().map(|a| a.at).collect()
+    };
+    let hourly = at("hourly");
+    assert_eq!(
+        &hourly[..3],
+        ["2026-10-25T00:30:00Z", "2026-10-25T02:30:00Z", "2026-10-25T03:30:00Z"].map(utc)
+    );
+    assert_eq!(hourly.len(), 47, "every hour once, but the repeated one");
+    assert_eq!(
+        at("daily"),
+        ["2026-10-25T03:00:00Z", "2026-10-26T03:00:00Z"].map(utc)
     );
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();
@@ -470,9 +332,14 @@ async fn a_failing_run_does_not_advance_the_watermark_nor_stop_other_periods() {
         store.with(|s| s.watermarks[&Period::Hourly]),
         utc("2026-03-10T09:00:00Z")
     );
-    let failed = daemon.status.snapshot().recent_runs[0].clone();
-    assert_eq!(failed.error, Some("mongodb"));
-    assert_eq!(failed.first_window, Some(utc("2026-03-10T09:00:00Z")));
+    let errors = |kind| {
+        metric(
+            &daemon.status,
+            "vcmetrics_run_errors_total",
+            &[("period", "hourly"), ("kind", kind)],
+        )
+    };
+    assert_eq!(errors("mongodb"), 1.0);
 
     // Another period runs meanwhile, and the next hourly tick retries and advances.
     daemon.ticks.send(Period::Daily).await.unwrap();
@@ -501,7 +368,7 @@ async fn two_daemons_share_one_lease_and_only_the_leader_runs() {
         b.ticks.send(Period::Hourly).await.unwrap();
         sleep(minutes(5)).await;
     }
-    assert!(a.status.snapshot().leader && !b.status.snapshot().leader);
+    assert!(a.status.is_leader() && !b.status.is_leader());
     assert_eq!(runs(&a.status, Period::Hourly, RunOutcome::Success), 3);
     assert_eq!(runs(&b.status, Period::Hourly, RunOutcome::Success), 0);
     assert_eq!(skipped(&b.status, Period::Hourly, SkipReason::Standby), 3);
@@ -528,14 +395,14 @@ async fn the_standby_takes_over_within_a_ttl_when_the_leader_dies() {
         clock.clone(),
     );
     sleep(Duration::from_secs(20)).await;
-    assert!(!b.status.snapshot().leader);
+    assert!(!b.status.is_leader());
 
     // The leader crashes: no release, its lease runs out at its last renewal + 30 s.
     a.handle.abort();
     let died = clock.now();
     let lease_expiry = store.with(|s| s.lease.clone().unwrap().1);
     assert!(lease_expiry - died <= chrono::Duration::seconds(30));
-    while !b.status.snapshot().leader {
+    while !b.status.is_leader() {
         sleep(Duration::from_secs(1)).await;
     }
     let took_over = clock.now();
@@ -566,10 +433,10 @@ async fn a_leader_that_cannot_renew_stops_scheduling_before_its_lease_expires() 
         clock.clone(),
     );
     sleep(Duration::from_secs(1)).await;
-    assert!(a.status.snapshot().leader);
+    assert!(a.status.is_leader());
     let lease_expiry = store.with(|s| s.lease.clone().unwrap().1);
     store.with(|s| s.down = true);
-    while a.status.snapshot().leader {
+    while a.status.is_leader() {
         sleep(Duration::from_millis(500)).await;
     }
     assert!(
@@ -596,8 +463,7 @@ async fn mongodb_down_skips_runs_keeps_running_and_catches_up_when_back() {
         daemon.ticks.send(Period::Hourly).await.unwrap();
     }
     sleep(Duration::from_secs(1)).await;
-    let s = daemon.status.snapshot();
-    assert!(!s.mongodb_up);
+    assert!(!daemon.status.mongodb_up());
     assert_eq!(
         skipped(
             &daemon.status,
@@ -610,7 +476,7 @@ async fn mongodb_down_skips_runs_keeps_running_and_catches_up_when_back() {
 
     store.with(|s| s.down = false);
     sleep(minutes(2)).await; // the backoff is capped at one minute
-    assert!(daemon.status.snapshot().mongodb_up);
+    assert!(daemon.status.mongodb_up());
     daemon.ticks.send(Period::Hourly).await.unwrap();
     sleep(Duration::from_secs(1)).await;
     let last = store.aggregates("hourly").pop().unwrap();
@@ -689,14 +555,14 @@ async fn a_replica_that_never_ran_exports_the_stored_watermark() {
     });
     let status = Status::new().unwrap();
     status.set_watermark(Period::Daily, utc("2026-03-08T00:00:00Z")); // an old leader's view
-    vcmetrics::exporter::snapshot::refresh_watermarks(&store, &status)
+    vcmetrics::daemon::watermarks::read_stored_watermarks(&store, &status)
         .await
         .unwrap();
     assert_eq!(
-        status.snapshot().watermark.get(&Period::Daily),
-        Some(&utc("2026-03-10T00:00:00Z"))
+        status.watermark(Period::Daily),
+        Some(utc("2026-03-10T00:00:00Z"))
     );
-    assert_eq!(status.snapshot().watermark.get(&Period::Hourly), None);
+    assert_eq!(status.watermark(Period::Hourly), None);
 }
 
 #[tokio::test(start_paused = true)]

@@ -195,13 +195,13 @@ fn live_families() -> BTreeSet<String> {
 fn call_families() -> BTreeSet<String> {
     use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
     let mut doc = bson::doc! {"period": "hourly", "date": bson::DateTime::now(), "updatedAt": bson::DateTime::now(), "errorCounts": {"E": 1}};
-    for f in vcmetrics::metrics::FIELDS {
+    for f in vcmetrics::rollup::window_metrics::FIELDS {
         doc.insert(f.name, 1);
     }
     let w = ExportedWindow {
         period: vcmetrics::window::Period::Hourly,
         role: WindowRole::Open,
-        metrics: vcmetrics::metrics::WindowMetrics::from_document(&doc).unwrap(),
+        metrics: vcmetrics::rollup::window_metrics::WindowMetrics::from_document(&doc).unwrap(),
     };
     families(&[w], 20)
         .unwrap()
@@ -268,7 +268,7 @@ fn every_promql_expression_parses_and_uses_only_exposed_metrics() {
     assert!(exposed.contains("vcmetrics_mongodb_up"), "{exposed:?}");
     // Families whose series appear only after a period's first run (needs MongoDB).
     exposed.extend(
-        vcmetrics::status::Status::new()
+        vcmetrics::daemon::status::Status::new()
             .unwrap()
             .declared_families(),
     );

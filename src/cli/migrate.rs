@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::migrate::{plan, wanted_indexes, IndexAction};
+use crate::store::indexes::{plan, wanted_indexes, IndexAction};
 use crate::store::MongoStore;
 
 #[derive(Debug, clap::Args)]

@@ -8,8 +8,7 @@ use crate::config::Config;
 use std::io::Write;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{Chunk, Target};
-use crate::rollup::{chunks, plan_range};
+use crate::rollup::{plan_chunks, plan_range};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -62,12 +61,12 @@ fn commands(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Vec<Document>> {
-    let target = Target::of(config);
     let mut out = Vec::new();
     for &period in periods {
         let plan = plan_range(config, period, from, to, now);
-        for windows in chunks(&plan.windows, config.period(period).chunk_windows) {
-            let c = Chunk::new(&target, period, windows, now)?.commands;
+        let chunk_windows = config.period(period).chunk_windows;
+        for chunk in plan_chunks(config, period, &plan.windows, chunk_windows, now)? {
+            let c = chunk.commands;
             if dry_run {
                 out.push(doc! {"database": &c.preview.database, "command": c.preview.to_command()});
                 continue;

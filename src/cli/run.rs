@@ -5,16 +5,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{info, warn};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exporter::server::{serve, Endpoint};
-use crate::exporter::snapshot::{keep_fresh, CallMetricsCache};
-use crate::scheduler::Daemon;
-use crate::status::Status;
+use crate::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
+use crate::daemon::Daemon;
+use crate::daemon::status::Status;
 use crate::store::MongoStore;
 use crate::window::Period;
 
@@ -57,47 +56,23 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
         shutdown_rx.clone(),
     ));
 
-    let (tick_tx, tick_rx) = mpsc::channel(16);
-    let mut scheduler = start_scheduler(&config, tick_tx).await?;
+    for period in Period::ALL {
+        info!(period = %period, schedule = %config.period(period).schedule, "scheduled");
+    }
+    // No extra ticks: the schedules decide when periods run.
+    let (_, no_extra_ticks) = mpsc::channel(1);
     let daemon = Daemon::new(store.clone(), config.clone(), SystemClock, status);
-    let result = daemon.run(tick_rx, shutdown_rx).await;
+    let result = daemon.run(no_extra_ticks, shutdown_rx).await;
     // Both stop on the same shutdown signal; the refresher's store handle must be gone before
     // the client can be shut down.
     let _ = server.await;
     let _ = refresher.await;
 
-    if let Err(e) = scheduler.shutdown().await {
-        warn!(error = %e, "tokio-cron-scheduler did not shut down cleanly");
-    }
     if let Some(store) = Arc::into_inner(store) {
         store.shutdown().await;
     }
     info!("stopped");
     result
-}
-
-/// One tokio-cron-scheduler job per period, each sending its period as a tick.
-async fn start_scheduler(config: &Config, ticks: mpsc::Sender<Period>) -> Result<JobScheduler> {
-    let scheduler_error =
-        |e: tokio_cron_scheduler::JobSchedulerError| Error::Scheduler(e.to_string());
-    let scheduler = JobScheduler::new().await.map_err(scheduler_error)?;
-    let tz = config.calendar.time_zone();
-    for period in Period::ALL {
-        let schedule = config.period(period).schedule.to_string();
-        let ticks = ticks.clone();
-        let job = Job::new_async_tz(schedule.as_str(), tz, move |_, _| {
-            let ticks = ticks.clone();
-            Box::pin(async move {
-                // A full channel means the daemon is busy; the overlap guard would skip it anyway.
-                let _ = ticks.try_send(period);
-            })
-        })
-        .map_err(scheduler_error)?;
-        scheduler.add(job).await.map_err(scheduler_error)?;
-        info!(period = %period, schedule = %schedule, "scheduled");
-    }
-    scheduler.start().await.map_err(scheduler_error)?;
-    Ok(scheduler)
 }
 
 /// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.

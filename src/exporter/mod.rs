@@ -1,7 +1,8 @@
-//! The Prometheus endpoint: the daemon's own metrics (`status`), the call metrics of every
-//! period's open and last closed window (`call_metrics`, kept fresh by `snapshot`), and the
+//! The Prometheus endpoint: the daemon's own metrics (`self_metrics`), the call metrics of every
+//! period's open and last closed window (`call_metrics`, kept fresh by `call_metrics_cache`), and the
 //! health endpoints (`server`). Read-only towards MongoDB; a scrape never touches it.
 
 pub mod call_metrics;
+pub mod self_metrics;
 pub mod server;
-pub mod snapshot;
+pub mod call_metrics_cache;

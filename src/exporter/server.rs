@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use super::snapshot::CallMetricsCache;
+use super::call_metrics_cache::CallMetricsCache;
 use crate::clock::Clock;
-use crate::status::Status;
+use crate::daemon::status::Status;
 
 /// What the handlers read.
 pub struct Endpoint<C> {

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::config::redact_uri;
 use crate::error::Chain;
-use crate::status::Status;
+use crate::daemon::status::Status;
 use crate::store::Store;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);

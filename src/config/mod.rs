@@ -5,6 +5,8 @@
 //! problem names its key (or environment variable), and all of them are reported together. The
 //! connection string's password never appears in an error or a log line (see [`redact_uri`]).
 
+mod values;
+
 use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,10 +16,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use mongodb::options::ConnectionString;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::schedule::Schedule;
-use crate::window::{Calendar, Period};
+use crate::window::{Calendar, Period, Schedule};
+use values::{
+    AggregateTimeoutBounds, Bounded, CollectionName, Count, DatabaseName, GraceBounds, LeaseBounds,
+    ListenAddress, RefreshBounds, RetentionBounds, TimeZoneName, WeekStart,
+};
 
 /// The audit log's TTL the platform's schema declares: 180 days.
 pub const SCHEMA_AUDIT_TTL: Duration = Duration::from_secs(15_552_000);
@@ -26,52 +31,6 @@ pub const DEFAULT_AGGREGATE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://localhost:27017";
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9465);
-
-/// The configuration as written in the file: every key optional, no key unknown.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    pub mongodb_uri: Option<String>,
-    pub database: Option<String>,
-    pub audit_collection: Option<String>,
-    pub metrics_collection: Option<String>,
-    pub staging_collection: Option<String>,
-    pub timezone: Option<String>,
-    pub week_start: Option<String>,
-    pub audit_ttl: Option<String>,
-    pub audit_retention: Option<String>,
-    pub state_collection: Option<String>,
-    pub start_from: Option<String>,
-    pub lease_ttl: Option<String>,
-    pub instance_id: Option<String>,
-    pub shutdown_grace: Option<String>,
-    pub listen: Option<String>,
-    pub top_error_codes: Option<i64>,
-    pub chunks_in_flight: Option<i64>,
-    pub metrics_refresh: Option<String>,
-    pub aggregate_timeout: Option<String>,
-    #[serde(default)]
-    pub periods: RawPeriods,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPeriods {
-    pub hourly: Option<RawPeriod>,
-    pub daily: Option<RawPeriod>,
-    pub weekly: Option<RawPeriod>,
-    pub monthly: Option<RawPeriod>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPeriod {
-    pub chunk_windows: Option<i64>,
-    pub schedule: Option<String>,
-    pub lookback: Option<i64>,
-    pub include_open: Option<bool>,
-    pub max_windows_per_run: Option<i64>,
-}
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -113,7 +72,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodConfig {
-    /// At most this many windows go into one aggregate command (recompute, verify).
+    /// At most this many windows go into one chunk (recompute, verify).
     pub chunk_windows: usize,
     /// When the daemon refreshes this period (6-field cron: sec min hour dom month dow), in the
     /// configured time zone.
@@ -122,7 +81,7 @@ pub struct PeriodConfig {
     pub lookback: usize,
     /// Whether runs also refresh the window that is still open.
     pub include_open: bool,
-    /// At most this many closed windows in one run (one aggregate; the open window comes on top
+    /// At most this many closed windows in one run (one chunk; the open window comes on top
     /// once there is no backlog); a backlog takes several runs.
     pub max_windows_per_run: usize,
 }
@@ -147,11 +106,10 @@ struct PeriodDefaults {
 }
 
 fn default_period(period: Period) -> PeriodDefaults {
-    // One aggregate covers a week of hours, a month of days, two months of weeks, one month:
-    // an event finds its window by a table lookup whatever the chunk's length, so longer chunks
-    // only save the per-command overhead (measured in the MongoDB benchmark), and each still
-    // reads a bounded slice of the log. A backlog is worked off about two days (or the
-    // equivalent) per run.
+    // One chunk covers a week of hours, a month of days, two months of weeks, one month; each
+    // reads a bounded slice of the log, and recompute keeps `chunks_in_flight` of them going
+    // (measured in the MongoDB benchmark: 24- to 168-hour chunks cost the same per event). A
+    // backlog is worked off about two days (or the equivalent) per run.
     let (chunk_windows, lookback, max_windows_per_run) = match period {
         Period::Hourly => (168, 3, 48),
         Period::Daily => (31, 2, 14),
@@ -237,20 +195,27 @@ impl<const N: usize> Env for [(&str, &str); N] {
 
 /// Reads the file (if any), applies the environment, validates.
 pub fn load(path: Option<&Path>, env: &impl Env) -> Result<Config, ConfigError> {
-    let raw = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Syntax {
-                path: path.to_owned(),
-                message: e.message().to_owned() + &key_hint(&e),
-            })?
-        }
-        None => RawConfig::default(),
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?,
+        None => String::new(),
     };
-    validate(raw, env)
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: path.map(Path::to_owned).unwrap_or_default(),
+        message: e.message().to_owned() + &key_hint(&e),
+    })?;
+    validate(table, env)
+}
+
+/// The configuration from TOML text (no file) and the environment.
+pub fn from_toml(text: &str, env: &impl Env) -> Result<Config, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: PathBuf::from("(inline)"),
+        message: e.message().to_owned() + &key_hint(&e),
+    })?;
+    validate(table, env)
 }
 
 fn key_hint(e: &toml::de::Error) -> String {
@@ -259,389 +224,311 @@ fn key_hint(e: &toml::de::Error) -> String {
         .unwrap_or_default()
 }
 
-/// A value and where it came from, so a problem names the right place.
-struct Sourced {
-    value: String,
-    key: String,
+/// The keys of a file's table and the environment, read one typed value at a time, so that every
+/// problem is collected, each under its key (or the environment variable it came from).
+struct Sources<'a, E: Env> {
+    table: toml::Table,
+    /// The table's path, for the names of nested keys (`periods.hourly.`).
+    prefix: String,
+    env: &'a E,
+    problems: &'a RefCell<Vec<Problem>>,
 }
 
-fn pick(env: &impl Env, env_names: &[&str], key: &str, file: Option<String>) -> Option<Sourced> {
-    env_names
-        .iter()
-        .find_map(|name| {
-            env.var(name).map(|value| Sourced {
-                value,
-                key: format!("{key} (from ${name})"),
-            })
-        })
-        .or_else(|| {
-            file.map(|value| Sourced {
-                value,
-                key: key.to_owned(),
-            })
-        })
-}
-
-pub fn validate(raw: RawConfig, env: &impl Env) -> Result<Config, ConfigError> {
-    let problems = RefCell::new(Vec::new());
-    let problem = |key: &str, message: String| {
-        problems.borrow_mut().push(Problem {
+impl<'a, E: Env> Sources<'a, E> {
+    fn problem(&self, key: &str, message: impl Into<String>) {
+        self.problems.borrow_mut().push(Problem {
             key: key.to_owned(),
-            message,
-        })
+            message: message.into(),
+        });
+    }
+
+    /// The value of `key` from the first set environment variable of `env_names`, else from the
+    /// file; `None` when neither has it or it is wrong (then a problem is recorded).
+    fn get<T: DeserializeOwned>(&mut self, key: &str, env_names: &[&str]) -> Option<T> {
+        self.get_sourced(key, env_names).map(|(value, _)| value)
+    }
+
+    /// Like [`Sources::get`], with the name the value came under (for later cross-field
+    /// problems).
+    fn get_sourced<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        env_names: &[&str],
+    ) -> Option<(T, String)> {
+        let file_value = self.table.remove(key);
+        let (value, source) = match env_names
+            .iter()
+            .find_map(|name| self.env.var(name).map(|v| (v, *name)))
+        {
+            Some((text, name)) => (toml::Value::String(text), format!("{key} (from ${name})")),
+            None => (file_value?, format!("{}{key}", self.prefix)),
+        };
+        match T::deserialize(value) {
+            Ok(v) => Some((v, source)),
+            Err(e) => {
+                self.problem(&source, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A nested table (`[periods]`), read with the same rules.
+    fn table(&mut self, key: &str) -> Option<Sources<'a, E>> {
+        match self.table.remove(key) {
+            None => None,
+            Some(toml::Value::Table(table)) => Some(Sources {
+                table,
+                prefix: format!("{}{key}.", self.prefix),
+                env: self.env,
+                problems: self.problems,
+            }),
+            Some(other) => {
+                self.problem(
+                    &format!("{}{key}", self.prefix),
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Every key nobody asked for is a problem: a typo must not silently become a default.
+    fn finish(self, known: &[&str]) {
+        for key in self.table.keys() {
+            self.problem(
+                &format!("{}{key}", self.prefix),
+                format!("unknown key (expected one of: {})", known.join(", ")),
+            );
+        }
+    }
+}
+
+const TOP_LEVEL_KEYS: [&str; 20] = [
+    "mongodb_uri",
+    "database",
+    "audit_collection",
+    "metrics_collection",
+    "staging_collection",
+    "state_collection",
+    "timezone",
+    "week_start",
+    "audit_ttl",
+    "audit_retention",
+    "start_from",
+    "lease_ttl",
+    "instance_id",
+    "shutdown_grace",
+    "listen",
+    "top_error_codes",
+    "chunks_in_flight",
+    "metrics_refresh",
+    "aggregate_timeout",
+    "periods",
+];
+
+/// Validates a parsed file (a TOML table) with the environment applied.
+pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigError> {
+    let problems = RefCell::new(Vec::new());
+    let mut file = Sources {
+        table,
+        prefix: String::new(),
+        env,
+        problems: &problems,
     };
 
-    let uri = pick(
-        env,
-        &["VCMETRICS_MONGODB_URI", "MONGODB_URI"],
-        "mongodb_uri",
-        raw.mongodb_uri,
-    )
-    .unwrap_or(Sourced {
-        value: DEFAULT_MONGODB_URI.to_owned(),
-        key: "mongodb_uri".to_owned(),
-    });
-    let uri_database = match ConnectionString::parse(&uri.value) {
+    let uri = file
+        .get_sourced::<String>("mongodb_uri", &["VCMETRICS_MONGODB_URI", "MONGODB_URI"])
+        .unwrap_or_else(|| (DEFAULT_MONGODB_URI.to_owned(), "mongodb_uri".to_owned()));
+    let uri_database = match ConnectionString::parse(&uri.0) {
         Ok(cs) => cs.default_database,
         Err(e) => {
             // The driver's message can quote any part of the string, the password included (or
             // a piece of it, where an unescaped character cut it), so with a password it is not
             // shown at all.
-            let message = if has_password(&uri.value) {
+            let message = if has_password(&uri.0) {
                 format!(
                     "{} is not a valid MongoDB connection string (the driver's detail is not \
                      shown, as it can quote the password; percent-encode : / ? # [ ] @ % in the \
                      user name and password)",
-                    redact_uri(&uri.value)
+                    redact_uri(&uri.0)
                 )
             } else {
                 format!("not a valid MongoDB connection string: {e}")
             };
-            problem(&uri.key, message);
+            file.problem(&uri.1, message);
             None
         }
     };
-
-    let database = match pick(env, &["VCMETRICS_DATABASE"], "database", raw.database) {
-        Some(s) => match check_database_name(&s.value) {
-            Ok(()) => s.value,
-            Err(m) => {
-                problem(&s.key, m);
-                String::new()
-            }
-        },
+    let database = file
+        .get::<DatabaseName>("database", &["VCMETRICS_DATABASE"])
+        .map(|d| d.0)
         // Mongoose, like the driver, uses `test` when the URI names no database.
-        None => uri_database.unwrap_or_else(|| "test".to_owned()),
-    };
+        .unwrap_or_else(|| uri_database.unwrap_or_else(|| "test".to_owned()));
 
-    let collection = |env_name: &str, key: &str, file: Option<String>, default: &str| match pick(
-        env,
-        &[env_name],
-        key,
-        file,
-    ) {
-        Some(s) => match check_collection_name(&s.value) {
-            Ok(()) => s.value,
-            Err(m) => {
-                problem(&s.key, m);
-                String::new()
-            }
-        },
-        None => default.to_owned(),
+    let mut collection = |key: &str, env_name: &str, default: &str| {
+        file.get_sourced::<CollectionName>(key, &[env_name])
+            .map_or_else(|| (default.to_owned(), key.to_owned()), |(c, source)| (c.0, source))
     };
     let audit_collection = collection(
-        "VCMETRICS_AUDIT_COLLECTION",
         "audit_collection",
-        raw.audit_collection,
+        "VCMETRICS_AUDIT_COLLECTION",
         "videocallauditlogs",
     );
     let metrics_collection = collection(
-        "VCMETRICS_METRICS_COLLECTION",
         "metrics_collection",
-        raw.metrics_collection,
+        "VCMETRICS_METRICS_COLLECTION",
         "videocallmetrics",
     );
     let staging_collection = collection(
-        "VCMETRICS_STAGING_COLLECTION",
         "staging_collection",
-        raw.staging_collection,
+        "VCMETRICS_STAGING_COLLECTION",
         "videocallmetrics_staging",
     );
     let state_collection = collection(
-        "VCMETRICS_STATE_COLLECTION",
         "state_collection",
-        raw.state_collection,
+        "VCMETRICS_STATE_COLLECTION",
         "vcmetricsstate",
     );
     // Each collection holds one kind of document: a rollup deletes its staged documents, a
     // `$merge` into the audit log would write metrics among the events.
     let names = [
-        ("audit_collection", &audit_collection),
-        ("metrics_collection", &metrics_collection),
-        ("staging_collection", &staging_collection),
-        ("state_collection", &state_collection),
+        &audit_collection,
+        &metrics_collection,
+        &staging_collection,
+        &state_collection,
     ];
-    for (i, (key, name)) in names.iter().enumerate() {
-        if let Some((other, _)) = names[..i]
-            .iter()
-            .find(|(_, n)| !name.is_empty() && n == name)
-        {
-            problem(
-                key,
-                format!("names the same collection as {other} ({name})"),
-            );
+    for (i, (name, source)) in names.iter().enumerate() {
+        if let Some((_, other)) = names[..i].iter().find(|(n, _)| n == name) {
+            file.problem(source, format!("names the same collection as {other} ({name})"));
         }
     }
 
-    let tz = match pick(env, &["VCMETRICS_TIMEZONE"], "timezone", raw.timezone) {
-        Some(s) => s.value.parse::<Tz>().unwrap_or_else(|_| {
-            problem(
-                &s.key,
-                format!(
-                    "unknown time zone {:?} (expected an IANA name such as Europe/Berlin)",
-                    s.value
-                ),
-            );
-            Tz::UTC
-        }),
-        None => Tz::UTC,
-    };
-    let week_start = match pick(env, &["VCMETRICS_WEEK_START"], "week_start", raw.week_start) {
-        Some(s) => s.value.parse::<Weekday>().unwrap_or_else(|_| {
-            problem(
-                &s.key,
-                format!(
-                    "{:?} is not a day of the week (expected monday ... sunday)",
-                    s.value
-                ),
-            );
-            Weekday::Mon
-        }),
-        None => Weekday::Mon,
-    };
-
-    // Every duration has a ceiling: time arithmetic stays far from chrono's limits, and a TTL
-    // stays below what MongoDB accepts for expireAfterSeconds (2^31 - 1 s, about 68 years).
-    let duration = |env_name: &str,
-                    key: &str,
-                    file: Option<String>,
-                    range: (Duration, Duration)| {
-        let (min, max) = range;
-        pick(env, &[env_name], key, file).and_then(|s| match humantime::parse_duration(&s.value) {
-            Ok(d) if d >= min && d <= max => Some(d),
-            Ok(_) => {
-                problem(
-                    &s.key,
-                    format!(
-                        "must be between {} and {}",
-                        humantime::format_duration(min),
-                        humantime::format_duration(max)
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                problem(
-                    &s.key,
-                    format!(
-                        "{:?} is not a duration ({e}; e.g. \"180d\", \"12h\")",
-                        s.value
-                    ),
-                );
-                None
-            }
-        })
-    };
-    let second = Duration::from_secs(1);
-    let hour = Duration::from_secs(3600);
-    let retention_range = (second, Duration::from_secs(2_147_483_647));
-    let audit_ttl = duration(
-        "VCMETRICS_AUDIT_TTL",
-        "audit_ttl",
-        raw.audit_ttl,
-        retention_range,
-    )
-    .unwrap_or(SCHEMA_AUDIT_TTL);
-    let audit_retention = duration(
-        "VCMETRICS_AUDIT_RETENTION",
-        "audit_retention",
-        raw.audit_retention,
-        retention_range,
-    );
-    let lease_ttl = duration(
-        "VCMETRICS_LEASE_TTL",
-        "lease_ttl",
-        raw.lease_ttl,
-        (Duration::from_secs(3), hour),
-    )
-    .unwrap_or(Duration::from_secs(30));
-    let shutdown_grace = duration(
-        "VCMETRICS_SHUTDOWN_GRACE",
-        "shutdown_grace",
-        raw.shutdown_grace,
-        (Duration::ZERO, hour),
-    )
-    .unwrap_or(Duration::from_secs(30));
-    let start_from =
-        pick(env, &["VCMETRICS_START_FROM"], "start_from", raw.start_from).and_then(|s| {
-            DateTime::parse_from_rfc3339(&s.value)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    problem(
-                        &s.key,
-                        format!("{:?} is not an RFC 3339 instant ({e})", s.value),
-                    )
-                })
-                .ok()
-        });
-    let listen = match pick(env, &["VCMETRICS_LISTEN"], "listen", raw.listen) {
-        Some(s) => s.value.parse::<SocketAddr>().unwrap_or_else(|_| {
-            problem(
-                &s.key,
-                format!(
-                    "{:?} is not an address:port (e.g. \"0.0.0.0:9465\")",
-                    s.value
-                ),
-            );
-            DEFAULT_LISTEN
-        }),
-        None => DEFAULT_LISTEN,
-    };
-    let mut top_error_codes = 20;
-    if let Some(n) = raw.top_error_codes {
-        match usize::try_from(n) {
-            Ok(n) if (1..=500).contains(&n) => top_error_codes = n,
-            _ => problem(
-                "top_error_codes",
-                format!("must be between 1 and 500, got {n}"),
-            ),
-        }
-    }
-    let mut chunks_in_flight = 2;
-    if let Some(n) = raw.chunks_in_flight {
-        match usize::try_from(n) {
-            Ok(n) if (1..=8).contains(&n) => chunks_in_flight = n,
-            _ => problem(
-                "chunks_in_flight",
-                format!("must be between 1 and 8, got {n}"),
-            ),
-        }
-    }
-    let metrics_refresh = duration(
-        "VCMETRICS_METRICS_REFRESH",
-        "metrics_refresh",
-        raw.metrics_refresh,
-        (second, hour),
-    )
-    .unwrap_or(Duration::from_secs(30));
+    let tz = file
+        .get::<TimeZoneName>("timezone", &["VCMETRICS_TIMEZONE"])
+        .map_or(Tz::UTC, |t| t.0);
+    let week_start = file
+        .get::<WeekStart>("week_start", &["VCMETRICS_WEEK_START"])
+        .map_or(Weekday::Mon, |w| w.0);
+    let audit_ttl = file
+        .get::<Bounded<RetentionBounds>>("audit_ttl", &["VCMETRICS_AUDIT_TTL"])
+        .map_or(SCHEMA_AUDIT_TTL, |d| d.0);
+    let audit_retention = file
+        .get::<Bounded<RetentionBounds>>("audit_retention", &["VCMETRICS_AUDIT_RETENTION"])
+        .map(|d| d.0);
+    let lease_ttl = file
+        .get::<Bounded<LeaseBounds>>("lease_ttl", &["VCMETRICS_LEASE_TTL"])
+        .map_or(Duration::from_secs(30), |d| d.0);
+    let shutdown_grace = file
+        .get::<Bounded<GraceBounds>>("shutdown_grace", &["VCMETRICS_SHUTDOWN_GRACE"])
+        .map_or(Duration::from_secs(30), |d| d.0);
+    let start_from = file
+        .get::<values::Instant>("start_from", &["VCMETRICS_START_FROM"])
+        .map(|t| t.0);
+    let listen = file
+        .get::<ListenAddress>("listen", &["VCMETRICS_LISTEN"])
+        .map_or(DEFAULT_LISTEN, |a| a.0);
+    let top_error_codes = file
+        .get::<Count<1, 500>>("top_error_codes", &[])
+        .map_or(20, |n| n.0);
+    let chunks_in_flight = file
+        .get::<Count<1, 8>>("chunks_in_flight", &[])
+        .map_or(2, |n| n.0);
+    let metrics_refresh = file
+        .get::<Bounded<RefreshBounds>>("metrics_refresh", &["VCMETRICS_METRICS_REFRESH"])
+        .map_or(Duration::from_secs(30), |d| d.0);
     // Explicit, so no engine's default applies (DocumentDB cancels a command after 120 s unless
     // told otherwise); long enough for a chunk at the README's scale on both engines.
-    let aggregate_timeout = duration(
-        "VCMETRICS_AGGREGATE_TIMEOUT",
-        "aggregate_timeout",
-        raw.aggregate_timeout,
-        (second, Duration::from_secs(24 * 3600)),
-    )
-    .unwrap_or(DEFAULT_AGGREGATE_TIMEOUT);
-    let instance_id = pick(
-        env,
-        &["VCMETRICS_INSTANCE_ID"],
-        "instance_id",
-        raw.instance_id,
-    )
-    .map(|s| s.value)
-    .unwrap_or_else(default_instance_id);
+    let aggregate_timeout = file
+        .get::<Bounded<AggregateTimeoutBounds>>(
+            "aggregate_timeout",
+            &["VCMETRICS_AGGREGATE_TIMEOUT"],
+        )
+        .map_or(DEFAULT_AGGREGATE_TIMEOUT, |d| d.0);
+    let instance_id = file
+        .get::<String>("instance_id", &["VCMETRICS_INSTANCE_ID"])
+        .unwrap_or_else(default_instance_id);
 
-    let RawPeriods {
-        hourly,
-        daily,
-        weekly,
-        monthly,
-    } = raw.periods;
-    let raw_periods = [hourly, daily, weekly, monthly];
-    let mut periods = Vec::with_capacity(4);
-    for (period, raw_period) in Period::ALL.into_iter().zip(raw_periods) {
-        let raw_period = raw_period.unwrap_or_default();
-        let mut config = default_period(period);
-        let count = |name: &str,
-                     value: Option<i64>,
-                     range: std::ops::RangeInclusive<usize>,
-                     slot: &mut usize| {
-            if let Some(n) = value {
-                match usize::try_from(n) {
-                    Ok(n) if range.contains(&n) => *slot = n,
-                    _ => problem(
-                        &format!("periods.{period}.{name}"),
-                        format!(
-                            "must be between {} and {}, got {n}",
-                            range.start(),
-                            range.end()
-                        ),
-                    ),
-                }
-            }
+    let mut periods_table = file.table("periods");
+    let periods = Period::ALL.map(|period| {
+        let mut settings = periods_table
+            .as_mut()
+            .and_then(|t| t.table(period.as_str()));
+        let defaults = default_period(period);
+        let mut get_count = |key: &str| -> Option<usize> {
+            settings
+                .as_mut()
+                .and_then(|s| s.get::<Count<0, 1000>>(key, &[]))
+                .map(|n| n.0)
         };
-        count(
-            "chunk_windows",
-            raw_period.chunk_windows,
-            1..=1000,
-            &mut config.chunk_windows,
-        );
-        count(
-            "lookback",
-            raw_period.lookback,
-            0..=1000,
-            &mut config.lookback,
-        );
-        count(
-            "max_windows_per_run",
-            raw_period.max_windows_per_run,
-            1..=1000,
-            &mut config.max_windows_per_run,
-        );
-        if let Some(open) = raw_period.include_open {
-            config.include_open = open;
-        }
-        let schedule_text = raw_period
-            .schedule
-            .unwrap_or_else(|| default_schedule(period).to_owned());
-        let schedule = Schedule::parse(&schedule_text)
-            .map_err(|e| problem(&format!("periods.{period}.schedule"), e))
-            .ok();
-        if config.max_windows_per_run <= config.lookback + 1 {
-            problem(
-                &format!("periods.{period}.max_windows_per_run"),
+        let key = |name: &str| format!("periods.{period}.{name}");
+        let chunk_windows = match get_count("chunk_windows") {
+            Some(0) => {
+                file.problem(&key("chunk_windows"), "must be between 1 and 1000, got 0");
+                defaults.chunk_windows
+            }
+            Some(n) => n,
+            None => defaults.chunk_windows,
+        };
+        let lookback = get_count("lookback").unwrap_or(defaults.lookback);
+        let max_windows_per_run =
+            get_count("max_windows_per_run").unwrap_or(defaults.max_windows_per_run);
+        let include_open = settings
+            .as_mut()
+            .and_then(|s| s.get::<bool>("include_open", &[]))
+            .unwrap_or(defaults.include_open);
+        let schedule = settings
+            .as_mut()
+            .and_then(|s| s.get::<Schedule>("schedule", &[]))
+            .unwrap_or_else(|| {
+                Schedule::parse(default_schedule(period))
+                    .expect("the default schedules are valid 6-field cron expressions")
+            });
+        if max_windows_per_run <= lookback + 1 {
+            file.problem(
+                &key("max_windows_per_run"),
                 format!(
                     "must exceed lookback + 1 ({}), or a run could never get past its own lookback",
-                    config.lookback + 1
+                    lookback + 1
                 ),
             );
         }
-        periods.extend(schedule.map(|schedule| PeriodConfig {
-            chunk_windows: config.chunk_windows,
+        if let Some(settings) = settings {
+            settings.finish(&[
+                "chunk_windows",
+                "schedule",
+                "lookback",
+                "include_open",
+                "max_windows_per_run",
+            ]);
+        }
+        PeriodConfig {
+            chunk_windows,
             schedule,
-            lookback: config.lookback,
-            include_open: config.include_open,
-            max_windows_per_run: config.max_windows_per_run,
-        }));
+            lookback,
+            include_open,
+            max_windows_per_run,
+        }
+    });
+    if let Some(periods_table) = periods_table {
+        periods_table.finish(&Period::ALL.map(Period::as_str));
     }
+    file.finish(&TOP_LEVEL_KEYS);
 
     let problems = problems.into_inner();
-    let periods: [PeriodConfig; 4] = match periods.try_into() {
-        Ok(p) if problems.is_empty() => p,
-        _ => return Err(ConfigError::Invalid(problems)),
-    };
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
     Ok(Config {
-        mongodb_uri: uri.value,
+        mongodb_uri: uri.0,
         database,
-        audit_collection,
-        metrics_collection,
-        staging_collection,
+        audit_collection: audit_collection.0,
+        metrics_collection: metrics_collection.0,
+        staging_collection: staging_collection.0,
         calendar: Calendar::new(tz, week_start),
         audit_ttl,
         audit_retention,
         periods,
-        state_collection,
+        state_collection: state_collection.0,
         start_from,
         lease_ttl,
         instance_id,
@@ -661,31 +548,6 @@ fn default_instance_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "vcmetrics".to_owned());
     format!("{host}-{}", std::process::id())
-}
-
-fn check_database_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 63 {
-        return Err("must be 1 to 63 characters".to_owned());
-    }
-    match name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
-        Some(c) => Err(format!(
-            "{name:?} contains {c:?}, which MongoDB does not allow in a database name"
-        )),
-        None => Ok(()),
-    }
-}
-
-fn check_collection_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if name.contains('$') || name.contains('\0') {
-        return Err(format!("{name:?} contains '$' or a NUL character"));
-    }
-    if name.starts_with("system.") {
-        return Err(format!("{name:?} is in the reserved system. namespace"));
-    }
-    Ok(())
 }
 
 /// The connection string with any password replaced by `****`.
@@ -716,10 +578,6 @@ fn has_password(uri: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn from_toml(text: &str, env: &impl Env) -> Result<Config, ConfigError> {
-        validate(toml::from_str(text).unwrap(), env)
-    }
 
     #[test]
     fn defaults_work_against_localhost() {
@@ -830,11 +688,45 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<RawConfig>("timezon = \"UTC\"").unwrap_err();
-        assert!(err.message().contains("unknown field `timezon`"), "{err}");
-        let err = toml::from_str::<RawConfig>("[periods.yearly]\nchunk_windows = 1").unwrap_err();
-        assert!(err.message().contains("unknown field `yearly`"), "{err}");
+    fn unknown_keys_are_rejected_with_the_rest() {
+        let err = from_toml(
+            "timezon = \"UTC\"\nlease_ttl = \"1s\"\n[periods.yearly]\nchunk_windows = 1\n\
+             [periods.daily]\nchunkwindows = 3",
+            &[],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["lease_ttl", "periods.daily.chunkwindows", "periods.yearly", "timezon"]
+        );
+        assert!(err.to_string().contains("timezon: unknown key (expected one of: mongodb_uri"));
+        assert!(err
+            .to_string()
+            .contains("periods.yearly: unknown key (expected one of: hourly, daily, weekly, monthly)"));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let err = from_toml("top_error_codes = \"many\"\nperiods = 3", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("top_error_codes: invalid type: string"), "{err}");
+        assert!(err.contains("periods: expected a table, found integer"), "{err}");
+    }
+
+    #[test]
+    fn two_keys_naming_one_collection_are_a_problem() {
+        let err = from_toml("staging_collection = \"videocallmetrics\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("staging_collection: names the same collection as metrics_collection"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,16 +15,16 @@ use crate::window::{Period, QuantumTable, Window};
 /// `pipelines/rollup_counts.json`: the audit log's events of a chunk grouped by window, action,
 /// error code and the validity of their duration and connection time (counts and sums), one
 /// document per window.
-pub const COUNTS_PIPELINE: &str = include_str!("../pipelines/rollup_counts.json");
+pub const COUNTS_PIPELINE: &str = include_str!("../../pipelines/rollup_counts.json");
 /// `pipelines/rollup_users.json`: the distinct users of each window of a chunk, one document per
 /// window.
-pub const USERS_PIPELINE: &str = include_str!("../pipelines/rollup_users.json");
+pub const USERS_PIPELINE: &str = include_str!("../../pipelines/rollup_users.json");
 /// `pipelines/rollup_finish.json`: the two scans' per-window documents joined with the seeds,
 /// shaped into metrics documents and `$merge`d into the metrics collection on `{period, date}`.
-pub const FINISH_PIPELINE: &str = include_str!("../pipelines/rollup_finish.json");
+pub const FINISH_PIPELINE: &str = include_str!("../../pipelines/rollup_finish.json");
 /// `pipelines/seed_window.json`: the upsert that gives every window a document (and keeps its
 /// `createdAt`) before the rollup merges into it.
-pub const SEED_WINDOW_STATEMENT: &str = include_str!("../pipelines/seed_window.json");
+pub const SEED_WINDOW_STATEMENT: &str = include_str!("../../pipelines/seed_window.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -1,6 +1,6 @@
 //! Which windows one scheduled run of a period refreshes, given the time and the watermark.
 //!
-//! A run covers one contiguous range of windows, so it is one aggregate command:
+//! A run covers one contiguous range of windows, so it is one chunk:
 //! - every closed window after the watermark (the end of the newest closed window known
 //!   complete) — after downtime, exactly the windows that were missed;
 //! - the last `lookback` closed windows again, for late events;
@@ -102,14 +102,14 @@ pub fn respect_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{validate, RawConfig};
+    use crate::config::from_toml;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
     fn hourly() -> PeriodConfig {
-        validate(RawConfig::default(), &[])
+        from_toml("", &[])
             .unwrap()
             .period(Period::Hourly)
             .clone()
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn daily_runs_follow_the_zone_across_dst() {
         let berlin = Calendar::new(chrono_tz::Europe::Berlin, chrono::Weekday::Mon);
-        let config = validate(RawConfig::default(), &[])
+        let config = from_toml("", &[])
             .unwrap()
             .period(Period::Daily)
             .clone();

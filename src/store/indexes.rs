@@ -10,7 +10,7 @@ use std::time::Duration;
 use bson::{doc, Document};
 
 use crate::config::Config;
-use crate::metrics::number;
+use crate::rollup::window_metrics::number;
 use crate::store::ExistingIndex;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,6 @@ pub fn plan(wanted: &WantedIndex, existing: &[ExistingIndex]) -> IndexAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate;
 
     fn existing(name: &str, keys: Document, unique: bool, ttl: Option<u64>) -> ExistingIndex {
         ExistingIndex {
@@ -163,7 +162,7 @@ mod tests {
     }
 
     fn wanted(name: &str) -> WantedIndex {
-        let config = validate(Default::default(), &[]).unwrap();
+        let config = crate::config::from_toml("", &[]).unwrap();
         wanted_indexes(&config)
             .into_iter()
             .find(|w| w.name == name)

@@ -225,10 +225,10 @@ mod tests {
 
     #[test]
     fn every_field_is_produced_by_the_rollup_pipeline_and_documented_in_the_readme() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for field in FIELDS.iter().map(|f| f.name).chain([ERROR_COUNTS]) {
             assert!(
-                crate::pipeline::FINISH_PIPELINE.contains(&format!("\"{field}\"")),
+                crate::rollup::pipeline::FINISH_PIPELINE.contains(&format!("\"{field}\"")),
                 "{field} not in pipelines/rollup_finish.json"
             );
             assert!(

@@ -1,7 +1,7 @@
 //! The call metrics served from memory: re-read from the metrics collection after every run and
 //! every `metrics_refresh`, so a scrape never waits on MongoDB and every replica — leader or
-//! standby — serves the same numbers. The stored watermarks are re-read with them, so every
-//! replica's data lag is the real one. When a read fails the previous snapshot stays.
+//! standby — serves the same numbers (the daemon follows the stored watermarks the same way, in
+//! `daemon::watermarks`). When a read fails the previous snapshot stays.
 
 use std::sync::{Arc, RwLock};
 
@@ -15,8 +15,8 @@ use super::call_metrics::{families, ExportedWindow, WindowRole};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Result};
-use crate::metrics::WindowMetrics;
-use crate::status::Status;
+use crate::rollup::window_metrics::WindowMetrics;
+use crate::daemon::status::Status;
 use crate::store::Store;
 use crate::window::Period;
 
@@ -77,17 +77,6 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Reads every period's stored watermark, so that every replica — standby or demoted leader
-/// included — exports the real data lag, not the view of its own last run.
-pub async fn refresh_watermarks(store: &impl Store, status: &Status) -> Result<()> {
-    for period in Period::ALL {
-        if let Some(watermark) = store.watermark(period).await? {
-            status.set_watermark(period, watermark);
-        }
-    }
-    Ok(())
-}
-
 /// Refreshes after every finished run and every `metrics_refresh` until shutdown.
 pub async fn keep_fresh(
     store: Arc<impl Store>,
@@ -101,9 +90,6 @@ pub async fn keep_fresh(
     loop {
         if let Err(e) = refresh(&*store, &config, &clock, &cache).await {
             debug!(error = %Chain(&e), "call metrics not refreshed; serving the previous snapshot");
-        }
-        if let Err(e) = refresh_watermarks(&*store, &status).await {
-            debug!(error = %Chain(&e), "watermarks not refreshed; the data lag keeps growing from the last known");
         }
         tokio::select! {
             _ = runs_finished.changed() => {}

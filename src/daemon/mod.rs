@@ -1,0 +1,212 @@
+//! The daemon: decides when each period runs, and turns those ticks into runs, one period at a
+//! time, safely.
+//!
+//! When: each period's cron schedule is evaluated in the configured time zone's real local time
+//! (croner, DST-aware: after a change, local-time schedules keep their local time; in the
+//! repeated hour of an autumn change a schedule fires once), against the injected clock, and the
+//! daemon sleeps until the earliest fire time (at most [`MAX_SLEEP`], so a wall-clock step is
+//! followed). This is the only place that decides when a period runs (see the README on why not
+//! tokio-cron-scheduler). A period whose fire time passed while the process could not run (a
+//! suspended VM) fires once; what it missed is made good by the watermark.
+//!
+//! A tick starts a run only when MongoDB answers, this replica holds the lease, and the period's
+//! previous run has finished; otherwise it is skipped and counted. A run (`run`) plans its
+//! windows from the watermark (`run_plan`), rolls them up (`rollup`), and advances the watermark
+//! only after that succeeded. A failed run is logged, counted and retried at the next tick; it
+//! never stops other periods or the process.
+//!
+//! Correctness comes from the watermark and the window arithmetic, never from when ticks fire.
+
+pub mod lease;
+pub mod reachability;
+pub mod run;
+pub mod run_plan;
+pub mod status;
+pub mod watermarks;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::Result;
+use lease::hold_lease;
+use reachability::watch_mongodb;
+use run::run_period;
+use status::{SkipReason, Status};
+use crate::store::Store;
+use crate::window::Period;
+
+/// The longest the daemon sleeps before it looks at the clock again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+pub struct Daemon<S, C> {
+    store: Arc<S>,
+    config: Arc<Config>,
+    clock: C,
+    status: Arc<Status>,
+    running: [Arc<AtomicBool>; 4],
+}
+
+impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
+    pub fn new(store: Arc<S>, config: Arc<Config>, clock: C, status: Arc<Status>) -> Self {
+        Daemon {
+            store,
+            config,
+            clock,
+            status,
+            running: Default::default(),
+        }
+    }
+
+    /// Runs until `shutdown` becomes true (or its sender is dropped): then starts no new runs,
+    /// lets running ones finish within `shutdown_grace`, and releases the lease. Besides the
+    /// schedules, `extra_ticks` fires a period at once (tests; closing it changes nothing).
+    pub async fn run(
+        self,
+        extra_ticks: mpsc::Receiver<Period>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut background = JoinSet::new();
+        background.spawn(watch_mongodb(
+            self.store.clone(),
+            self.config.mongodb_uri.clone(),
+            self.status.clone(),
+            shutdown.clone(),
+        ));
+        background.spawn(watermarks::follow_stored_watermarks(
+            self.store.clone(),
+            self.status.clone(),
+            self.config.metrics_refresh,
+            shutdown.clone(),
+        ));
+        // The lease is given up only after running runs have drained, so no standby starts the
+        // same period while this replica's run is still writing it.
+        // A JoinSet, not a detached task: if this future is dropped, the lease task dies with it
+        // (as in a crash) instead of outliving the daemon.
+        let (release_lease, lease_shutdown) = watch::channel(false);
+        let mut lease = JoinSet::new();
+        lease.spawn(hold_lease(
+            self.store.clone(),
+            self.clock.clone(),
+            self.config.instance_id.clone(),
+            self.config.lease_ttl,
+            self.status.leadership().clone(),
+            lease_shutdown,
+        ));
+
+        let tz = self.config.calendar.time_zone();
+        let next_fire = |period: Period, after| self.config.period(period).schedule.next_after(tz, after);
+        let now = self.clock.now();
+        let mut due: [Option<DateTime<Utc>>; 4] = Period::ALL.map(|p| next_fire(p, now));
+        let mut extra_ticks = Some(extra_ticks);
+        let mut runs = JoinSet::new();
+
+        loop {
+            let now = self.clock.now();
+            let sleep = due
+                .iter()
+                .flatten()
+                .min()
+                .map_or(MAX_SLEEP, |t| (*t - now).to_std().unwrap_or_default())
+                .min(MAX_SLEEP);
+            let extra_tick = async {
+                match extra_ticks.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                tick = extra_tick => match tick {
+                    Some(period) => self.fire(period, &mut runs),
+                    None => extra_ticks = None,
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    let now = self.clock.now();
+                    for period in Period::ALL {
+                        if due[period.index()].is_some_and(|t| t <= now) {
+                            due[period.index()] = next_fire(period, now);
+                            self.fire(period, &mut runs);
+                        }
+                    }
+                }
+                Some(finished) = runs.join_next(), if !runs.is_empty() => {
+                    if let Err(e) = finished {
+                        // A panicking run is a bug; its period's flag was cleared on unwind.
+                        error!(error = %e, "a run panicked; the next tick retries its period");
+                    }
+                }
+            }
+        }
+
+        info!(
+            running = runs.len(),
+            grace_seconds = self.config.shutdown_grace.as_secs(),
+            "shutting down: no new runs"
+        );
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                aborted = runs.len(),
+                "runs did not finish within the grace period; aborted (they are idempotent and are redone by the next start)"
+            );
+            runs.shutdown().await;
+        }
+        while background.join_next().await.is_some() {}
+        let _ = release_lease.send(true);
+        if let Some(Err(e)) = lease.join_next().await {
+            error!(error = %e, "the lease task failed; the lease expires on its own");
+        }
+        Ok(())
+    }
+
+    fn fire(&self, period: Period, runs: &mut JoinSet<()>) {
+        let skip = if !self.status.mongodb_up() {
+            Some(SkipReason::MongodbUnavailable)
+        } else if !self.status.is_leader() {
+            Some(SkipReason::Standby)
+        } else if self.running[period.index()].swap(true, Ordering::AcqRel) {
+            Some(SkipReason::Overlap)
+        } else {
+            None
+        };
+        if let Some(reason) = skip {
+            self.status.skipped(period, reason);
+            if reason == SkipReason::Overlap {
+                info!(period = %period, "tick skipped: the previous run is still going");
+            }
+            return;
+        }
+        let running = RunningFlag(self.running[period.index()].clone());
+        let (store, config, clock, status) = (
+            self.store.clone(),
+            self.config.clone(),
+            self.clock.clone(),
+            self.status.clone(),
+        );
+        runs.spawn(async move {
+            let _running = running;
+            run_period(&*store, &config, &clock, &status, period).await;
+        });
+    }
+}
+
+/// Clears the period's running flag however the run ends (finished, failed, aborted).
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}

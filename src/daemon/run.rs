@@ -1,0 +1,107 @@
+//! One run of one period: plan from the watermark, roll up, advance the watermark, record.
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::run_plan::{initial_watermark, plan_run, respect_retention};
+use super::status::{RunOutcome, RunRecord, Status};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Chain, Result};
+use crate::rollup::{self, retention_horizon, Batch, Mode, Summary};
+use crate::store::Store;
+use crate::window::Period;
+
+/// One run of one period: plan from the watermark, roll up, advance the watermark, record.
+pub async fn run_period(
+    store: &impl Store,
+    config: &Config,
+    clock: &impl Clock,
+    status: &Status,
+    period: Period,
+) {
+    let started = Instant::now();
+    let now = clock.now();
+    let mut windows_planned = Vec::new();
+    let result: Result<(usize, usize, usize, usize)> = async {
+        let horizon = retention_horizon(store, config, now).await?;
+        let watermark = match store.watermark(period).await? {
+            Some(stored) => {
+                let w = respect_retention(&config.calendar, period, stored, horizon);
+                if w > stored {
+                    warn!(
+                        period = %period, from = %stored.to_rfc3339(), to = %w.to_rfc3339(),
+                        "windows never aggregated are past the audit log's retention: left without documents (recompute --force builds them from what is left)"
+                    );
+                }
+                w
+            }
+            None => initial_watermark(&config.calendar, period, now, config.start_from, horizon),
+        };
+        let plan = plan_run(
+            &config.calendar,
+            period,
+            config.period(period),
+            now,
+            watermark,
+        );
+        windows_planned.clone_from(&plan.windows);
+        let batch = Batch {
+            period,
+            windows: &plan.windows,
+            now,
+            mode: Mode::Write,
+            // One chunk for the whole run.
+            chunk_windows: plan.windows.len(),
+        };
+        let reports = rollup::process(store, config, batch, |_| {}).await?;
+        if plan.watermark_after > watermark {
+            store
+                .advance_watermark(period, plan.watermark_after, now)
+                .await?;
+        }
+        status.set_watermark(period, plan.watermark_after);
+        let summary = Summary::of(&reports);
+        Ok((
+            summary.created,
+            summary.changed,
+            summary.unchanged,
+            plan.backlog_after,
+        ))
+    }
+    .await;
+
+    let duration = started.elapsed();
+    let from = windows_planned.first().map(|w| w.start.to_rfc3339());
+    let to = windows_planned.last().map(|w| w.end.to_rfc3339());
+    let from = from.as_deref().unwrap_or("-");
+    let to = to.as_deref().unwrap_or("-");
+    let record = |outcome, error| RunRecord {
+        period,
+        outcome,
+        windows: windows_planned.len(),
+        duration,
+        error,
+    };
+    match result {
+        Ok((created, changed, unchanged, backlog)) => {
+            info!(
+                period = %period, from, to, windows = windows_planned.len(), created, changed,
+                unchanged, backlog, duration_ms = duration.as_millis() as u64, outcome = "success",
+                "run finished"
+            );
+            status.record_run(record(RunOutcome::Success, None), clock.now());
+        }
+        Err(e) => {
+            warn!(
+                period = %period, from, to, windows = windows_planned.len(),
+                duration_ms = duration.as_millis() as u64, outcome = "failed",
+                error = %Chain(&e), "run failed; retried at the next tick"
+            );
+            status.record_run(
+                record(RunOutcome::Failed, Some(e.metric_label())),
+                clock.now(),
+            );
+        }
+    }
+}

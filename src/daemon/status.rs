@@ -1,0 +1,162 @@
+//! What the daemon knows about itself: whether MongoDB answers, whether this replica leads, each
+//! period's watermark, and that runs finish.
+//!
+//! Written by the daemon's tasks at the same call sites that log, read by the exporter (health,
+//! `/metrics` through [`SelfMetrics`]) and the call-metrics refresher (which re-reads after each
+//! run).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use crate::daemon::lease::Leadership;
+use crate::exporter::self_metrics::SelfMetrics;
+use crate::window::Period;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RunOutcome {
+    Success,
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Success => "success",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Why a tick did not start a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// The previous run of the period was still going.
+    Overlap,
+    /// Another replica holds the lease.
+    Standby,
+    /// MongoDB did not answer the last ping.
+    MongodbUnavailable,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Overlap => "overlap",
+            SkipReason::Standby => "standby",
+            SkipReason::MongodbUnavailable => "mongodb_unavailable",
+        }
+    }
+}
+
+/// One finished run, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub period: Period,
+    pub outcome: RunOutcome,
+    pub windows: usize,
+    pub duration: Duration,
+    /// The error's label (`Error::metric_label`) when it failed.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug)]
+pub struct Status {
+    metrics: SelfMetrics,
+    mongodb_up: AtomicBool,
+    watermarks: Mutex<BTreeMap<Period, DateTime<Utc>>>,
+    /// Counts finished runs; a watch, so a run that finishes while nobody waits is not lost.
+    runs_finished: watch::Sender<u64>,
+    /// Read live: leadership ends when its validity runs out, even while a renewal hangs.
+    leadership: Leadership,
+}
+
+impl Status {
+    /// Fails only on a duplicate or inconsistent metric definition, a bug every test shows.
+    pub fn new() -> prometheus::Result<Status> {
+        Ok(Status {
+            metrics: SelfMetrics::new()?,
+            mongodb_up: AtomicBool::new(false),
+            watermarks: Mutex::new(BTreeMap::new()),
+            runs_finished: watch::Sender::new(0),
+            leadership: Leadership::default(),
+        })
+    }
+
+    /// The registry of the daemon's own metrics.
+    pub fn registry(&self) -> &Registry {
+        self.metrics.registry()
+    }
+
+    /// Every family the daemon declares (see [`SelfMetrics::declared_families`]).
+    pub fn declared_families(&self) -> Vec<String> {
+        self.metrics.declared_families()
+    }
+
+    /// The lease state this replica's lease task maintains and the scheduler obeys.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    pub fn mongodb_up(&self) -> bool {
+        self.mongodb_up.load(Ordering::Acquire)
+    }
+
+    pub fn set_mongodb_up(&self, up: bool) {
+        self.metrics.set_mongodb_up(up);
+        self.mongodb_up.store(up, Ordering::Release);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leadership.is_leader()
+    }
+
+    pub fn skipped(&self, period: Period, reason: SkipReason) {
+        self.metrics.skipped(period, reason);
+    }
+
+    /// The watermark recorded for `period`, if any.
+    pub fn watermark(&self, period: Period) -> Option<DateTime<Utc>> {
+        self.watermarks().get(&period).copied()
+    }
+
+    fn watermarks(&self) -> std::sync::MutexGuard<'_, BTreeMap<Period, DateTime<Utc>>> {
+        // A panic while holding the lock cannot leave a map half-written; keep serving.
+        self.watermarks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a period's watermark; never moves it backwards (a stored value read after a
+    /// run may be older than what the run just wrote).
+    pub fn set_watermark(&self, period: Period, watermark: DateTime<Utc>) {
+        let watermark = *self
+            .watermarks()
+            .entry(period)
+            .and_modify(|w| *w = (*w).max(watermark))
+            .or_insert(watermark);
+        self.metrics.set_watermark(period, watermark);
+    }
+
+    /// Brings the gauges that depend on the time up to date. Called when a scrape encodes the
+    /// daemon's metrics.
+    pub fn update_gauges(&self, now: DateTime<Utc>) {
+        let watermarks = self.watermarks().clone();
+        self.metrics
+            .update_gauges(now, self.is_leader(), watermarks);
+    }
+
+    /// Changes whenever a run of any period finished (and its metrics are in place).
+    pub fn subscribe_runs_finished(&self) -> watch::Receiver<u64> {
+        self.runs_finished.subscribe()
+    }
+
+    pub fn record_run(&self, record: RunRecord, finished_at: DateTime<Utc>) {
+        self.metrics.run_finished(&record, finished_at);
+        self.runs_finished.send_modify(|n| *n += 1);
+    }
+}

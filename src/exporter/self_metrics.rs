@@ -1,0 +1,199 @@
+//! The daemon's own metrics (`vcmetrics_*`): their definitions, help texts and labels, in one
+//! registry that `/metrics` encodes. Every label set is bounded (four periods, a few outcomes,
+//! reasons and error kinds) and exists from the start at zero.
+
+use chrono::{DateTime, Utc};
+use prometheus::core::Collector;
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::daemon::status::{RunOutcome, RunRecord, SkipReason};
+use crate::window::Period;
+
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// The daemon's own metrics: typed handles, registered in [`SelfMetrics::register`].
+#[derive(Debug, Clone)]
+pub struct SelfMetrics {
+    registry: Registry,
+    runs: IntCounterVec,
+    run_errors: IntCounterVec,
+    run_duration: HistogramVec,
+    windows_written: IntCounterVec,
+    ticks_skipped: IntCounterVec,
+    last_success: GaugeVec,
+    watermark: GaugeVec,
+    data_lag: GaugeVec,
+    leader: IntGauge,
+    mongodb_up: IntGauge,
+}
+
+impl SelfMetrics {
+    /// Creates every metric of the daemon, with help texts, in a registry of its own (prefix
+    /// `vcmetrics_`), plus the build info and the process collector. Fails only on a duplicate
+    /// or inconsistent definition, a bug every test shows.
+    pub fn new() -> prometheus::Result<SelfMetrics> {
+        let registry = Registry::new();
+        let registry = &registry;
+        fn add<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> prometheus::Result<C> {
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let metrics = SelfMetrics {
+            registry: registry.clone(),
+            runs: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_runs_total", "Finished runs by period and outcome (success, failed)."),
+                &["period", "outcome"],
+            )?)?,
+            run_errors: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_run_errors_total", "Failed runs by period and kind of error."),
+                &["period", "kind"],
+            )?)?,
+            run_duration: add(registry, HistogramVec::new(
+                HistogramOpts::new("vcmetrics_run_duration_seconds", "Duration of finished runs, in seconds.")
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+                &["period"],
+            )?)?,
+            windows_written: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_windows_written_total", "Windows written by successful runs."),
+                &["period"],
+            )?)?,
+            ticks_skipped: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_ticks_skipped_total", "Ticks that started no run, by reason (overlap, standby, mongodb_unavailable)."),
+                &["period", "reason"],
+            )?)?,
+            last_success: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_last_success_timestamp_seconds", "When the last successful run of the period finished (Unix time)."),
+                &["period"],
+            )?)?,
+            watermark: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_watermark_timestamp_seconds", "End of the newest closed window known complete (Unix time)."),
+                &["period"],
+            )?)?,
+            data_lag: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_data_lag_seconds", "Now minus the end of the newest complete window aggregated: alert when it exceeds a window or two."),
+                &["period"],
+            )?)?,
+            leader: add(registry, IntGauge::new("vcmetrics_leader", "1 when this replica holds the lease and runs jobs, else 0.")?)?,
+            mongodb_up: add(registry, IntGauge::new("vcmetrics_mongodb_up", "1 when MongoDB answered the last ping, else 0.")?)?,
+        };
+        // Every bounded combination exists from the start at zero, so `rate()` and alerts see
+        // a series before the first event rather than nothing.
+        for period in Period::ALL.map(Period::as_str) {
+            for outcome in [RunOutcome::Success, RunOutcome::Failed] {
+                metrics.runs.with_label_values(&[period, outcome.as_str()]);
+            }
+            for reason in [
+                SkipReason::Overlap,
+                SkipReason::Standby,
+                SkipReason::MongodbUnavailable,
+            ] {
+                metrics
+                    .ticks_skipped
+                    .with_label_values(&[period, reason.as_str()]);
+            }
+            metrics.windows_written.with_label_values(&[period]);
+            metrics.run_duration.with_label_values(&[period]);
+        }
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "vcmetrics_build_info",
+                "Version and commit of the running vcmetrics; always 1.",
+            ),
+            &["version", "commit"],
+        )?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("VCMETRICS_COMMIT")])
+            .set(1);
+        registry.register(Box::new(build))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(metrics)
+    }
+}
+
+impl SelfMetrics {
+    /// The registry `/metrics` encodes.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every family the daemon declares, including those a scrape shows only after their first
+    /// sample (the watermark, lag and last-success gauges appear after a period's first run).
+    pub fn declared_families(&self) -> Vec<String> {
+        let collectors: [&dyn Collector; 10] = [
+            &self.runs,
+            &self.run_errors,
+            &self.run_duration,
+            &self.windows_written,
+            &self.ticks_skipped,
+            &self.last_success,
+            &self.watermark,
+            &self.data_lag,
+            &self.leader,
+            &self.mongodb_up,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
+    pub fn set_mongodb_up(&self, up: bool) {
+        self.mongodb_up.set(i64::from(up));
+    }
+
+    pub fn skipped(&self, period: Period, reason: SkipReason) {
+        self.ticks_skipped
+            .with_label_values(&[period.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    pub fn set_watermark(&self, period: Period, watermark: DateTime<Utc>) {
+        self.watermark
+            .with_label_values(&[period.as_str()])
+            .set(unix_seconds(watermark));
+    }
+
+    /// The gauges that depend on the time: leadership, and each period's data lag (`now` minus
+    /// its watermark).
+    pub fn update_gauges(
+        &self,
+        now: DateTime<Utc>,
+        leader: bool,
+        watermarks: impl IntoIterator<Item = (Period, DateTime<Utc>)>,
+    ) {
+        self.leader.set(i64::from(leader));
+        for (period, watermark) in watermarks {
+            self.data_lag
+                .with_label_values(&[period.as_str()])
+                .set(unix_seconds(now) - unix_seconds(watermark));
+        }
+    }
+
+    pub fn run_finished(&self, record: &RunRecord, finished_at: DateTime<Utc>) {
+        let period = record.period.as_str();
+        self.runs
+            .with_label_values(&[period, record.outcome.as_str()])
+            .inc();
+        self.run_duration
+            .with_label_values(&[period])
+            .observe(record.duration.as_secs_f64());
+        if let Some(kind) = record.error {
+            self.run_errors.with_label_values(&[period, kind]).inc();
+        }
+        if record.outcome == RunOutcome::Success {
+            self.windows_written
+                .with_label_values(&[period])
+                .inc_by(record.windows as u64);
+            self.last_success
+                .with_label_values(&[period])
+                .set(unix_seconds(finished_at));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Rolling a batch of windows up chunk by chunk through the store, and comparing each window's
+//! document before and after.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures_util::{stream, StreamExt, TryStreamExt};
+
+use super::pipeline::{Chunk, Target};
+use super::plan::chunks;
+use super::report::{Outcome, WindowReport};
+use super::window_metrics::WindowMetrics;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::window::{Period, Window};
+
+/// Write the documents, or only compute and compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    Preview,
+}
+
+/// What to roll up: consecutive windows of one period, oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub period: Period,
+    pub windows: &'a [Window],
+    /// The run's pinned "now": `updatedAt`, and `createdAt` of new documents.
+    pub now: DateTime<Utc>,
+    pub mode: Mode,
+    /// At most this many windows per chunk.
+    pub chunk_windows: usize,
+}
+
+/// Runs the rollup for a batch chunk by chunk, up to `chunks_in_flight` chunks at once, calling
+/// `progress` with the number of windows finished after each chunk (in window order).
+pub async fn process(
+    store: &impl Store,
+    config: &Config,
+    batch: Batch<'_>,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<WindowReport>> {
+    let Batch {
+        period,
+        windows,
+        now,
+        mode,
+        chunk_windows,
+    } = batch;
+    let planned = plan_chunks(config, period, windows, chunk_windows, now)?;
+    // The futures are made before they go into the stream: a closure mapping inside it would
+    // make the spawned run's future not provably `Send`.
+    let pending: Vec<_> = planned
+        .iter()
+        .map(|chunk| report(store, chunk, mode))
+        .collect();
+    let mut finished = stream::iter(pending).buffered(config.chunks_in_flight.max(1));
+    let mut reports = Vec::with_capacity(windows.len());
+    while let Some(chunk_reports) = finished.try_next().await? {
+        reports.extend(chunk_reports);
+        progress(reports.len());
+    }
+    Ok(reports)
+}
+
+/// The chunks of consecutive windows, each with its bound commands: what recompute, verify, the
+/// daemon's runs send, and what `vcmetrics pipelines` prints.
+pub fn plan_chunks(
+    config: &Config,
+    period: Period,
+    windows: &[Window],
+    chunk_windows: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<Chunk>> {
+    let target = Target::of(config);
+    let planned = chunks(windows, chunk_windows)
+        .into_iter()
+        .map(|w| Chunk::new(&target, period, w, now))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(planned)
+}
+
+/// Rolls one chunk up (or computes it) and compares each window with what was stored before.
+async fn report(store: &impl Store, chunk: &Chunk, mode: Mode) -> Result<Vec<WindowReport>> {
+    let period = chunk.period;
+    let starts: Vec<DateTime<Utc>> = chunk.windows.iter().map(|w| w.start).collect();
+    let before = by_date(store.stored_windows(period, &starts).await?)?;
+    let after = match mode {
+        Mode::Write => {
+            store.roll_up(chunk).await?;
+            by_date(store.stored_windows(period, &starts).await?)?
+        }
+        Mode::Preview => by_date(store.compute(chunk).await?)?,
+    };
+    let mut reports = Vec::with_capacity(chunk.windows.len());
+    for window in &chunk.windows {
+        let computed = match after.get(&window.start) {
+            Some(doc) => doc.clone(),
+            // A preview returns only windows that had events or a stored document.
+            None if mode == Mode::Preview => WindowMetrics::zero(period, window.start),
+            None => {
+                return Err(Error::MongoWrite {
+                    operation: "aggregate ($merge)",
+                    message: format!(
+                        "no {period} document at {} after the rollup",
+                        window.start.to_rfc3339()
+                    ),
+                })
+            }
+        };
+        let outcome = match before.get(&window.start) {
+            // A seed document without metrics counts as no document.
+            Some(stored) if !stored.values.is_empty() => {
+                let diffs = stored.diff(&computed);
+                if diffs.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed(diffs)
+                }
+            }
+            _ => Outcome::Created,
+        };
+        reports.push(WindowReport {
+            window: *window,
+            outcome,
+        });
+    }
+    Ok(reports)
+}
+
+fn by_date(docs: Vec<bson::Document>) -> Result<BTreeMap<DateTime<Utc>, WindowMetrics>> {
+    docs.iter()
+        .map(|d| WindowMetrics::from_document(d).map(|m| (m.date, m)))
+        .collect::<Result<_, _>>()
+        .map_err(Error::from)
+}

@@ -1,0 +1,78 @@
+//! MongoDB behind one trait: the only module that talks to the server.
+//!
+//! [`Store`] is what a rollup needs (roll a chunk of windows up, compute it without writing, read
+//! documents back, learn the audit log's TTL, keep watermarks and the lease); [`MongoStore`]
+//! implements it with the official driver; tests use one in-memory, fault-injecting double
+//! (`tests/support/fake_store.rs`). [`indexes`] is what `migrate` creates; index management is an
+//! inherent part of [`MongoStore`], since nothing else needs it.
+//!
+//! Raw audit events never come back through here: the rollup's aggregates end in `$merge`, and a
+//! preview returns at most one document per window.
+
+pub mod indexes;
+mod mongo;
+
+pub use mongo::{ExistingIndex, MongoStore};
+
+use std::future::Future;
+use std::time::Duration;
+
+use bson::Document;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::rollup::pipeline::Chunk;
+use crate::window::Period;
+
+/// What the rollup needs from storage.
+pub trait Store: Send + Sync {
+    /// Writes one chunk's metrics documents: every window gets a document (keeping its
+    /// `createdAt`), and every computed field is replaced.
+    fn roll_up(&self, chunk: &Chunk) -> impl Future<Output = Result<()>> + Send;
+
+    /// Computes one chunk's metrics documents and writes nothing. Windows without events and
+    /// without a stored document may be absent.
+    fn compute(&self, chunk: &Chunk) -> impl Future<Output = Result<Vec<Document>>> + Send;
+
+    /// The stored metrics documents of `period` at the given window starts.
+    fn stored_windows(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+    ) -> impl Future<Output = Result<Vec<Document>>> + Send;
+
+    /// The `expireAfterSeconds` of the audit log's TTL index on `timestamp`, if there is one.
+    fn audit_ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
+
+    /// Whether the server answers at all.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// The end of the newest closed window of `period` known complete, if one was recorded.
+    fn watermark(
+        &self,
+        period: Period,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+
+    /// Moves the watermark forward to `to` (never backwards), recording `now` as the update time.
+    fn advance_watermark(
+        &self,
+        period: Period,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes or renews the leader lease for `holder` until `now + ttl`. False when another
+    /// holder's lease has not expired.
+    fn try_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives the lease up, if `holder` has it.
+    fn release_lease(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The `_id` of the lease document in the state collection.
+pub const LEASE_ID: &str = "leader";

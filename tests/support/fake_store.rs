@@ -1,0 +1,242 @@
+//! The one in-memory, fault-injecting double of the `Store` trait, shared by every test that
+//! needs a store without a server (`mod support;`): the daemon under paused time, the rollup's
+//! chunking and reports.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use chrono::{DateTime, Utc};
+use vcmetrics::error::{Error, Result};
+use vcmetrics::rollup::pipeline::Chunk;
+use vcmetrics::store::Store;
+use vcmetrics::window::Period;
+
+/// One chunk rolled up: its period, window starts and the run's pinned "now".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub period: String,
+    pub windows: Vec<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    /// Timestamps of call_start events in the audit log.
+    pub calls: Vec<DateTime<Utc>>,
+    pub docs: BTreeMap<(String, DateTime<Utc>), Document>,
+    pub watermarks: BTreeMap<Period, DateTime<Utc>>,
+    pub lease: Option<(String, DateTime<Utc>)>,
+    /// Every chunk rolled up, in order.
+    pub aggregates: Vec<Aggregate>,
+    /// Every chunk computed (previewed), in order.
+    pub previews: Vec<Aggregate>,
+    /// Every operation fails, as with MongoDB unreachable.
+    pub down: bool,
+    /// The next this-many roll-ups fail.
+    pub failing_aggregates: usize,
+    /// How long a roll-up takes (paused time).
+    pub aggregate_time: Duration,
+    /// The audit log's TTL, as `listIndexes` would report it.
+    pub audit_ttl: Option<Duration>,
+}
+
+/// An in-memory [`Store`] whose "audit log" is a list of call_start instants: a window's
+/// document is all zeros but `totalCalls`, the calls in it. Failures are injected through the
+/// state (`down`, `failing_aggregates`, `aggregate_time`).
+pub struct FakeStore {
+    state: Mutex<FakeState>,
+}
+
+impl Default for FakeStore {
+    fn default() -> Self {
+        FakeStore {
+            state: Mutex::new(FakeState {
+                // The schema's 180 days.
+                audit_ttl: Some(Duration::from_secs(15_552_000)),
+                ..FakeState::default()
+            }),
+        }
+    }
+}
+
+/// The document the fake computes for a window with `calls` call_start events.
+pub fn window_document(period: &str, start: DateTime<Utc>, calls: i32) -> Document {
+    let mut d = doc! {"period": period, "date": bson::DateTime::from_chrono(start), "errorCounts": {}};
+    for f in vcmetrics::rollup::window_metrics::FIELDS {
+        d.insert(f.name, 0_i32);
+    }
+    d.insert("totalCalls", calls);
+    d
+}
+
+impl FakeStore {
+    pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    fn computed(&self, chunk: &Chunk) -> Vec<Document> {
+        self.with(|s| {
+            chunk
+                .windows
+                .iter()
+                .map(|w| {
+                    let calls = s.calls.iter().filter(|t| w.start <= **t && **t < w.end).count();
+                    window_document(chunk.period.as_str(), w.start, calls as i32)
+                })
+                .collect()
+        })
+    }
+
+    fn check_up(&self, operation: &'static str) -> Result<()> {
+        if self.with(|s| s.down) {
+            return Err(Error::MongoWrite {
+                operation,
+                message: "injected: server unreachable".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn aggregates(&self, period: &str) -> Vec<Aggregate> {
+        self.with(|s| {
+            s.aggregates
+                .iter()
+                .filter(|a| a.period == period)
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub fn total_calls(&self, period: &str, start: &str) -> Option<i32> {
+        let start = DateTime::parse_from_rfc3339(start).unwrap().with_timezone(&Utc);
+        self.with(|s| {
+            s.docs
+                .get(&(period.to_owned(), start))
+                .and_then(|d| d.get_i32("totalCalls").ok())
+        })
+    }
+}
+
+impl Store for FakeStore {
+    async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
+        self.check_up("aggregate")?;
+        let delay = self.with(|s| s.aggregate_time);
+        tokio::time::sleep(delay).await;
+        let fail = self.with(|s| {
+            let fail = s.failing_aggregates > 0;
+            s.failing_aggregates = s.failing_aggregates.saturating_sub(1);
+            fail
+        });
+        if fail {
+            return Err(Error::MongoWrite {
+                operation: "aggregate",
+                message: "injected failure".into(),
+            });
+        }
+        let period = chunk.period.as_str().to_owned();
+        let computed = self.computed(chunk);
+        self.with(|s| {
+            s.aggregates.push(Aggregate {
+                period: period.clone(),
+                windows: chunk.windows.iter().map(|w| w.start).collect(),
+                at: chunk.now,
+            });
+            for (w, mut d) in chunk.windows.iter().zip(computed) {
+                let key = (period.clone(), w.start);
+                let created = s
+                    .docs
+                    .get(&key)
+                    .and_then(|old| old.get("createdAt").cloned())
+                    .unwrap_or_else(|| Bson::DateTime(bson::DateTime::from_chrono(chunk.now)));
+                d.insert("createdAt", created);
+                d.insert("updatedAt", bson::DateTime::from_chrono(chunk.now));
+                s.docs.insert(key, d);
+            }
+        });
+        Ok(())
+    }
+
+    async fn compute(&self, chunk: &Chunk) -> Result<Vec<Document>> {
+        self.check_up("aggregate")?;
+        self.with(|s| {
+            s.previews.push(Aggregate {
+                period: chunk.period.as_str().to_owned(),
+                windows: chunk.windows.iter().map(|w| w.start).collect(),
+                at: chunk.now,
+            })
+        });
+        // Like the engine's preview: windows without events are left out.
+        let mut docs = self.computed(chunk);
+        docs.retain(|d| d.get_i32("totalCalls").is_ok_and(|n| n > 0));
+        Ok(docs)
+    }
+
+    async fn stored_windows(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+    ) -> Result<Vec<Document>> {
+        self.check_up("find (metrics)")?;
+        Ok(self.with(|s| {
+            starts
+                .iter()
+                .filter_map(|t| s.docs.get(&(period.as_str().to_owned(), *t)).cloned())
+                .collect()
+        }))
+    }
+
+    async fn audit_ttl(&self) -> Result<Option<Duration>> {
+        self.check_up("listIndexes")?;
+        Ok(self.with(|s| s.audit_ttl))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.check_up("ping")
+    }
+
+    async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
+        self.check_up("find (watermark)")?;
+        Ok(self.with(|s| s.watermarks.get(&period).copied()))
+    }
+
+    async fn advance_watermark(
+        &self,
+        period: Period,
+        to: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<()> {
+        self.check_up("update (watermark)")?;
+        self.with(|s| {
+            let w = s.watermarks.entry(period).or_insert(to);
+            *w = (*w).max(to);
+        });
+        Ok(())
+    }
+
+    async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+        self.check_up("update (lease)")?;
+        Ok(self.with(|s| match &s.lease {
+            Some((other, expires)) if other != holder && *expires > now => false,
+            _ => {
+                s.lease = Some((
+                    holder.to_owned(),
+                    now + chrono::Duration::from_std(ttl).unwrap(),
+                ));
+                true
+            }
+        }))
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<()> {
+        self.check_up("delete (lease)")?;
+        self.with(|s| {
+            if s.lease.as_ref().is_some_and(|(h, _)| h == holder) {
+                s.lease = None;
+            }
+        });
+        Ok(())
+    }
+}
+
