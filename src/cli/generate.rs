@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 
+use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
@@ -92,6 +93,9 @@ async fn trickle(
     }
 }
 
+/// Unordered insertMany commands sent at once.
+const INSERTS_IN_FLIGHT: usize = 2;
+
 async fn write(store: &MongoStore, plan: &Plan, batch_size: usize) -> Result<()> {
     let (from, to) = (plan.from, plan.to);
     let mut events = generate(plan);
@@ -108,17 +112,28 @@ async fn write(store: &MongoStore, plan: &Plan, batch_size: usize) -> Result<()>
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    for batch in events.chunks(batch_size) {
-        store
-            .insert_audit_events(batch.iter().map(|e| e.document.clone()).collect())
-            .await?;
-        bar.inc(batch.len() as u64);
+    let total = events.len();
+    // Two batches in flight: the server writes one while the next one travels, which keeps
+    // generate close to a plain batched insert_many (see the MongoDB benchmark). The documents
+    // move into their batches; nothing is copied.
+    let mut documents = events.into_iter().map(|e| e.document);
+    let batches = std::iter::from_fn(|| {
+        let batch: Vec<_> = documents.by_ref().take(batch_size).collect();
+        (!batch.is_empty()).then_some(batch)
+    });
+    let mut inserts = futures_util::stream::iter(batches.map(|batch| {
+        let n = batch.len() as u64;
+        async move { store.insert_audit_events(batch).await.map(|()| n) }
+    }))
+    .buffered(INSERTS_IN_FLIGHT);
+    while let Some(n) = inserts.try_next().await? {
+        bar.inc(n);
     }
     bar.finish_and_clear();
-    info!(events = events.len(), late, from = %from.to_rfc3339(), to = %to.to_rfc3339(), seed = plan.seed, "generated");
+    info!(events = total, late, from = %from.to_rfc3339(), to = %to.to_rfc3339(), seed = plan.seed, "generated");
     println!(
         "wrote {} events ({late} late) between {} and {}",
-        events.len(),
+        total,
         from.to_rfc3339(),
         to.to_rfc3339()
     );
