@@ -29,11 +29,11 @@ use bson::{doc, Bson, Document};
 use chrono::{DateTime, DurationRound, Utc};
 use futures_util::TryStreamExt;
 use vcmetrics::config::{from_toml, Config};
-use vcmetrics::generate::{generate, Plan};
-use vcmetrics::store::indexes::wanted_indexes;
-use vcmetrics::rollup::pipeline::{Chunk, Target};
 use vcmetrics::daemon::run_plan::plan_run;
+use vcmetrics::generate::{generate, Plan};
+use vcmetrics::rollup::pipeline::{Chunk, Target};
 use vcmetrics::rollup::{chunks, plan_range};
+use vcmetrics::store::indexes::wanted_indexes;
 use vcmetrics::store::MongoStore;
 use vcmetrics::window::{Calendar, Period};
 

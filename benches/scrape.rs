@@ -15,11 +15,11 @@ use chrono::Utc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use vcmetrics::clock::SystemClock;
-use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
-use vcmetrics::exporter::server::{serve, Endpoint};
-use vcmetrics::exporter::call_metrics_cache::CallMetricsCache;
-use vcmetrics::rollup::window_metrics::{WindowMetrics, FIELDS};
 use vcmetrics::daemon::status::Status;
+use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
+use vcmetrics::exporter::call_metrics_cache::CallMetricsCache;
+use vcmetrics::exporter::server::{serve, Endpoint};
+use vcmetrics::rollup::window_metrics::{WindowMetrics, FIELDS};
 use vcmetrics::window::{Calendar, Period};
 
 const CLIENTS: usize = 64;

@@ -1,8 +1,8 @@
 //! The library's error type, and the process exit code each kind of failure maps to.
 
 use crate::config::ConfigError;
-use crate::rollup::window_metrics::NoDate;
 use crate::rollup::pipeline::PipelineError;
+use crate::rollup::window_metrics::NoDate;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -110,6 +110,24 @@ impl Error {
     }
 
     /// A short, bounded label for counting failures by kind.
+    /// Every value [`Error::metric_label`] can return: the `kind` label of
+    /// `vcmetrics_run_errors_total`, each exported from the start so an alert on it can fire.
+    pub const METRIC_LABELS: [&'static str; 13] = [
+        "usage",
+        "config",
+        "pipeline",
+        "mongodb",
+        "time_limit",
+        "metrics_document",
+        "refused",
+        "output",
+        "signal",
+        "metrics",
+        "unhealthy",
+        "listen",
+        "drift",
+    ];
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Usage(_) => "usage",

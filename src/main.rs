@@ -34,8 +34,8 @@ fn main() -> ExitCode {
 /// `VCMETRICS_LOG_FORMAT=json`. `VCMETRICS_LOG` is an env-filter (default
 /// `info,tokio_cron_scheduler=warn`: that crate logs every job creation at info).
 fn init_logging() {
-    let filter = EnvFilter::try_from_env("VCMETRICS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("VCMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -144,6 +144,68 @@ fn a_password_in_a_bad_uri_is_never_printed() {
     assert!(!stderr(&o).contains("hunter2"));
 }
 
+/// Issue 14, item 2: `pipelines` refuses windows before the retention horizon as recompute
+/// does (the horizon from `audit_retention`, else `audit_ttl`, since it needs no server), and
+/// `--force` prints them.
+#[test]
+fn pipelines_applies_the_retention_guard_of_recompute() {
+    let mut args = vec![
+        "pipelines",
+        "--period",
+        "daily",
+        "--now",
+        "2026-06-01T00:00:00Z",
+    ];
+    args.extend(RANGE);
+    let o = vcmetrics(&args, &[("VCMETRICS_AUDIT_TTL", "30d")]);
+    assert_clean_failure(
+        &o,
+        4,
+        "1 daily window(s) start before the audit log's retention horizon 2026-05-02T00:00:00+00:00",
+    );
+    assert!(stderr(&o).contains("narrow --from or pass --force"));
+    assert!(o.stdout.is_empty(), "nothing printed");
+    args.push("--force");
+    let o = vcmetrics(&args, &[("VCMETRICS_AUDIT_TTL", "30d")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // audit_retention overrides the TTL.
+    let o = vcmetrics(
+        &args[..args.len() - 1],
+        &[
+            ("VCMETRICS_AUDIT_TTL", "30d"),
+            ("VCMETRICS_AUDIT_RETENTION", "365d"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Issue 14, item 4: a range in which no window has closed needs no server, and says so at once.
+#[test]
+fn a_range_with_nothing_closed_answers_without_a_server() {
+    let dead = [(
+        "MONGODB_URI",
+        "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=30000",
+    )];
+    // Any MongoDB operation against the dead port would fail the command.
+    for command in ["recompute", "verify"] {
+        let o = vcmetrics(
+            &[
+                command,
+                "--period",
+                "monthly",
+                "--from",
+                "now",
+                "--to",
+                "2100-01-01",
+            ],
+            &dead,
+        );
+        assert!(o.status.success(), "{command}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with("monthly: 0 windows"), "{command}: {out}");
+    }
+}
+
 #[test]
 fn pipelines_prints_extended_json_commands_without_a_server() {
     let mut args = vec![

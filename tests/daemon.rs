@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vcmetrics::clock::Clock;
 use vcmetrics::config::{from_toml, Config};
-use vcmetrics::error::Result;
-use vcmetrics::daemon::Daemon;
 use vcmetrics::daemon::status::{RunOutcome, SkipReason, Status};
+use vcmetrics::daemon::Daemon;
+use vcmetrics::error::Result;
 use vcmetrics::window::Period;
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -188,18 +188,96 @@ async fn no_schedule_fires_twice_in_the_repeated_hour_of_an_autumn_change() {
         TestClock::starting_at("2026-10-24T23:45:00Z"),
     );
     sleep(Duration::from_secs(2 * 86_400)).await;
-    let at = |period| -> Vec<DateTime<Utc>> {
-        store.aggregates(period).iter().map(|a| a.at).collect()
-    };
+    let at =
+        |period| -> Vec<DateTime<Utc>> { store.aggregates(period).iter().map(|a| a.at).collect() };
     let hourly = at("hourly");
     assert_eq!(
         &hourly[..3],
-        ["2026-10-25T00:30:00Z", "2026-10-25T02:30:00Z", "2026-10-25T03:30:00Z"].map(utc)
+        [
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T02:30:00Z",
+            "2026-10-25T03:30:00Z"
+        ]
+        .map(utc)
     );
     assert_eq!(hourly.len(), 47, "every hour once, but the repeated one");
     assert_eq!(
         at("daily"),
         ["2026-10-25T03:00:00Z", "2026-10-26T03:00:00Z"].map(utc)
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// Issue 14, item 5: a daemon that never succeeds still exports what the alerts need: the
+/// data lag (from `start_from` until a watermark is known), last success 0, and every error kind.
+#[tokio::test(start_paused = true)]
+async fn a_daemon_that_never_succeeds_exports_lag_last_success_and_error_kinds() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.down = true);
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("start_from = \"2026-03-09T00:00:00Z\"")),
+        clock.clone(),
+    );
+    sleep(minutes(10)).await;
+    daemon.status.update_gauges(clock.now());
+    let lag = |period: &str| {
+        metric(
+            &daemon.status,
+            "vcmetrics_data_lag_seconds",
+            &[("period", period)],
+        )
+    };
+    // 2026-03-09T00:00 to 2026-03-10T12:17.
+    assert_eq!(lag("hourly"), (36 * 3600 + 17 * 60) as f64);
+    assert!(
+        lag("monthly") > lag("hourly"),
+        "monthly counts from the month's start"
+    );
+    for period in Period::ALL {
+        let last_success = daemon
+            .status
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "vcmetrics_last_success_timestamp_seconds")
+            .flat_map(|f| f.get_metric())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == period.as_str()))
+            .count();
+        assert_eq!(last_success, 1, "{period}: last success exported");
+        for kind in vcmetrics::error::Error::METRIC_LABELS {
+            let series = daemon
+                .status
+                .registry()
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "vcmetrics_run_errors_total")
+                .flat_map(|f| f.get_metric())
+                .filter(|m| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "kind" && l.value() == kind)
+                        && m.get_label()
+                            .iter()
+                            .any(|l| l.name() == "period" && l.value() == period.as_str())
+                })
+                .count();
+            assert_eq!(series, 1, "{period} {kind}");
+        }
+    }
+    // Once the stored watermark is known it replaces the assumed start, even an older one.
+    store.with(|s| {
+        s.down = false;
+        s.watermarks
+            .insert(Period::Hourly, utc("2026-03-01T00:00:00Z"));
+    });
+    sleep(minutes(2)).await;
+    daemon.status.update_gauges(clock.now());
+    assert_eq!(
+        daemon.status.watermark(Period::Hourly),
+        Some(utc("2026-03-01T00:00:00Z"))
     );
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();

@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ProcessEnv};
 use crate::error::{Error, Result};
-use crate::window::Period;
 pub use crate::window::parse_instant;
+use crate::window::Period;
 
 /// vcmetrics: hourly, daily, weekly and monthly video-call metrics from MongoDB audit logs.
 #[derive(Debug, Parser)]

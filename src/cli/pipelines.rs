@@ -8,7 +8,8 @@ use crate::config::Config;
 use std::io::Write;
 
 use crate::error::{Error, Result};
-use crate::rollup::{plan_chunks, plan_range};
+use crate::rollup::retention::horizon;
+use crate::rollup::{check_retention, plan_chunks, plan_range};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,6 +19,10 @@ pub struct Args {
     /// closed, and the `createdAt`/`updatedAt` values bound into the commands.
     #[arg(long)]
     pub now: Option<String>,
+    /// Also print windows that start before the audit log's retention horizon (as recompute
+    /// --force would rebuild them).
+    #[arg(long)]
+    pub force: bool,
     /// Print the read-only aggregate `recompute --dry-run` and `verify` send instead: one per
     /// chunk, returning the documents a run would write.
     #[arg(long)]
@@ -35,6 +40,20 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         Some(s) => parse_instant("--now", s, tz)?,
         None => Utc::now(),
     };
+    // The same guard as recompute's: commands printed for windows the TTL has thinned would
+    // overwrite correct history with undercounts if run by hand. Without a server the horizon
+    // comes from the configuration: `audit_retention`, else `audit_ttl` (what migrate sets).
+    let horizon = horizon(
+        Some(config.audit_retention.unwrap_or(config.audit_ttl)),
+        now,
+    );
+    for &period in &range.periods {
+        check_retention(
+            &plan_range(config, period, range.from, range.to, now),
+            horizon,
+            args.force,
+        )?;
+    }
     let commands = commands(
         config,
         &range.periods,

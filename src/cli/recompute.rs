@@ -9,7 +9,7 @@ use super::RangeArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::rollup::{
-    self, check_retention, plan_range, retention_horizon, Batch, Mode, Outcome, Summary,
+    self, check_retention, plan_range, retention_horizon, Batch, Mode, Outcome, RangePlan, Summary,
 };
 use crate::store::MongoStore;
 
@@ -28,15 +28,22 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let range = args.range.resolve(config.calendar.time_zone())?;
     let now = Utc::now();
+    let plans: Vec<_> = range
+        .periods
+        .iter()
+        .map(|&p| plan_range(config, p, range.from, range.to, now))
+        .collect();
+    // Nothing closed in the range: the answer needs no server.
+    if plans.iter().all(|plan| plan.windows.is_empty()) {
+        for plan in &plans {
+            print_summary(plan, &Summary::default(), args.dry_run);
+        }
+        return Ok(());
+    }
     let store = MongoStore::connect(config).await?;
     let result = async {
         let horizon = retention_horizon(&store, config, now).await?;
         // Every period passes the guard before anything is written.
-        let plans: Vec<_> = range
-            .periods
-            .iter()
-            .map(|&p| plan_range(config, p, range.from, range.to, now))
-            .collect();
         for plan in &plans {
             check_retention(plan, horizon, args.force)?;
         }
@@ -71,32 +78,36 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
                     }
                 }
             }
-            let s = Summary::of(&reports);
-            println!(
-                "{}: {} windows {}: {} new, {} changed, {} unchanged{}{}",
-                plan.period,
-                s.windows,
-                rollup::describe(&plan.windows),
-                s.created,
-                s.changed,
-                s.unchanged,
-                if plan.not_closed > 0 {
-                    format!("; {} not closed yet, left to the daemon", plan.not_closed)
-                } else {
-                    String::new()
-                },
-                if args.dry_run {
-                    " (dry run: nothing written)"
-                } else {
-                    ""
-                },
-            );
+            print_summary(plan, &Summary::of(&reports), args.dry_run);
         }
         Ok(())
     }
     .await;
     store.shutdown().await;
     result
+}
+
+/// One line per period: how many windows, their span, what happened to them.
+fn print_summary(plan: &RangePlan, s: &Summary, dry_run: bool) {
+    println!(
+        "{}: {} windows {}: {} new, {} changed, {} unchanged{}{}",
+        plan.period,
+        s.windows,
+        rollup::describe(&plan.windows),
+        s.created,
+        s.changed,
+        s.unchanged,
+        if plan.not_closed > 0 {
+            format!("; {} not closed yet, left to the daemon", plan.not_closed)
+        } else {
+            String::new()
+        },
+        if dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
+    );
 }
 
 /// A bar on stderr when it is a terminal; hidden otherwise (logs, CI, cron).

@@ -9,11 +9,11 @@ use tracing::{info, warn};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::exporter::server::{serve, Endpoint};
-use crate::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
-use crate::daemon::Daemon;
 use crate::daemon::status::Status;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
+use crate::exporter::server::{serve, Endpoint};
 use crate::store::MongoStore;
 use crate::window::Period;
 

@@ -202,19 +202,23 @@ pub fn load(path: Option<&Path>, env: &impl Env) -> Result<Config, ConfigError> 
         })?,
         None => String::new(),
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: path.map(Path::to_owned).unwrap_or_default(),
-        message: e.message().to_owned() + &key_hint(&e),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.map(Path::to_owned).unwrap_or_default(),
+            message: e.message().to_owned() + &key_hint(&e),
+        })?;
     validate(table, env)
 }
 
 /// The configuration from TOML text (no file) and the environment.
 pub fn from_toml(text: &str, env: &impl Env) -> Result<Config, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: PathBuf::from("(inline)"),
-        message: e.message().to_owned() + &key_hint(&e),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: PathBuf::from("(inline)"),
+            message: e.message().to_owned() + &key_hint(&e),
+        })?;
     validate(table, env)
 }
 
@@ -367,7 +371,10 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
 
     let mut collection = |key: &str, env_name: &str, default: &str| {
         file.get_sourced::<CollectionName>(key, &[env_name])
-            .map_or_else(|| (default.to_owned(), key.to_owned()), |(c, source)| (c.0, source))
+            .map_or_else(
+                || (default.to_owned(), key.to_owned()),
+                |(c, source)| (c.0, source),
+            )
     };
     let audit_collection = collection(
         "audit_collection",
@@ -399,7 +406,10 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
     ];
     for (i, (name, source)) in names.iter().enumerate() {
         if let Some((_, other)) = names[..i].iter().find(|(n, _)| n == name) {
-            file.problem(source, format!("names the same collection as {other} ({name})"));
+            file.problem(
+                source,
+                format!("names the same collection as {other} ({name})"),
+            );
         }
     }
 
@@ -701,12 +711,19 @@ mod tests {
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["lease_ttl", "periods.daily.chunkwindows", "periods.yearly", "timezon"]
+            [
+                "lease_ttl",
+                "periods.daily.chunkwindows",
+                "periods.yearly",
+                "timezon"
+            ]
         );
-        assert!(err.to_string().contains("timezon: unknown key (expected one of: mongodb_uri"));
         assert!(err
             .to_string()
-            .contains("periods.yearly: unknown key (expected one of: hourly, daily, weekly, monthly)"));
+            .contains("timezon: unknown key (expected one of: mongodb_uri"));
+        assert!(err.to_string().contains(
+            "periods.yearly: unknown key (expected one of: hourly, daily, weekly, monthly)"
+        ));
     }
 
     #[test]
@@ -714,8 +731,14 @@ mod tests {
         let err = from_toml("top_error_codes = \"many\"\nperiods = 3", &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("top_error_codes: invalid type: string"), "{err}");
-        assert!(err.contains("periods: expected a table, found integer"), "{err}");
+        assert!(
+            err.contains("top_error_codes: invalid type: string"),
+            "{err}"
+        );
+        assert!(
+            err.contains("periods: expected a table, found integer"),
+            "{err}"
+        );
     }
 
     #[test]

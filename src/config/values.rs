@@ -151,7 +151,9 @@ impl<B: DurationBounds> FromStr for Bounded<B> {
                 humantime::format_duration(min),
                 humantime::format_duration(max)
             )),
-            Err(e) => Err(format!("{s:?} is not a duration ({e}; e.g. \"180d\", \"12h\")")),
+            Err(e) => Err(format!(
+                "{s:?} is not a duration ({e}; e.g. \"180d\", \"12h\")"
+            )),
         }
     }
 }

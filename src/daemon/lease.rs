@@ -41,6 +41,9 @@ impl Leadership {
     }
 }
 
+/// How long releasing the lease may hold a shutdown.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// Takes, renews and finally releases the lease until `shutdown` flips.
 pub async fn hold_lease(
     store: Arc<impl Store>,
@@ -55,7 +58,12 @@ pub async fn hold_lease(
     let mut renew_failing = false;
     loop {
         let attempt = Instant::now();
-        match store.try_lease(&holder, clock.now(), ttl).await {
+        let taken = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            taken = store.try_lease(&holder, clock.now(), ttl) => taken,
+        };
+        match taken {
             Ok(true) => {
                 leadership.set(Some(attempt + ttl - margin));
                 renew_failing = false;
@@ -91,11 +99,18 @@ pub async fn hold_lease(
     }
     if leadership.is_leader() {
         leadership.set(None);
-        match store.release_lease(&holder).await {
-            Ok(()) => info!(holder = %holder, "released the lease"),
-            Err(e) => {
+        // Bounded: with MongoDB gone, server selection would hold the exit for its whole
+        // timeout, and the lease expires on its own anyway.
+        match tokio::time::timeout(RELEASE_WAIT, store.release_lease(&holder)).await {
+            Ok(Ok(())) => info!(holder = %holder, "released the lease"),
+            Ok(Err(e)) => {
                 warn!(holder = %holder, error = %Chain(&e), "could not release the lease; it expires on its own")
             }
+            Err(_) => warn!(
+                holder = %holder,
+                "MongoDB did not answer the lease release within {}s; it expires on its own",
+                RELEASE_WAIT.as_secs()
+            ),
         }
     }
 }

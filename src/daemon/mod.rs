@@ -36,12 +36,12 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Result;
+use crate::store::Store;
+use crate::window::Period;
 use lease::hold_lease;
 use reachability::watch_mongodb;
 use run::run_period;
 use status::{SkipReason, Status};
-use crate::store::Store;
-use crate::window::Period;
 
 /// The longest the daemon sleeps before it looks at the clock again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -101,8 +101,21 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             lease_shutdown,
         ));
 
+        // Until a watermark is read or written, the data lag counts from where each period
+        // starts (`start_from`): a daemon that never succeeds shows a growing lag.
+        for period in Period::ALL {
+            let start = run_plan::initial_watermark(
+                &self.config.calendar,
+                period,
+                self.clock.now(),
+                self.config.start_from,
+                None,
+            );
+            self.status.assume_watermark(period, start);
+        }
         let tz = self.config.calendar.time_zone();
-        let next_fire = |period: Period, after| self.config.period(period).schedule.next_after(tz, after);
+        let next_fire =
+            |period: Period, after| self.config.period(period).schedule.next_after(tz, after);
         let now = self.clock.now();
         let mut due: [Option<DateTime<Utc>>; 4] = Period::ALL.map(|p| next_fire(p, now));
         let mut extra_ticks = Some(extra_ticks);

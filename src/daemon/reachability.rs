@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::redact_uri;
-use crate::error::Chain;
 use crate::daemon::status::Status;
+use crate::error::Chain;
 use crate::store::Store;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -24,7 +24,12 @@ pub async fn watch_mongodb(
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
-        let result = store.ping().await;
+        // A ping in flight at the signal is dropped: nothing waits on MongoDB after it.
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            result = store.ping() => result,
+        };
         let up = result.is_ok();
         if up != status.mongodb_up() || first {
             match result {

@@ -109,10 +109,7 @@ mod tests {
     }
 
     fn hourly() -> PeriodConfig {
-        from_toml("", &[])
-            .unwrap()
-            .period(Period::Hourly)
-            .clone()
+        from_toml("", &[]).unwrap().period(Period::Hourly).clone()
     }
 
     fn starts(plan: &RunPlan) -> Vec<String> {
@@ -188,10 +185,7 @@ mod tests {
     #[test]
     fn daily_runs_follow_the_zone_across_dst() {
         let berlin = Calendar::new(chrono_tz::Europe::Berlin, chrono::Weekday::Mon);
-        let config = from_toml("", &[])
-            .unwrap()
-            .period(Period::Daily)
-            .clone();
+        let config = from_toml("", &[]).unwrap().period(Period::Daily).clone();
         // Just after local midnight on 2026-03-30, the first day after the spring change.
         let plan = plan_run(
             &berlin,

@@ -66,11 +66,30 @@ pub struct RunRecord {
     pub error: Option<&'static str>,
 }
 
+/// A period's watermark as this replica knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watermark {
+    /// Where the period starts when nothing is recorded (`start_from`): the data lag is
+    /// measured from here until a stored or written watermark is known, so a daemon that never
+    /// succeeds still shows a growing lag.
+    Assumed(DateTime<Utc>),
+    /// Read from the state collection or written by a run.
+    Recorded(DateTime<Utc>),
+}
+
+impl Watermark {
+    fn at(self) -> DateTime<Utc> {
+        match self {
+            Watermark::Assumed(t) | Watermark::Recorded(t) => t,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Status {
     metrics: SelfMetrics,
     mongodb_up: AtomicBool,
-    watermarks: Mutex<BTreeMap<Period, DateTime<Utc>>>,
+    watermarks: Mutex<BTreeMap<Period, Watermark>>,
     /// Counts finished runs; a watch, so a run that finishes while nobody waits is not lost.
     runs_finished: watch::Sender<u64>,
     /// Read live: leadership ends when its validity runs out, even while a renewal hangs.
@@ -123,29 +142,51 @@ impl Status {
 
     /// The watermark recorded for `period`, if any.
     pub fn watermark(&self, period: Period) -> Option<DateTime<Utc>> {
-        self.watermarks().get(&period).copied()
+        match self.watermarks().get(&period) {
+            Some(Watermark::Recorded(t)) => Some(*t),
+            _ => None,
+        }
     }
 
-    fn watermarks(&self) -> std::sync::MutexGuard<'_, BTreeMap<Period, DateTime<Utc>>> {
+    fn watermarks(&self) -> std::sync::MutexGuard<'_, BTreeMap<Period, Watermark>> {
         // A panic while holding the lock cannot leave a map half-written; keep serving.
         self.watermarks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a period's watermark; never moves it backwards (a stored value read after a
-    /// run may be older than what the run just wrote).
-    pub fn set_watermark(&self, period: Period, watermark: DateTime<Utc>) {
-        let watermark = *self
-            .watermarks()
+    /// Where `period`'s data starts while no watermark is recorded: the data lag counts from
+    /// here. A recorded watermark always replaces it, older or not.
+    pub fn assume_watermark(&self, period: Period, start: DateTime<Utc>) {
+        self.watermarks()
             .entry(period)
-            .and_modify(|w| *w = (*w).max(watermark))
-            .or_insert(watermark);
-        self.metrics.set_watermark(period, watermark);
+            .or_insert(Watermark::Assumed(start));
+    }
+
+    /// Records a period's watermark; never moves a recorded one backwards (a stored value read
+    /// after a run may be older than what the run just wrote).
+    pub fn set_watermark(&self, period: Period, watermark: DateTime<Utc>) {
+        let recorded = {
+            let mut watermarks = self.watermarks();
+            let entry = watermarks
+                .entry(period)
+                .or_insert(Watermark::Recorded(watermark));
+            let newest = match *entry {
+                Watermark::Recorded(known) => known.max(watermark),
+                Watermark::Assumed(_) => watermark,
+            };
+            *entry = Watermark::Recorded(newest);
+            newest
+        };
+        self.metrics.set_watermark(period, recorded);
     }
 
     /// Brings the gauges that depend on the time up to date. Called when a scrape encodes the
     /// daemon's metrics.
     pub fn update_gauges(&self, now: DateTime<Utc>) {
-        let watermarks = self.watermarks().clone();
+        let watermarks: Vec<_> = self
+            .watermarks()
+            .iter()
+            .map(|(period, w)| (*period, w.at()))
+            .collect();
         self.metrics
             .update_gauges(now, self.is_leader(), watermarks);
     }

@@ -31,10 +31,13 @@ pub async fn follow_stored_watermarks(
 ) {
     let mut runs_finished = status.subscribe_runs_finished();
     loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if let Err(e) = read_stored_watermarks(&*store, &status).await {
+        // A read in flight at the signal is dropped: nothing waits on MongoDB after it.
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            read = read_stored_watermarks(&*store, &status) => read,
+        };
+        if let Err(e) = read {
             debug!(error = %Chain(&e), "watermarks not read; the data lag keeps growing from the last known");
         }
         tokio::select! {

@@ -14,9 +14,9 @@ use tracing::debug;
 use super::call_metrics::{families, ExportedWindow, WindowRole};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::daemon::status::Status;
 use crate::error::{Chain, Result};
 use crate::rollup::window_metrics::WindowMetrics;
-use crate::daemon::status::Status;
 use crate::store::Store;
 use crate::window::Period;
 
@@ -88,7 +88,13 @@ pub async fn keep_fresh(
 ) {
     let mut runs_finished = status.subscribe_runs_finished();
     loop {
-        if let Err(e) = refresh(&*store, &config, &clock, &cache).await {
+        // A read in flight at the signal is dropped: nothing waits on MongoDB after it.
+        let refreshed = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            refreshed = refresh(&*store, &config, &clock, &cache) => refreshed,
+        };
+        if let Err(e) = refreshed {
             debug!(error = %Chain(&e), "call metrics not refreshed; serving the previous snapshot");
         }
         tokio::select! {

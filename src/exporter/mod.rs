@@ -3,6 +3,6 @@
 //! health endpoints (`server`). Read-only towards MongoDB; a scrape never touches it.
 
 pub mod call_metrics;
+pub mod call_metrics_cache;
 pub mod self_metrics;
 pub mod server;
-pub mod call_metrics_cache;

@@ -96,6 +96,11 @@ impl SelfMetrics {
                     .with_label_values(&[period, reason.as_str()]);
             }
             metrics.windows_written.with_label_values(&[period]);
+            for kind in crate::error::Error::METRIC_LABELS {
+                metrics.run_errors.with_label_values(&[period, kind]);
+            }
+            // 0: no successful run yet (the Prometheus convention for "never").
+            metrics.last_success.with_label_values(&[period]).set(0.0);
             metrics.run_duration.with_label_values(&[period]);
         }
         let build = IntGaugeVec::new(

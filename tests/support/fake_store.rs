@@ -63,7 +63,8 @@ impl Default for FakeStore {
 
 /// The document the fake computes for a window with `calls` call_start events.
 pub fn window_document(period: &str, start: DateTime<Utc>, calls: i32) -> Document {
-    let mut d = doc! {"period": period, "date": bson::DateTime::from_chrono(start), "errorCounts": {}};
+    let mut d =
+        doc! {"period": period, "date": bson::DateTime::from_chrono(start), "errorCounts": {}};
     for f in vcmetrics::rollup::window_metrics::FIELDS {
         d.insert(f.name, 0_i32);
     }
@@ -82,7 +83,11 @@ impl FakeStore {
                 .windows
                 .iter()
                 .map(|w| {
-                    let calls = s.calls.iter().filter(|t| w.start <= **t && **t < w.end).count();
+                    let calls = s
+                        .calls
+                        .iter()
+                        .filter(|t| w.start <= **t && **t < w.end)
+                        .count();
                     window_document(chunk.period.as_str(), w.start, calls as i32)
                 })
                 .collect()
@@ -110,7 +115,9 @@ impl FakeStore {
     }
 
     pub fn total_calls(&self, period: &str, start: &str) -> Option<i32> {
-        let start = DateTime::parse_from_rfc3339(start).unwrap().with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339(start)
+            .unwrap()
+            .with_timezone(&Utc);
         self.with(|s| {
             s.docs
                 .get(&(period.to_owned(), start))
@@ -239,4 +246,3 @@ impl Store for FakeStore {
         Ok(())
     }
 }
-
