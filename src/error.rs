@@ -27,6 +27,14 @@ pub enum Error {
         #[source]
         source: mongodb::error::Error,
     },
+    /// No server answered within the driver's server selection timeout. One line, the cause
+    /// first; the driver's detail is logged at debug level.
+    #[error("cannot reach MongoDB at {address} ({cause}) after {}", humantime::format_duration(*after))]
+    Unreachable {
+        address: String,
+        cause: &'static str,
+        after: std::time::Duration,
+    },
     /// The server stopped a command at the time limit vcmetrics sent with it; nothing of the
     /// run counts as done.
     #[error(
@@ -98,6 +106,7 @@ impl Error {
             Error::Refused(_) => 4,
             Error::Pipeline(_)
             | Error::Mongo { .. }
+            | Error::Unreachable { .. }
             | Error::TimeLimit { .. }
             | Error::MongoWrite { .. }
             | Error::MetricsDocument(_)
@@ -109,7 +118,6 @@ impl Error {
         }
     }
 
-    /// A short, bounded label for counting failures by kind.
     /// Every value [`Error::metric_label`] can return: the `kind` label of
     /// `vcmetrics_run_errors_total`, each exported from the start so an alert on it can fire.
     pub const METRIC_LABELS: [&'static str; 13] = [
@@ -128,12 +136,13 @@ impl Error {
         "drift",
     ];
 
+    /// A short, bounded label for counting failures by kind.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Usage(_) => "usage",
             Error::Config(_) => "config",
             Error::Pipeline(_) => "pipeline",
-            Error::Mongo { .. } | Error::MongoWrite { .. } => "mongodb",
+            Error::Mongo { .. } | Error::MongoWrite { .. } | Error::Unreachable { .. } => "mongodb",
             Error::TimeLimit { .. } => "time_limit",
             Error::MetricsDocument(_) => "metrics_document",
             Error::Refused(_) => "refused",

@@ -31,11 +31,16 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: text (coloured on a terminal), or one JSON object per line with
-/// `VCMETRICS_LOG_FORMAT=json`. `VCMETRICS_LOG` is an env-filter (default
-/// `info,tokio_cron_scheduler=warn`: that crate logs every job creation at info).
+/// `VCMETRICS_LOG_FORMAT=json`. `VCMETRICS_LOG` is an env-filter (default `info`); one that does
+/// not parse is said on stderr, and the default applies.
 fn init_logging() {
-    let filter =
-        EnvFilter::try_from_env("VCMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match std::env::var("VCMETRICS_LOG") {
+        Ok(text) => EnvFilter::try_new(&text).unwrap_or_else(|e| {
+            eprintln!("warning: VCMETRICS_LOG={text:?} is not a log filter ({e}); using \"info\"");
+            EnvFilter::new("info")
+        }),
+        Err(_) => EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -206,6 +206,87 @@ fn a_range_with_nothing_closed_answers_without_a_server() {
     }
 }
 
+/// Issue 14, item 4: an unreachable server is one line, the cause first, the address without
+/// its password; the driver's detail is left to the debug log.
+#[test]
+fn an_unreachable_server_is_named_with_its_cause_and_redacted_address() {
+    let uri = "mongodb://vcuser:s3cret@127.0.0.1:1/platform?serverSelectionTimeoutMS=300";
+    for command in [
+        &[
+            "recompute",
+            "--dry-run",
+            "--period",
+            "daily",
+            "--from",
+            "now-3d",
+            "--to",
+            "now",
+        ][..],
+        &[
+            "verify", "--period", "daily", "--from", "now-3d", "--to", "now",
+        ][..],
+        &["migrate"][..],
+    ] {
+        let o = vcmetrics(command, &[("MONGODB_URI", uri), ("VCMETRICS_LOG", "warn")]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{command:?}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            "error: cannot reach MongoDB at mongodb://vcuser:****@127.0.0.1:1/platform?serverSelectionTimeoutMS=300 \
+             (connection refused) after 300ms",
+            "{command:?}: {err}"
+        );
+        assert!(
+            !err.contains("s3cret") && !err.contains("Server selection"),
+            "{err}"
+        );
+    }
+}
+
+/// Issue 14, item 8: small things an operator met — the cause of a missing config file once, an
+/// invalid log filter said, an empty `pipelines` answer explained.
+#[test]
+fn documentation_drift_missing_file_log_filter_and_empty_pipelines() {
+    let mut args = vec![
+        "--config",
+        "/nonexistent/vcmetrics.toml",
+        "pipelines",
+        "--period",
+        "daily",
+    ];
+    args.extend(RANGE);
+    let o = vcmetrics(&args, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+
+    let o = vcmetrics(
+        &[
+            "pipelines",
+            "--period",
+            "monthly",
+            "--from",
+            "now",
+            "--to",
+            "2100-01-01",
+        ],
+        &[("VCMETRICS_LOG", "vcmetrics=loud")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: VCMETRICS_LOG=\"vcmetrics=loud\" is not a log filter"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("nothing to send"), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+}
+
 #[test]
 fn pipelines_prints_extended_json_commands_without_a_server() {
     let mut args = vec![

@@ -56,8 +56,9 @@ pub struct RangeArgs {
     /// hourly, daily, weekly, monthly, or all
     #[arg(long, value_parser = parse_period_choice)]
     pub period: PeriodChoice,
-    /// Start of the range: RFC 3339 (2026-03-01T10:00:00Z), or a date or local date-time in the
-    /// configured time zone (2026-03-01, 2026-03-01T10:00). Widened to whole windows.
+    /// Start of the range: RFC 3339 (2026-03-01T10:00:00Z), a date or local date-time in the
+    /// configured time zone (2026-03-01, 2026-03-01T10:00), `now`, or `now-<duration>`
+    /// (now-30d, now-6h). Widened to whole windows.
     #[arg(long)]
     pub from: String,
     /// End of the range (exclusive), same forms as --from. Widened to whole windows.

@@ -62,6 +62,13 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         now,
         args.dry_run,
     )?;
+    if commands.is_empty() {
+        // Still a valid (empty) JSON array on stdout, for scripts; the reason for people.
+        eprintln!(
+            "no window of the range has closed by {}: nothing to send",
+            now.to_rfc3339()
+        );
+    }
     let json =
         Bson::Array(commands.into_iter().map(Bson::Document).collect()).into_relaxed_extjson();
     let mut out = std::io::stdout().lock();

@@ -145,7 +145,7 @@ pub struct Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -206,7 +206,7 @@ pub fn load(path: Option<&Path>, env: &impl Env) -> Result<Config, ConfigError> 
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: path.map(Path::to_owned).unwrap_or_default(),
-            message: e.message().to_owned() + &key_hint(&e),
+            message: e.message().to_owned() + &location(&text, &e),
         })?;
     validate(table, env)
 }
@@ -217,15 +217,20 @@ pub fn from_toml(text: &str, env: &impl Env) -> Result<Config, ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: PathBuf::from("(inline)"),
-            message: e.message().to_owned() + &key_hint(&e),
+            message: e.message().to_owned() + &location(text, &e),
         })?;
     validate(table, env)
 }
 
-fn key_hint(e: &toml::de::Error) -> String {
-    e.span()
-        .map(|s| format!(" (at byte {})", s.start))
-        .unwrap_or_default()
+/// Where in the text a syntax error is, as an editor counts: line and column, from 1.
+fn location(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|c| *c != '\n').count() + 1;
+    format!(" (line {line}, column {column})")
 }
 
 /// The keys of a file's table and the environment, read one typed value at a time, so that every
@@ -724,6 +729,14 @@ mod tests {
         assert!(err.to_string().contains(
             "periods.yearly: unknown key (expected one of: hourly, daily, weekly, monthly)"
         ));
+    }
+
+    #[test]
+    fn a_syntax_error_is_located_by_line_and_column() {
+        let err = from_toml("timezone = \"UTC\"\nlease_ttl = = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(line 2, column 13)"), "{err}");
     }
 
     #[test]

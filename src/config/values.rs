@@ -72,9 +72,12 @@ pub struct ListenAddress(pub std::net::SocketAddr);
 impl FromStr for ListenAddress {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        s.parse()
-            .map(ListenAddress)
-            .map_err(|_| format!("{s:?} is not an address:port (e.g. \"0.0.0.0:9465\")"))
+        s.parse().map(ListenAddress).map_err(|_| {
+            format!(
+                "{s:?} is not an IP address and port (host names are not resolved here; \
+                     e.g. \"127.0.0.1:9465\" or \"0.0.0.0:9465\")"
+            )
+        })
     }
 }
 deserialize_from_str!(ListenAddress);
@@ -245,7 +248,7 @@ mod tests {
             .contains("does not allow"));
         assert!(parse::<ListenAddress>(text("nowhere"))
             .unwrap_err()
-            .contains("is not an address:port"));
+            .contains("is not an IP address and port (host names are not resolved here"));
         assert!(parse::<Instant>(text("yesterday"))
             .unwrap_err()
             .contains("is not an RFC 3339 instant"));

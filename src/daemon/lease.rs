@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::error::Chain;
+use crate::error::{Chain, Error};
 use crate::store::Store;
 
 /// Whether this replica may schedule, shared between the lease task and the scheduler.
@@ -71,7 +71,8 @@ pub async fn hold_lease(
             Ok(false) => leadership.set(None),
             Err(e) => {
                 // Keep the current validity: it runs out on its own, before the lease does.
-                if !renew_failing {
+                // An unreachable server is the reachability watcher's to report, once.
+                if !renew_failing && !matches!(e, Error::Unreachable { .. }) {
                     warn!(holder = %holder, error = %Chain(&e), "cannot take or renew the lease");
                 }
                 renew_failing = true;

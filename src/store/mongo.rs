@@ -27,6 +27,10 @@ pub struct MongoStore {
     metrics_collection: String,
     staging_collection: String,
     state_collection: String,
+    /// The connection string without its password, for "cannot reach" errors.
+    address: String,
+    /// The driver's server selection timeout: how long an operation waits for a server.
+    selection_timeout: Duration,
     /// Set once the staging collection is known to exist (see [`MongoStore::ensure_staging`]).
     staging_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
@@ -50,6 +54,9 @@ impl MongoStore {
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(Duration::from_secs(10));
         }
+        let selection_timeout = options
+            .server_selection_timeout
+            .unwrap_or(Duration::from_secs(10));
         let client = Client::with_options(options).map_err(Error::mongo("client setup"))?;
         let database = client.database(&config.database);
         Ok(MongoStore {
@@ -59,8 +66,29 @@ impl MongoStore {
             metrics_collection: config.metrics_collection.clone(),
             staging_collection: config.staging_collection.clone(),
             state_collection: config.state_collection.clone(),
+            address: config.redacted_uri(),
+            selection_timeout,
             staging_ready: Default::default(),
         })
+    }
+
+    /// How a driver error of `operation` is reported: "cannot reach MongoDB" when no server
+    /// answered (the driver's detail goes to the debug log), else the operation and the detail.
+    fn failed(&self, operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> Error + '_ {
+        move |source| {
+            if !matches!(
+                source.kind.as_ref(),
+                mongodb::error::ErrorKind::ServerSelection { .. }
+            ) {
+                return Error::mongo(operation)(source);
+            }
+            tracing::debug!(operation, error = %source, "no MongoDB server answered");
+            Error::Unreachable {
+                address: self.address.clone(),
+                cause: unreachable_cause(&source.to_string()),
+                after: self.selection_timeout,
+            }
+        }
     }
 
     /// Closes the client's connections; call once at exit.
@@ -78,12 +106,12 @@ impl MongoStore {
             Ok(cursor) => cursor,
             // A collection that does not exist yet has no indexes (NamespaceNotFound).
             Err(e) if is_namespace_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::mongo("listIndexes")(e)),
+            Err(e) => return Err(self.failed("listIndexes")(e)),
         };
         let models: Vec<IndexModel> = cursor
             .try_collect()
             .await
-            .map_err(Error::mongo("listIndexes"))?;
+            .map_err(self.failed("listIndexes"))?;
         Ok(models
             .into_iter()
             .map(|m| {
@@ -117,7 +145,7 @@ impl MongoStore {
             .create_index(model)
             .await
             .map(drop)
-            .map_err(Error::mongo("createIndexes"))
+            .map_err(self.failed("createIndexes"))
     }
 
     /// Sets (or adds) the TTL of an existing single-field index with `collMod`.
@@ -130,7 +158,7 @@ impl MongoStore {
             })
             .await
             .map(drop)
-            .map_err(Error::mongo("collMod"))
+            .map_err(self.failed("collMod"))
     }
 
     /// Inserts audit events in one unordered `insertMany` (the generator's writes).
@@ -141,7 +169,7 @@ impl MongoStore {
             .ordered(false)
             .await
             .map(drop)
-            .map_err(Error::mongo("insertMany (audit events)"))
+            .map_err(self.failed("insertMany (audit events)"))
     }
 
     pub fn audit_collection(&self) -> &str {
@@ -161,6 +189,27 @@ fn is_time_limit(e: &mongodb::error::Error) -> bool {
             c.code == 50 || c.code_name == "MaxTimeMSExpired" || c.message.contains("maxTimeMS")
         }
         _ => false,
+    }
+}
+
+/// The cause of a failed server selection in the words of an operator, from the driver's text.
+fn unreachable_cause(detail: &str) -> &'static str {
+    let detail = detail.to_ascii_lowercase();
+    if detail.contains("connection refused") {
+        "connection refused"
+    } else if detail.contains("failed to lookup address")
+        || detail.contains("name or service not known")
+        || detail.contains("no such host")
+    {
+        "host name not found"
+    } else if detail.contains("certificate") || detail.contains("tls") {
+        "TLS handshake failed"
+    } else if detail.contains("auth") {
+        "authentication failed"
+    } else if detail.contains("timed out") || detail.contains("timeout") {
+        "no answer"
+    } else {
+        "no server answered"
     }
 }
 
@@ -194,7 +243,7 @@ impl MongoStore {
         let reply = database
             .run_command(update)
             .await
-            .map_err(Error::mongo("update (seed windows)"))?;
+            .map_err(self.failed("update (seed windows)"))?;
         // A write command reports per-statement failures in its reply, not as a command error.
         if let Ok(errors) = reply.get_array("writeErrors") {
             if !errors.is_empty() {
@@ -224,7 +273,7 @@ impl MongoStore {
                     source,
                 }
             } else {
-                Error::mongo("aggregate")(source)
+                self.failed("aggregate")(source)
             }
         };
         let cursor = self
@@ -245,7 +294,7 @@ impl MongoStore {
             .database(&command.database)
             .run_command(command.to_command())
             .await
-            .map_err(Error::mongo("delete (staged documents)"))?;
+            .map_err(self.failed("delete (staged documents)"))?;
         Ok(())
     }
 
@@ -262,7 +311,7 @@ impl MongoStore {
                 {
                     Ok(()) => Ok(()),
                     Err(e) if is_namespace_exists(&e) => Ok(()),
-                    Err(e) => Err(Error::mongo("create (staging collection)")(e)),
+                    Err(e) => Err(self.failed("create (staging collection)")(e)),
                 }
             })
             .await
@@ -320,11 +369,11 @@ impl Store for MongoStore {
             .find(doc! {"period": period.as_str(), "date": {"$in": dates}})
             .projection(doc! {"_id": 0})
             .await
-            .map_err(Error::mongo("find (metrics)"))?;
+            .map_err(self.failed("find (metrics)"))?;
         cursor
             .try_collect()
             .await
-            .map_err(Error::mongo("find (metrics)"))
+            .map_err(self.failed("find (metrics)"))
     }
 
     async fn audit_ttl(&self) -> Result<Option<Duration>> {
@@ -340,7 +389,7 @@ impl Store for MongoStore {
             .run_command(doc! {"ping": 1})
             .await
             .map(drop)
-            .map_err(Error::mongo("ping"))
+            .map_err(self.failed("ping"))
     }
 
     async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
@@ -349,7 +398,7 @@ impl Store for MongoStore {
             .collection::<Document>(&self.state_collection)
             .find_one(doc! {"_id": watermark_id(period)})
             .await
-            .map_err(Error::mongo("find (watermark)"))?;
+            .map_err(self.failed("find (watermark)"))?;
         match state {
             None => Ok(None),
             Some(d) => match d.get("watermark") {
@@ -381,7 +430,7 @@ impl Store for MongoStore {
             .upsert(true)
             .await
             .map(drop)
-            .map_err(Error::mongo("update (watermark)"))
+            .map_err(self.failed("update (watermark)"))
     }
 
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
@@ -406,7 +455,7 @@ impl Store for MongoStore {
             Ok(_) => Ok(true),
             // Held by someone else: the filter missed and the upsert hit the existing _id.
             Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(Error::mongo("update (lease)")(e)),
+            Err(e) => Err(self.failed("update (lease)")(e)),
         }
     }
 
@@ -416,7 +465,7 @@ impl Store for MongoStore {
             .delete_one(doc! {"_id": LEASE_ID, "holder": holder})
             .await
             .map(drop)
-            .map_err(Error::mongo("delete (lease)"))
+            .map_err(self.failed("delete (lease)"))
     }
 }
 
