@@ -283,6 +283,29 @@ async fn a_daemon_that_never_succeeds_exports_lag_last_success_and_error_kinds()
     daemon.handle.await.unwrap().unwrap();
 }
 
+/// Issue 14, item 3: with a MongoDB that never answers, the signal stops every background loop
+/// at once (a ping, lease renewal or watermark read in flight is dropped); nothing waits for the
+/// server. Before, each waited for its operation (the driver's 10 s server selection).
+#[tokio::test(start_paused = true)]
+async fn shutdown_with_mongodb_not_answering_stops_every_loop_at_the_signal() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.hang = true);
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(minutes(3)).await;
+    let signalled = tokio::time::Instant::now();
+    daemon.shutdown.send(true).unwrap();
+    tokio::time::timeout(minutes(10), daemon.handle)
+        .await
+        .expect("the daemon stops without waiting for MongoDB")
+        .unwrap()
+        .unwrap();
+    assert_eq!(signalled.elapsed(), Duration::ZERO, "stopped at the signal");
+}
+
 #[tokio::test(start_paused = true)]
 async fn catch_up_after_a_three_day_outage_refreshes_exactly_the_missing_windows() {
     let store = Arc::new(FakeStore::default());

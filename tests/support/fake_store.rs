@@ -34,6 +34,8 @@ pub struct FakeState {
     pub previews: Vec<Aggregate>,
     /// Every operation fails, as with MongoDB unreachable.
     pub down: bool,
+    /// Every operation waits forever, as with a server that never answers.
+    pub hang: bool,
     /// The next this-many roll-ups fail.
     pub failing_aggregates: usize,
     /// How long a roll-up takes (paused time).
@@ -94,6 +96,14 @@ impl FakeStore {
         })
     }
 
+    /// Fails (`down`) or never returns (`hang`) as the injected faults say.
+    async fn gate(&self, operation: &'static str) -> Result<()> {
+        if self.with(|s| s.hang) {
+            std::future::pending::<()>().await;
+        }
+        self.check_up(operation)
+    }
+
     fn check_up(&self, operation: &'static str) -> Result<()> {
         if self.with(|s| s.down) {
             return Err(Error::MongoWrite {
@@ -128,7 +138,7 @@ impl FakeStore {
 
 impl Store for FakeStore {
     async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
-        self.check_up("aggregate")?;
+        self.gate("aggregate").await?;
         let delay = self.with(|s| s.aggregate_time);
         tokio::time::sleep(delay).await;
         let fail = self.with(|s| {
@@ -166,7 +176,7 @@ impl Store for FakeStore {
     }
 
     async fn compute(&self, chunk: &Chunk) -> Result<Vec<Document>> {
-        self.check_up("aggregate")?;
+        self.gate("aggregate").await?;
         self.with(|s| {
             s.previews.push(Aggregate {
                 period: chunk.period.as_str().to_owned(),
@@ -185,7 +195,7 @@ impl Store for FakeStore {
         period: Period,
         starts: &[DateTime<Utc>],
     ) -> Result<Vec<Document>> {
-        self.check_up("find (metrics)")?;
+        self.gate("find (metrics)").await?;
         Ok(self.with(|s| {
             starts
                 .iter()
@@ -195,16 +205,16 @@ impl Store for FakeStore {
     }
 
     async fn audit_ttl(&self) -> Result<Option<Duration>> {
-        self.check_up("listIndexes")?;
+        self.gate("listIndexes").await?;
         Ok(self.with(|s| s.audit_ttl))
     }
 
     async fn ping(&self) -> Result<()> {
-        self.check_up("ping")
+        self.gate("ping").await
     }
 
     async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
-        self.check_up("find (watermark)")?;
+        self.gate("find (watermark)").await?;
         Ok(self.with(|s| s.watermarks.get(&period).copied()))
     }
 
@@ -214,7 +224,7 @@ impl Store for FakeStore {
         to: DateTime<Utc>,
         _: DateTime<Utc>,
     ) -> Result<()> {
-        self.check_up("update (watermark)")?;
+        self.gate("update (watermark)").await?;
         self.with(|s| {
             let w = s.watermarks.entry(period).or_insert(to);
             *w = (*w).max(to);
@@ -223,7 +233,7 @@ impl Store for FakeStore {
     }
 
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
-        self.check_up("update (lease)")?;
+        self.gate("update (lease)").await?;
         Ok(self.with(|s| match &s.lease {
             Some((other, expires)) if other != holder && *expires > now => false,
             _ => {
@@ -237,7 +247,7 @@ impl Store for FakeStore {
     }
 
     async fn release_lease(&self, holder: &str) -> Result<()> {
-        self.check_up("delete (lease)")?;
+        self.gate("delete (lease)").await?;
         self.with(|s| {
             if s.lease.as_ref().is_some_and(|(h, _)| h == holder) {
                 s.lease = None;
