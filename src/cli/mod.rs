@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ProcessEnv};
 use crate::error::{Error, Result};
+use crate::rollup::{plan_range, RangePlan};
 pub use crate::window::parse_instant;
 use crate::window::Period;
 
@@ -96,6 +97,21 @@ pub struct Range {
     pub periods: Vec<Period>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+}
+
+impl Range {
+    /// Each period's closed windows of the range, as of `now`.
+    pub fn plans(&self, config: &Config, now: DateTime<Utc>) -> Vec<RangePlan> {
+        self.periods
+            .iter()
+            .map(|&p| plan_range(config, p, self.from, self.to, now))
+            .collect()
+    }
+}
+
+/// True when no window of the plans has closed: the answer needs no server.
+pub fn nothing_closed(plans: &[RangePlan]) -> bool {
+    plans.iter().all(|plan| plan.windows.is_empty())
 }
 
 impl RangeArgs {

@@ -5,11 +5,11 @@ use std::io::IsTerminal;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::RangeArgs;
+use super::{nothing_closed, RangeArgs};
 use crate::config::Config;
 use crate::error::Result;
 use crate::rollup::{
-    self, check_retention, plan_range, retention_horizon, Batch, Mode, Outcome, RangePlan, Summary,
+    self, check_retention, retention_horizon, Batch, Mode, Outcome, RangePlan, Summary,
 };
 use crate::store::MongoStore;
 
@@ -28,13 +28,8 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let range = args.range.resolve(config.calendar.time_zone())?;
     let now = Utc::now();
-    let plans: Vec<_> = range
-        .periods
-        .iter()
-        .map(|&p| plan_range(config, p, range.from, range.to, now))
-        .collect();
-    // Nothing closed in the range: the answer needs no server.
-    if plans.iter().all(|plan| plan.windows.is_empty()) {
+    let plans = range.plans(config, now);
+    if nothing_closed(&plans) {
         for plan in &plans {
             print_summary(plan, &Summary::default(), args.dry_run);
         }

@@ -2,10 +2,10 @@
 
 use chrono::Utc;
 
-use super::RangeArgs;
+use super::{nothing_closed, RangeArgs};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::rollup::{self, plan_range, Batch, Mode, Outcome};
+use crate::rollup::{self, Batch, Mode, Outcome};
 use crate::store::MongoStore;
 
 #[derive(Debug, clap::Args)]
@@ -17,13 +17,8 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let range = args.range.resolve(config.calendar.time_zone())?;
     let now = Utc::now();
-    let plans: Vec<_> = range
-        .periods
-        .iter()
-        .map(|&p| plan_range(config, p, range.from, range.to, now))
-        .collect();
-    // Nothing closed in the range: the answer needs no server.
-    if plans.iter().all(|plan| plan.windows.is_empty()) {
+    let plans = range.plans(config, now);
+    if nothing_closed(&plans) {
         for plan in &plans {
             println!(
                 "{}: 0 windows checked (no window of the range has closed), 0 differ",
