@@ -1,10 +1,8 @@
 //! Cron schedules, evaluated in the configured time zone.
 //!
-//! The daemon's ticks come from tokio-cron-scheduler, which parses the same 6-field expressions
-//! (seconds required, `dom_and_dow`) with croner but fixes the zone's UTC offset when a job is
-//! created, so after a DST change its local-time schedules fire an hour off (upstream #107), and
-//! a job can stop firing under load (#113). This module evaluates each schedule in the real zone;
-//! the daemon uses it to notice a tick that did not come and fire the period itself.
+//! Six fields (`sec min hour day-of-month month day-of-week`, seconds required, `dom_and_dow`),
+//! parsed with croner and evaluated in the zone's real, DST-aware local time: the daemon sleeps
+//! until [`Schedule::next_after`] and fires the period then (see `daemon`).
 
 use std::fmt;
 
