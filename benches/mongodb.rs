@@ -91,9 +91,7 @@ async fn scratch(
 
 async fn create_indexes(config: &Config, store: &MongoStore) -> anyhow::Result<()> {
     for w in wanted_indexes(config) {
-        store
-            .create_index(&w.collection, &w.name, w.keys, w.unique, w.expire_after)
-            .await?;
+        store.create_index(&w).await?;
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `vcmetrics migrate`: create the indexes both collections need.
+//! `vcmetrics migrate`: create the indexes of the audit log, the metrics, the staging and the
+//! sessions collections.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -38,15 +39,7 @@ async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result<()>
         let place = format!("{}.{}", w.collection, w.name);
         match plan(w, existing) {
             IndexAction::Create => {
-                store
-                    .create_index(
-                        &w.collection,
-                        &w.name,
-                        w.keys.clone(),
-                        w.unique,
-                        w.expire_after,
-                    )
-                    .await?;
+                store.create_index(w).await?;
                 println!("created  {place} {}", w.keys);
             }
             IndexAction::Exists { name } => println!("exists   {}.{name} {}", w.collection, w.keys),
@@ -71,6 +64,21 @@ async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result<()>
                         w.collection
                     ));
                 }
+            }
+            IndexAction::OptionsDiffer {
+                name,
+                existing,
+                wanted,
+            } => {
+                println!(
+                    "differs  {}.{name}: {existing}, vcmetrics wants {wanted}",
+                    w.collection
+                );
+                refusals.push(format!(
+                    "{}.{name} has {existing} but vcmetrics wants {wanted}; it is never replaced: \
+                     drop it and rerun migrate if the platform agrees",
+                    w.collection
+                ));
             }
             IndexAction::Conflict { reason } => {
                 println!("conflict {place}: {reason}");

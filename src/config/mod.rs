@@ -41,6 +41,8 @@ pub struct Config {
     pub metrics_collection: String,
     /// Where the two scans of a rollup chunk leave their per-window documents for a moment.
     pub staging_collection: String,
+    /// The platform's sessions (`migrate` creates its indexes).
+    pub sessions_collection: String,
     pub calendar: Calendar,
     /// The TTL `migrate` gives the audit log's `timestamp` index.
     pub audit_ttl: Duration,
@@ -312,13 +314,14 @@ impl<'a, E: Env> Sources<'a, E> {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 20] = [
+const TOP_LEVEL_KEYS: [&str; 21] = [
     "mongodb_uri",
     "database",
     "audit_collection",
     "metrics_collection",
     "staging_collection",
     "state_collection",
+    "sessions_collection",
     "timezone",
     "week_start",
     "audit_ttl",
@@ -401,6 +404,11 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         "VCMETRICS_STATE_COLLECTION",
         "vcmetricsstate",
     );
+    let sessions_collection = collection(
+        "sessions_collection",
+        "VCMETRICS_SESSIONS_COLLECTION",
+        "sessions",
+    );
     // Each collection holds one kind of document: a rollup deletes its staged documents, a
     // `$merge` into the audit log would write metrics among the events.
     let names = [
@@ -408,6 +416,7 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         &metrics_collection,
         &staging_collection,
         &state_collection,
+        &sessions_collection,
     ];
     for (i, (name, source)) in names.iter().enumerate() {
         if let Some((_, other)) = names[..i].iter().find(|(n, _)| n == name) {
@@ -539,6 +548,7 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         audit_collection: audit_collection.0,
         metrics_collection: metrics_collection.0,
         staging_collection: staging_collection.0,
+        sessions_collection: sessions_collection.0,
         calendar: Calendar::new(tz, week_start),
         audit_ttl,
         audit_retention,
@@ -602,6 +612,7 @@ mod tests {
         assert_eq!(c.audit_collection, "videocallauditlogs");
         assert_eq!(c.metrics_collection, "videocallmetrics");
         assert_eq!(c.staging_collection, "videocallmetrics_staging");
+        assert_eq!(c.sessions_collection, "sessions");
         assert_eq!(c.calendar, Calendar::default());
         assert_eq!(c.audit_ttl, Duration::from_secs(15_552_000));
         assert_eq!(c.audit_retention, None);

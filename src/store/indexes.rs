@@ -2,7 +2,8 @@
 //!
 //! The audit log gets the indexes the platform's schema declares (including its TTL index); the
 //! metrics collection gets the schema's indexes plus the unique `{period: 1, date: 1}` that
-//! `$merge ... on: ["period", "date"]` requires. Planning is pure: it compares what exists with
+//! `$merge ... on: ["period", "date"]` requires; the staging collection its TTL; the sessions
+//! collection the schema's video-call and query-pattern indexes. Planning is pure: it compares what exists with
 //! what is wanted. It never plans to change an existing TTL; the caller does that only when asked.
 
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub struct WantedIndex {
     pub name: String,
     pub keys: Document,
     pub unique: bool,
+    /// Only documents that have the keys are indexed (a unique index then allows many without).
+    pub sparse: bool,
     pub expire_after: Option<Duration>,
 }
 
@@ -34,6 +37,13 @@ pub enum IndexAction {
     TtlDiffers {
         name: String,
         existing: Option<Duration>,
+    },
+    /// An index with the same keys exists with other options (unique, sparse): reported, never
+    /// replaced.
+    OptionsDiffer {
+        name: String,
+        existing: String,
+        wanted: String,
     },
     /// Something in the way that needs an operator: a non-unique index where a unique one is
     /// needed, or the wanted name taken by other keys.
@@ -51,13 +61,23 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
         name: name.to_owned(),
         keys,
         unique: false,
+        sparse: false,
         expire_after: ttl,
+    };
+    let sessions = |name: &str, keys: Document| WantedIndex {
+        collection: config.sessions_collection.clone(),
+        name: name.to_owned(),
+        keys,
+        unique: false,
+        sparse: false,
+        expire_after: None,
     };
     let metrics = |name: &str, keys: Document, unique: bool| WantedIndex {
         collection: config.metrics_collection.clone(),
         name: name.to_owned(),
         keys,
         unique,
+        sparse: false,
         expire_after: None,
     };
     vec![
@@ -98,8 +118,31 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
             name: "at_1".to_owned(),
             keys: doc! {"at": 1},
             unique: false,
+            sparse: false,
             expire_after: Some(STAGED_DOCUMENT_TTL),
         },
+        // The platform's sessions: the video-call fields' indexes of the schema, and its query
+        // patterns (a client's or psychologist's sessions by date, sessions by status and date).
+        WantedIndex {
+            unique: true,
+            sparse: true,
+            ..sessions("meetingLink_1", doc! {"meetingLink": 1})
+        },
+        sessions("videoCallStarted_1", doc! {"videoCallStarted": 1}),
+        sessions("lastAccessedAt_1", doc! {"lastAccessedAt": 1}),
+        sessions(
+            "clientId_1_sessionDate_1",
+            doc! {"clientId": 1, "sessionDate": 1},
+        ),
+        sessions(
+            "psychologistId_1_sessionDate_1",
+            doc! {"psychologistId": 1, "sessionDate": 1},
+        ),
+        sessions(
+            "status_1_sessionDate_1",
+            doc! {"status": 1, "sessionDate": 1},
+        ),
+        sessions("createdAt_1", doc! {"createdAt": 1}),
     ]
 }
 
@@ -114,6 +157,15 @@ fn same_keys(a: &Document, b: &Document) -> bool {
                     _ => va == vb,
                 }
         })
+}
+
+fn options_text(unique: bool, sparse: bool) -> String {
+    match (unique, sparse) {
+        (false, false) => "no options".to_owned(),
+        (true, false) => "unique".to_owned(),
+        (false, true) => "sparse".to_owned(),
+        (true, true) => "unique, sparse".to_owned(),
+    }
 }
 
 pub fn plan(wanted: &WantedIndex, existing: &[ExistingIndex]) -> IndexAction {
@@ -131,6 +183,13 @@ pub fn plan(wanted: &WantedIndex, existing: &[ExistingIndex]) -> IndexAction {
             return IndexAction::TtlDiffers {
                 name: found.name.clone(),
                 existing: found.expire_after,
+            };
+        }
+        if found.unique != wanted.unique || found.sparse != wanted.sparse {
+            return IndexAction::OptionsDiffer {
+                name: found.name.clone(),
+                existing: options_text(found.unique, found.sparse),
+                wanted: options_text(wanted.unique, wanted.sparse),
             };
         }
         return IndexAction::Exists {
@@ -157,6 +216,7 @@ mod tests {
             name: name.to_owned(),
             keys,
             unique,
+            sparse: false,
             expire_after: ttl.map(Duration::from_secs),
         }
     }
@@ -230,6 +290,45 @@ mod tests {
             plan(&w, &[same]),
             IndexAction::Exists {
                 name: "timestamp_1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_sessions_indexes_of_the_schema_and_other_options_reported_not_replaced() {
+        let link = wanted("meetingLink_1");
+        assert_eq!(link.collection, "sessions");
+        assert!(link.unique && link.sparse);
+        for name in [
+            "videoCallStarted_1",
+            "lastAccessedAt_1",
+            "clientId_1_sessionDate_1",
+            "psychologistId_1_sessionDate_1",
+            "status_1_sessionDate_1",
+            "createdAt_1",
+        ] {
+            let w = wanted(name);
+            assert_eq!(w.collection, "sessions");
+            assert!(!w.unique && !w.sparse && w.expire_after.is_none(), "{name}");
+        }
+        // The platform made meetingLink unique but not sparse: reported, never replaced.
+        let not_sparse = existing("meetingLink_1", doc! {"meetingLink": 1}, true, None);
+        assert_eq!(
+            plan(&link, &[not_sparse]),
+            IndexAction::OptionsDiffer {
+                name: "meetingLink_1".into(),
+                existing: "unique".into(),
+                wanted: "unique, sparse".into()
+            }
+        );
+        let same = ExistingIndex {
+            sparse: true,
+            ..existing("link", doc! {"meetingLink": 1.0}, true, None)
+        };
+        assert_eq!(
+            plan(&link, &[same]),
+            IndexAction::Exists {
+                name: "link".into()
             }
         );
     }

@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 
+use super::indexes::WantedIndex;
 use super::{Store, LEASE_ID};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -41,6 +42,7 @@ pub struct ExistingIndex {
     pub name: String,
     pub keys: Document,
     pub unique: bool,
+    pub sparse: bool,
     pub expire_after: Option<Duration>,
 }
 
@@ -120,28 +122,26 @@ impl MongoStore {
                     name: options.name.unwrap_or_default(),
                     keys: m.keys,
                     unique: options.unique.unwrap_or(false),
+                    sparse: options.sparse.unwrap_or(false),
                     expire_after: options.expire_after,
                 }
             })
             .collect())
     }
 
-    pub async fn create_index(
-        &self,
-        collection: &str,
-        name: &str,
-        keys: Document,
-        unique: bool,
-        expire_after: Option<Duration>,
-    ) -> Result<()> {
+    pub async fn create_index(&self, wanted: &WantedIndex) -> Result<()> {
         let options = IndexOptions::builder()
-            .name(name.to_owned())
-            .unique(unique.then_some(true))
-            .expire_after(expire_after)
+            .name(wanted.name.clone())
+            .unique(wanted.unique.then_some(true))
+            .sparse(wanted.sparse.then_some(true))
+            .expire_after(wanted.expire_after)
             .build();
-        let model = IndexModel::builder().keys(keys).options(options).build();
+        let model = IndexModel::builder()
+            .keys(wanted.keys.clone())
+            .options(options)
+            .build();
         self.database
-            .collection::<Document>(collection)
+            .collection::<Document>(&wanted.collection)
             .create_index(model)
             .await
             .map(drop)
