@@ -27,6 +27,9 @@ fn assert_clean_failure(o: &Output, code: i32, needle: &str) {
 
 const RANGE: [&str; 4] = ["--from", "2026-03-01", "--to", "2026-03-02"];
 
+/// A range in which no window has closed (it starts now).
+const NOTHING_CLOSED: [&str; 6] = ["--period", "monthly", "--from", "now", "--to", "2100-01-01"];
+
 fn pipelines(extra: &[&str]) -> Vec<String> {
     let mut args = vec!["pipelines".to_owned()];
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -188,18 +191,7 @@ fn a_range_with_nothing_closed_answers_without_a_server() {
     )];
     // Any MongoDB operation against the dead port would fail the command.
     for command in ["recompute", "verify"] {
-        let o = vcmetrics(
-            &[
-                command,
-                "--period",
-                "monthly",
-                "--from",
-                "now",
-                "--to",
-                "2100-01-01",
-            ],
-            &dead,
-        );
+        let o = vcmetrics(&[&[command][..], &NOTHING_CLOSED[..]].concat(), &dead);
         assert!(o.status.success(), "{command}: {}", stderr(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.starts_with("monthly: 0 windows"), "{command}: {out}");
@@ -266,15 +258,7 @@ fn documentation_drift_missing_file_log_filter_and_empty_pipelines() {
     );
 
     let o = vcmetrics(
-        &[
-            "pipelines",
-            "--period",
-            "monthly",
-            "--from",
-            "now",
-            "--to",
-            "2100-01-01",
-        ],
+        &[&["pipelines"][..], &NOTHING_CLOSED[..]].concat(),
         &[("VCMETRICS_LOG", "vcmetrics=loud")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
