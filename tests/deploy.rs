@@ -63,7 +63,10 @@ fn rules() -> Yaml {
     YamlLoader::load_from_str(&text).unwrap().remove(0)
 }
 
-/// (alert name, expression, runbook annotation) of every rule.
+/// Where the rules' `runbook_url`s point by default: the README in the project's repository.
+const RUNBOOKS: &str = "https://github.com/vcmetrics/vcmetrics/blob/main/README.md";
+
+/// (alert name, expression, `runbook_url` annotation) of every rule.
 fn alerts() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for group in rules()["groups"].as_vec().unwrap() {
@@ -71,7 +74,7 @@ fn alerts() -> Vec<(String, String, String)> {
             out.push((
                 rule["alert"].as_str().unwrap_or_default().to_owned(),
                 rule["expr"].as_str().unwrap().to_owned(),
-                rule["annotations"]["runbook"]
+                rule["annotations"]["runbook_url"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
@@ -285,6 +288,55 @@ fn every_promql_expression_parses_and_uses_only_exposed_metrics() {
     }
 }
 
+/// The README's "Your copy of the rules" command, run as written: the rewritten rules point at
+/// the new runbook base and job, and the rule tests, rewritten the same way, still pass.
+#[test]
+fn item_6_the_readme_rewrite_of_runbooks_and_job_keeps_the_rules_valid() {
+    if !have("promtool", "--version") {
+        return;
+    }
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme.split("**Your copy of the rules.**").nth(1).unwrap();
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("alerts.yml");
+    let script = script
+        .replace(
+            "/etc/prometheus/rules/vcmetrics.yml",
+            rules.to_str().unwrap(),
+        )
+        .replace(
+            "deploy/prometheus/alerts.yml",
+            deploy("prometheus/alerts.yml").to_str().unwrap(),
+        );
+    check(Command::new("bash").args(["-euc", &script]), true);
+
+    let rewritten = std::fs::read_to_string(&rules).unwrap();
+    assert!(!rewritten.contains(RUNBOOKS) && !rewritten.contains(r#"job="vcmetrics""#));
+    assert!(rewritten.contains("runbook_url: https://git.example.internal/ops/vcmetrics/-/blob/main/README.md#vcmetricsdown"));
+    assert!(rewritten.contains(r#"job="kubernetes-pods""#));
+
+    let tests = std::fs::read_to_string(deploy("prometheus/alerts.test.yml"))
+        .unwrap()
+        .replace(
+            RUNBOOKS,
+            "https://git.example.internal/ops/vcmetrics/-/blob/main/README.md",
+        )
+        .replace(r#"job="vcmetrics""#, r#"job="kubernetes-pods""#)
+        .replace("job: vcmetrics\n", "job: kubernetes-pods\n");
+    std::fs::write(dir.path().join("alerts.test.yml"), tests).unwrap();
+    check(
+        Command::new("promtool")
+            .args(["test", "rules", "alerts.test.yml"])
+            .current_dir(dir.path()),
+        false,
+    );
+}
+
 #[test]
 fn every_alert_has_a_runbook_in_the_readme_and_the_readme_names_the_deploy_files() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -293,8 +345,8 @@ fn every_alert_has_a_runbook_in_the_readme_and_the_readme_names_the_deploy_files
     for (name, _, runbook) in &alerts {
         assert_eq!(
             runbook,
-            &format!("README.md#{}", name.to_lowercase()),
-            "{name}"
+            &format!("{RUNBOOKS}#{}", name.to_lowercase()),
+            "{name}: runbook_url must be an absolute link a pager can open"
         );
         assert!(
             readme.contains(&format!("\n### {name}\n")),
