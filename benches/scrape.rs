@@ -18,7 +18,7 @@ use vcmetrics::clock::SystemClock;
 use vcmetrics::daemon::status::Status;
 use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
 use vcmetrics::exporter::call_metrics_cache::CallMetricsCache;
-use vcmetrics::exporter::server::{serve, Endpoint};
+use vcmetrics::exporter::server::{serve, Endpoint, Security};
 use vcmetrics::rollup::window_metrics::{WindowMetrics, FIELDS};
 use vcmetrics::window::{Calendar, Period};
 
@@ -198,6 +198,6 @@ fn serve_loaded(port: u16) {
         let endpoint = Arc::new(Endpoint::new(status, calls, SystemClock));
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let (_keep, shutdown) = tokio::sync::watch::channel(false);
-        serve(listener, endpoint, shutdown).await;
+        serve(listener, endpoint, Security::default(), shutdown).await;
     });
 }

@@ -84,7 +84,7 @@ fn query(prometheus: u16, promql: &str, within: Duration) -> f64 {
     }
 }
 
-fn start_vcmetrics(listen: u16, env: &[(&str, String)]) -> Killed {
+fn spawn_vcmetrics(listen: u16, env: &[(&str, String)]) -> Killed {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcmetrics"));
     cmd.arg("run")
         .env("VCMETRICS_LISTEN", format!("127.0.0.1:{listen}"))
@@ -98,7 +98,11 @@ fn start_vcmetrics(listen: u16, env: &[(&str, String)]) -> Killed {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = Killed(cmd.spawn().unwrap());
+    Killed(cmd.spawn().unwrap())
+}
+
+fn start_vcmetrics(listen: u16, env: &[(&str, String)]) -> Killed {
+    let child = spawn_vcmetrics(listen, env);
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_get(listen, "/healthz").is_none() {
         assert!(Instant::now() < deadline, "vcmetrics never served /healthz");
@@ -108,12 +112,20 @@ fn start_vcmetrics(listen: u16, env: &[(&str, String)]) -> Killed {
 }
 
 fn start_prometheus(dir: &std::path::Path, target: u16) -> (Killed, u16) {
+    start_prometheus_with(
+        dir,
+        &format!("  - job_name: vcmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"),
+    )
+}
+
+/// Prometheus scraping every second with these `scrape_configs` entries.
+fn start_prometheus_with(dir: &std::path::Path, scrape_configs: &str) -> (Killed, u16) {
     let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: vcmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_configs}"
         ),
     )
     .unwrap();
@@ -131,6 +143,118 @@ fn start_prometheus(dir: &std::path::Path, target: u16) -> (Killed, u16) {
             .unwrap(),
     );
     (child, port)
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1 and localhost, as PEM files in `dir`:
+/// (ca.crt, server.crt, server.key).
+fn certificates(dir: &std::path::Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "vcmetrics test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+/// `vcmetrics health` with the daemon's environment; true on exit 0.
+fn health(env: &[(&str, String)]) -> bool {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcmetrics"));
+    cmd.arg("health")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.status().unwrap().success()
+}
+
+/// #14 item 10: a real Prometheus scrapes over TLS (verifying the certificate against its CA)
+/// with basic auth; a wrong password, no password and plain HTTP all get nothing.
+/// `vcmetrics health` (the image's health check) still works, over TLS and without credentials.
+#[test]
+fn item_10_prometheus_scrapes_over_tls_with_basic_auth_and_nothing_else_gets_in() {
+    if !require("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let hash = bcrypt::hash("scrape: s3cret!", 4).unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+             basic_auth_users:\n  prometheus: '{hash}'\n"
+        ),
+    )
+    .unwrap();
+    let listen = free_port();
+    let env = [
+        ("VCMETRICS_LISTEN", format!("127.0.0.1:{listen}")),
+        (
+            "VCMETRICS_WEB_CONFIG_FILE",
+            dir.path().join("web.yml").display().to_string(),
+        ),
+    ];
+    let _vcmetrics = spawn_vcmetrics(listen, &env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health(&env) {
+        assert!(
+            Instant::now() < deadline,
+            "vcmetrics health never passed over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert!(http_get(listen, "/healthz").is_none_or(|(code, _)| code != 200));
+
+    let ca = dir.path().join("ca.crt").display().to_string();
+    let job = |name: &str, scheme: &str, auth: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: {scheme}\n    tls_config:\n      ca_file: {ca}\n{auth}    static_configs:\n      - targets: ['127.0.0.1:{listen}']\n"
+        )
+    };
+    let basic = |password: &str| {
+        format!("    basic_auth:\n      username: prometheus\n      password: '{password}'\n")
+    };
+    let scrape_configs = [
+        job("tls_auth", "https", &basic("scrape: s3cret!")),
+        job("tls_wrong_password", "https", &basic("scrape: s3cret")),
+        job("tls_no_auth", "https", ""),
+        job("plain_http", "http", &basic("scrape: s3cret!")),
+    ]
+    .concat();
+    let (_prometheus, prometheus) = start_prometheus_with(dir.path(), &scrape_configs);
+    let within = Duration::from_secs(60);
+    assert_eq!(query(prometheus, "up{job=\"tls_auth\"}", within), 1.0);
+    assert_eq!(
+        query(prometheus, "vcmetrics_mongodb_up{job=\"tls_auth\"}", within),
+        0.0
+    );
+    for job in ["tls_wrong_password", "tls_no_auth", "plain_http"] {
+        assert_eq!(
+            query(prometheus, &format!("up{{job=\"{job}\"}}"), within),
+            0.0,
+            "{job}"
+        );
+    }
+    // The health endpoints need no credentials; the scrape is all Prometheus got from the rest.
+    assert_eq!(
+        query(
+            prometheus,
+            "count(count by (job) ({__name__=~\"vcmetrics_.+\"}))",
+            within
+        ),
+        1.0
+    );
 }
 
 #[test]

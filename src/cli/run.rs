@@ -13,7 +13,7 @@ use crate::daemon::status::Status;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
-use crate::exporter::server::{serve, Endpoint};
+use crate::exporter::server::{serve, Endpoint, Security};
 use crate::store::MongoStore;
 use crate::window::Period;
 
@@ -36,6 +36,14 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
             address: config.listen.to_string(),
             source,
         })?;
+    let security = Security::new(config.web.as_ref()).map_err(|message| {
+        Error::Config(crate::config::ConfigError::Invalid(vec![
+            crate::config::Problem {
+                key: "web_config_file".to_owned(),
+                message,
+            },
+        ]))
+    })?;
     // The driver connects lazily: an unreachable server is not an error here, the daemon waits.
     let store = Arc::new(MongoStore::connect(config).await?);
     let status = Arc::new(Status::new()?);
@@ -45,8 +53,8 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
 
     let calls = Arc::new(CallMetricsCache::default());
     let endpoint = Arc::new(Endpoint::new(status.clone(), calls.clone(), SystemClock));
-    info!(listen = %config.listen, "serving /metrics, /healthz, /readyz");
-    let server = tokio::spawn(serve(listener, endpoint, shutdown_rx.clone()));
+    info!(listen = %config.listen, scheme = security.describe(), "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(serve(listener, endpoint, security, shutdown_rx.clone()));
     let refresher = tokio::spawn(keep_fresh(
         store.clone(),
         config.clone(),

@@ -18,6 +18,7 @@ use chrono_tz::Tz;
 use mongodb::options::ConnectionString;
 use serde::de::DeserializeOwned;
 
+use crate::exporter::web_config::WebConfig;
 use crate::window::{Calendar, Period, Schedule};
 use values::{
     AggregateTimeoutBounds, Bounded, CollectionName, Count, DatabaseName, GraceBounds, LeaseBounds,
@@ -62,6 +63,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
+    /// TLS and basic authentication of the endpoint (`web_config_file`), read at load.
+    pub web: Option<WebConfig>,
     /// Error codes exported per window before the rest are summed under `other`.
     pub top_error_codes: usize,
     /// How many chunks of one run are rolled up at once (each runs two aggregates).
@@ -314,7 +317,7 @@ impl<'a, E: Env> Sources<'a, E> {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 21] = [
+const TOP_LEVEL_KEYS: [&str; 22] = [
     "mongodb_uri",
     "database",
     "audit_collection",
@@ -331,6 +334,7 @@ const TOP_LEVEL_KEYS: [&str; 21] = [
     "instance_id",
     "shutdown_grace",
     "listen",
+    "web_config_file",
     "top_error_codes",
     "chunks_in_flight",
     "metrics_refresh",
@@ -451,6 +455,15 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
     let listen = file
         .get::<ListenAddress>("listen", &["VCMETRICS_LISTEN"])
         .map_or(DEFAULT_LISTEN, |a| a.0);
+    let web = file
+        .get_sourced::<PathBuf>("web_config_file", &["VCMETRICS_WEB_CONFIG_FILE"])
+        .and_then(|(path, source)| match WebConfig::read(&path) {
+            Ok(web) => Some(web),
+            Err(e) => {
+                file.problem(&source, e.to_string());
+                None
+            }
+        });
     let top_error_codes = file
         .get::<Count<1, 500>>("top_error_codes", &[])
         .map_or(20, |n| n.0);
@@ -559,6 +572,7 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         instance_id,
         shutdown_grace,
         listen,
+        web,
         top_error_codes,
         chunks_in_flight,
         metrics_refresh,
@@ -676,6 +690,31 @@ mod tests {
         assert!(err
             .to_string()
             .contains("unknown time zone \"Europe/Berln\""));
+    }
+
+    #[test]
+    fn a_bad_web_config_file_is_a_problem_of_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, "basic_auth_users:\n  prometheus: plain-password\n").unwrap();
+        let path = web.display().to_string();
+        let err = from_toml("", &[("VCMETRICS_WEB_CONFIG_FILE", path.as_str())]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("web_config_file (from $VCMETRICS_WEB_CONFIG_FILE)")
+                && text.contains("basic_auth_users.prometheus: not a bcrypt hash")
+                && !text.contains("plain-password"),
+            "{text}"
+        );
+        let err = from_toml("web_config_file = \"/nonexistent/web.yml\"", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("web_config_file: /nonexistent/web.yml: cannot read"),
+            "{err}"
+        );
+        std::fs::write(&web, "").unwrap();
+        let c = from_toml(&format!("web_config_file = {path:?}"), &[]).unwrap();
+        assert_eq!(c.web, Some(WebConfig::default()));
     }
 
     #[test]

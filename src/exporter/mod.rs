@@ -1,8 +1,11 @@
 //! The Prometheus endpoint: the daemon's own metrics (`self_metrics`), the call metrics of every
 //! period's open and last closed window (`call_metrics`, kept fresh by `call_metrics_cache`), and the
-//! health endpoints (`server`). Read-only towards MongoDB; a scrape never touches it.
+//! health endpoints (`server`), optionally behind TLS and basic authentication (`web_config`,
+//! `basic_auth`). Read-only towards MongoDB; a scrape never touches it.
 
+pub mod basic_auth;
 pub mod call_metrics;
 pub mod call_metrics_cache;
 pub mod self_metrics;
 pub mod server;
+pub mod web_config;

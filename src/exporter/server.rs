@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`; anything else is 404.
+//! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`; anything else is 404. With a web
+//! configuration, over TLS, and with basic authentication for everything but the health checks.
 //!
 //! Everything it serves is in memory (the daemon's registry and the call-metrics snapshot), so
 //! it answers while MongoDB is down and while a run is going.
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
+use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -19,9 +20,12 @@ use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
+use super::basic_auth::BasicAuth;
 use super::call_metrics_cache::CallMetricsCache;
+use super::web_config::WebConfig;
 use crate::clock::Clock;
 use crate::daemon::status::Status;
 
@@ -123,10 +127,47 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     response
 }
 
+/// TLS and authentication in front of the [`Endpoint`], from the web configuration.
+#[derive(Clone, Default)]
+pub struct Security {
+    tls: Option<TlsAcceptor>,
+    auth: Arc<BasicAuth>,
+}
+
+/// A client that opened a connection has this long to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Security {
+    /// Plain HTTP, no authentication, without a web configuration.
+    pub fn new(web: Option<&WebConfig>) -> Result<Self, String> {
+        let Some(web) = web else {
+            return Ok(Security::default());
+        };
+        let tls = match &web.tls {
+            Some(settings) => Some(TlsAcceptor::from(settings.server_config()?)),
+            None => None,
+        };
+        Ok(Security {
+            tls,
+            auth: Arc::new(BasicAuth::new(web.basic_auth_users.clone())),
+        })
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match (self.tls.is_some(), self.auth.is_required()) {
+            (false, false) => "http",
+            (false, true) => "http, basic auth",
+            (true, false) => "https",
+            (true, true) => "https, basic auth",
+        }
+    }
+}
+
 /// Serves until `shutdown` flips; then stops accepting and closes connections.
 pub async fn serve<C: Clock>(
     listener: TcpListener,
     endpoint: Arc<Endpoint<C>>,
+    security: Security,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -143,13 +184,16 @@ pub async fn serve<C: Clock>(
                     }
                 };
                 let endpoint = endpoint.clone();
+                let security = security.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let response = endpoint.respond(req.method(), req.uri().path());
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                    if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                        debug!(error = %e, "HTTP connection ended with an error");
+                    let auth = security.auth;
+                    match security.tls {
+                        None => serve_connection(stream, endpoint, auth).await,
+                        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, endpoint, auth).await,
+                            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => debug!("TLS handshake timed out"),
+                        },
                     }
                 });
             }
@@ -158,6 +202,46 @@ pub async fn serve<C: Clock>(
         }
     }
     connections.shutdown().await;
+}
+
+/// The health endpoints answer without credentials (probes and `vcmetrics health` have none;
+/// they reveal only whether the process is up and MongoDB reachable); everything else needs them.
+fn needs_credentials(path: &str) -> bool {
+    !matches!(path, "/healthz" | "/readyz")
+}
+
+async fn serve_connection<C: Clock, IO>(io: IO, endpoint: Arc<Endpoint<C>>, auth: Arc<BasicAuth>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let endpoint = endpoint.clone();
+        let auth = auth.clone();
+        async move {
+            let path = req.uri().path();
+            let response = if needs_credentials(path) && !auth.allows(req.headers()).await {
+                unauthorized()
+            } else {
+                endpoint.respond(req.method(), path)
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    if let Err(e) = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = reply(StatusCode::UNAUTHORIZED, TEXT, "unauthorized\n");
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"vcmetrics\", charset=\"UTF-8\""),
+    );
+    response
 }
 
 #[cfg(test)]
