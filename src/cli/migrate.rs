@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::store::indexes::{plan, wanted_indexes, IndexAction};
 use crate::store::MongoStore;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// Change an existing audit-log TTL (or add one to a plain timestamp index) to `audit_ttl`.
     /// Without it a differing TTL is reported and migrate exits 4.
@@ -21,7 +21,8 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     result
 }
 
-async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result<()> {
+/// Creates what is missing and reports the rest, on a store the caller connected.
+pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result<()> {
     let wanted = wanted_indexes(config);
     let mut refusals = Vec::new();
     let mut existing_by_collection = std::collections::BTreeMap::new();

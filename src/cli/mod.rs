@@ -6,6 +6,7 @@ pub mod health;
 pub mod migrate;
 pub mod pipelines;
 pub mod recompute;
+pub mod roles;
 pub mod run;
 pub mod verify;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Generate(generate::Args),
     /// Exit 0 when the running daemon's /healthz (or --ready: /readyz) answers 200.
     Health(health::Args),
+    /// Print the least-privilege MongoDB roles (createRole commands) for the configuration.
+    Roles(roles::Args),
 }
 
 /// `--period`, `--from`, `--to`, shared by the range commands.
@@ -148,6 +151,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Pipelines(args) => pipelines::run(&config, args),
         Command::Generate(args) => generate::run(&config, args).await,
         Command::Health(args) => health::run(&config, args).await,
+        Command::Roles(args) => roles::run(&config, args),
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod indexes;
 mod mongo;
+pub mod privileges;
 
 pub use mongo::{ExistingIndex, MongoStore};
 

@@ -49,9 +49,15 @@ pub struct ExistingIndex {
 impl MongoStore {
     /// Builds a client; the driver connects lazily, so this fails only on a bad connection string.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let mut options = ClientOptions::parse(&config.mongodb_uri)
+        let options = ClientOptions::parse(&config.mongodb_uri)
             .await
             .map_err(Error::mongo("connection string parsing"))?;
+        Self::with_options(config, options)
+    }
+
+    /// Builds a client from options parsed elsewhere (from `mongodb_uri`, with e.g. a command
+    /// monitor or other credentials set); the configuration supplies everything else.
+    pub fn with_options(config: &Config, mut options: ClientOptions) -> Result<Self> {
         options.app_name = Some(format!("vcmetrics/{}", env!("CARGO_PKG_VERSION")));
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(Duration::from_secs(10));

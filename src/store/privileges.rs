@@ -1,0 +1,142 @@
+//! The least MongoDB privileges vcmetrics needs, as custom roles (`vcmetrics roles` prints them
+//! as `createRole` commands for the configured database and collections).
+//!
+//! - `vcmetricsDaemon`: what `run`, `recompute` and `verify` send — read the audit log (and its
+//!   indexes, for the TTL that bounds recompute), write the metrics through `$merge`, stage and
+//!   clean up a chunk's per-window documents, keep watermarks and the lease.
+//! - `vcmetricsMigrate`: index creation on the four collections `migrate` prepares.
+//!
+//! A server-backed test records every command both send and checks it against these lists, so a
+//! command that needs more fails a test before it fails in production.
+
+use bson::{doc, Bson, Document};
+
+use crate::config::Config;
+
+/// `actions` on one collection of the configured database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privilege {
+    pub collection: String,
+    pub actions: &'static [&'static str],
+}
+
+/// A custom role: its name and privileges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: &'static str,
+    pub privileges: Vec<Privilege>,
+}
+
+impl Role {
+    /// Whether the role allows `action` on `collection`.
+    pub fn allows(&self, collection: &str, action: &str) -> bool {
+        self.privileges
+            .iter()
+            .any(|p| p.collection == collection && p.actions.contains(&action))
+    }
+
+    /// The `createRole` command, to run in `database`.
+    pub fn create_command(&self, database: &str) -> Document {
+        let privileges: Vec<Bson> = self
+            .privileges
+            .iter()
+            .map(|p| {
+                Bson::Document(doc! {
+                    "resource": {"db": database, "collection": &p.collection},
+                    "actions": p.actions.to_vec(),
+                })
+            })
+            .collect();
+        doc! {"createRole": self.name, "privileges": privileges, "roles": []}
+    }
+}
+
+/// What the daemon, `recompute` and `verify` need.
+pub fn daemon_role(config: &Config) -> Role {
+    Role {
+        name: "vcmetricsDaemon",
+        privileges: vec![
+            // The events; listIndexes: the audit log's TTL index is the retention horizon.
+            Privilege {
+                collection: config.audit_collection.clone(),
+                actions: &["find", "listIndexes"],
+            },
+            // `$merge` inserts new windows and updates existing ones; the reports read them back.
+            Privilege {
+                collection: config.metrics_collection.clone(),
+                actions: &["find", "insert", "update"],
+            },
+            // A chunk's two scans stage one document per window, the finish reads them, the
+            // cleanup deletes them; the store creates the collection before the first chunk.
+            Privilege {
+                collection: config.staging_collection.clone(),
+                actions: &["find", "insert", "update", "remove", "createCollection"],
+            },
+            // Watermarks and the leader lease (released with a delete).
+            Privilege {
+                collection: config.state_collection.clone(),
+                actions: &["find", "insert", "update", "remove"],
+            },
+        ],
+    }
+}
+
+/// What `migrate` needs: listing and creating indexes (which may create the collection), and
+/// `collMod` on the audit log for `--update-ttl`.
+pub fn migrate_role(config: &Config) -> Role {
+    const INDEXES: &[&str] = &["listIndexes", "createIndex", "createCollection"];
+    Role {
+        name: "vcmetricsMigrate",
+        privileges: vec![
+            Privilege {
+                collection: config.audit_collection.clone(),
+                actions: &["listIndexes", "createIndex", "createCollection", "collMod"],
+            },
+            Privilege {
+                collection: config.metrics_collection.clone(),
+                actions: INDEXES,
+            },
+            Privilege {
+                collection: config.staging_collection.clone(),
+                actions: INDEXES,
+            },
+            Privilege {
+                collection: config.sessions_collection.clone(),
+                actions: INDEXES,
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_follow_the_configured_collections() {
+        let config = crate::config::from_toml(
+            "database = \"platform\"\naudit_collection = \"events\"\nstate_collection = \"vcstate\"",
+            &[],
+        )
+        .unwrap();
+        let daemon = daemon_role(&config);
+        assert!(daemon.allows("events", "find"));
+        assert!(!daemon.allows("events", "insert"));
+        assert!(daemon.allows("vcstate", "remove"));
+        assert!(!daemon.allows("sessions", "find"));
+        let command = daemon.create_command("platform");
+        assert_eq!(command.get_str("createRole").unwrap(), "vcmetricsDaemon");
+        let first = command.get_array("privileges").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            first,
+            doc! {"resource": {"db": "platform", "collection": "events"}, "actions": ["find", "listIndexes"]}
+        );
+        let migrate = migrate_role(&config);
+        assert!(migrate.allows("events", "collMod"));
+        assert!(migrate.allows("sessions", "createIndex"));
+        assert!(!migrate.allows("events", "find"));
+    }
+}
