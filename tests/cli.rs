@@ -333,7 +333,7 @@ fn a_password_is_never_printed_whatever_its_characters_source_or_command() {
     let dir = tempfile::tempdir().unwrap();
     let dead = "127.0.0.1:1/platform";
     let options = "serverSelectionTimeoutMS=100&connectTimeoutMS=100";
-    let commands: [&[&str]; 5] = [
+    let commands: [&[&str]; 7] = [
         &[
             "pipelines",
             "--period",
@@ -372,6 +372,8 @@ fn a_password_is_never_printed_whatever_its_characters_source_or_command() {
             "--to",
             "2026-03-02",
         ],
+        &["roles"],
+        &["health"],
     ];
     for special in specials {
         let password = format!("Zq7vW2{special}Kx9pL4");
