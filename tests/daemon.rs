@@ -357,7 +357,8 @@ async fn catch_up_after_a_three_day_outage_refreshes_exactly_the_missing_windows
 }
 
 #[tokio::test(start_paused = true)]
-async fn late_events_inside_lookback_are_picked_up_and_older_ones_left_to_recompute() {
+async fn late_events_inside_lookback_are_picked_up_and_older_ones_without_an_object_id_left_to_recompute(
+) {
     let store = Arc::new(FakeStore::default());
     store.with(|s| {
         s.watermarks
@@ -374,7 +375,8 @@ async fn late_events_inside_lookback_are_picked_up_and_older_ones_left_to_recomp
     sleep(minutes(5)).await;
     assert_eq!(store.total_calls("hourly", "2026-03-10T10:00:00Z"), Some(1));
 
-    // Two events arrive late: one for 10:xx (inside the 3-hour lookback), one for 07:xx.
+    // Two events arrive late: one for 10:xx (inside the 3-hour lookback), one for 07:xx, whose
+    // `_id` is not an ObjectId: the late-event scan cannot see it.
     store.with(|s| {
         s.calls.push(utc("2026-03-10T10:40:00Z"));
         s.calls.push(utc("2026-03-10T07:30:00Z"));
@@ -691,6 +693,211 @@ async fn catch_up_never_writes_windows_past_the_audit_logs_retention() {
         "first whole day after {horizon}"
     );
     assert!(run.windows[0] >= horizon);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// Late events by write time: lookback 0, so only the open window is refreshed regularly.
+const NO_LOOKBACK: &str = "start_from = \"2026-06-01T00:00:00Z\"\n\
+    [periods.hourly]\nschedule = \"0 0 0 1 1 *\"\nlookback = 0\n\
+    [periods.daily]\nschedule = \"0 0 0 1 1 *\"\nlookback = 0\n\
+    [periods.weekly]\nschedule = \"0 0 0 1 1 *\"\nlookback = 0\n\
+    [periods.monthly]\nschedule = \"0 0 0 1 1 *\"\nlookback = 0\n";
+
+async fn tick_all(daemon: &Running) {
+    for period in Period::ALL {
+        daemon.ticks.send(period).await.unwrap();
+    }
+    sleep(Duration::from_secs(5)).await;
+}
+
+/// The windows each period rolled up since `from` (an index into its aggregates).
+fn rolled_up_since(store: &FakeStore, period: Period, from: usize) -> Vec<DateTime<Utc>> {
+    store.aggregates(period.as_str())[from..]
+        .iter()
+        .flat_map(|a| a.windows.clone())
+        .collect()
+}
+
+/// #13: an event for Sunday 10:20, written on Monday 00:20 (a day late, past every lookback):
+/// the next run of each period refreshes exactly the window it falls in, besides its regular
+/// open window, and nothing else; the run after that finds nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_late_event_refreshes_exactly_its_windows_of_every_period() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-06-01T00:10:00Z"); // a Monday, the 1st
+    let daemon = start(&store, config("a", NO_LOOKBACK), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    tick_all(&daemon).await;
+    assert!(
+        store.with(|s| s.late_marks.len()) == 4,
+        "the first runs set the marks"
+    );
+    let seen: Vec<usize> = Period::ALL
+        .map(|p| store.aggregates(p.as_str()).len())
+        .to_vec();
+
+    sleep(minutes(10)).await;
+    store.write_call(utc("2026-05-31T10:20:00Z"), clock.now());
+    sleep(minutes(10)).await; // past the settling minute
+    tick_all(&daemon).await;
+    for (period, open, late) in [
+        (
+            Period::Hourly,
+            "2026-06-01T00:00:00Z",
+            "2026-05-31T10:00:00Z",
+        ),
+        (
+            Period::Daily,
+            "2026-06-01T00:00:00Z",
+            "2026-05-31T00:00:00Z",
+        ),
+        (
+            Period::Weekly,
+            "2026-06-01T00:00:00Z",
+            "2026-05-25T00:00:00Z",
+        ),
+        (
+            Period::Monthly,
+            "2026-06-01T00:00:00Z",
+            "2026-05-01T00:00:00Z",
+        ),
+    ] {
+        assert_eq!(
+            rolled_up_since(&store, period, seen[period.index()]),
+            [utc(open), utc(late)],
+            "{period}"
+        );
+        assert_eq!(
+            store.total_calls(period.as_str(), late),
+            Some(1),
+            "{period}"
+        );
+        let labels = [("period", period.as_str())];
+        assert_eq!(
+            metric(&daemon.status, "vcmetrics_late_events_total", &labels),
+            1.0
+        );
+        assert_eq!(
+            metric(
+                &daemon.status,
+                "vcmetrics_late_windows_refreshed_total",
+                &labels
+            ),
+            1.0
+        );
+        let age = metric(
+            &daemon.status,
+            "vcmetrics_late_event_oldest_age_seconds",
+            &labels,
+        );
+        assert!(
+            (14.0 * 3600.0..15.0 * 3600.0).contains(&age),
+            "{period}: {age}"
+        );
+    }
+
+    let seen: Vec<usize> = Period::ALL
+        .map(|p| store.aggregates(p.as_str()).len())
+        .to_vec();
+    sleep(minutes(5)).await;
+    tick_all(&daemon).await;
+    for period in Period::ALL {
+        assert_eq!(
+            rolled_up_since(&store, period, seen[period.index()]),
+            [utc("2026-06-01T00:00:00Z")],
+            "{period}: only the open window again"
+        );
+    }
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// #13: the mark moves only after the late windows are written: a run that fails in between
+/// (here: the mark's update) leaves it, and the next run writes the same windows again.
+#[tokio::test(start_paused = true)]
+async fn a_failure_before_the_mark_moves_repeats_the_late_windows_never_skips_them() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
+    let daemon = start(&store, config("a", NO_LOOKBACK), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(minutes(10)).await;
+    let mark = store.with(|s| s.late_marks[&Period::Hourly]);
+    store.write_call(utc("2026-05-31T10:20:00Z"), clock.now());
+    sleep(minutes(10)).await;
+    store.with(|s| s.failing_late_marks = 1);
+    let seen = store.aggregates("hourly").len();
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 1);
+    assert_eq!(store.with(|s| s.late_marks[&Period::Hourly]), mark);
+    assert!(rolled_up_since(&store, Period::Hourly, seen).contains(&utc("2026-05-31T10:00:00Z")));
+
+    let seen = store.aggregates("hourly").len();
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        rolled_up_since(&store, Period::Hourly, seen),
+        [utc("2026-06-01T00:00:00Z"), utc("2026-05-31T10:00:00Z")]
+    );
+    assert!(store.with(|s| s.late_marks[&Period::Hourly]) > mark);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// #13: a writer whose clock runs two hours ahead makes an `_id` from the future: the scan
+/// leaves it until the daemon's clock passes it (late, never lost), and the mark never jumps
+/// ahead of the daemon's own clock. Windows before the retention horizon are counted, not built.
+#[tokio::test(start_paused = true)]
+async fn a_future_object_id_waits_and_windows_past_retention_are_not_rebuilt() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.audit_ttl = Some(Duration::from_secs(30 * 86_400)));
+    let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
+    let daemon = start(&store, config("a", NO_LOOKBACK), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(minutes(10)).await;
+    store.write_call(
+        utc("2026-05-31T10:20:00Z"),
+        clock.now() + chrono::Duration::hours(2),
+    );
+    store.write_call(utc("2026-04-01T10:20:00Z"), clock.now()); // past the 30-day TTL
+    sleep(minutes(10)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    let labels = [("period", "hourly")];
+    assert_eq!(store.total_calls("hourly", "2026-05-31T10:00:00Z"), None);
+    assert_eq!(store.total_calls("hourly", "2026-04-01T10:00:00Z"), None);
+    assert_eq!(
+        metric(
+            &daemon.status,
+            "vcmetrics_late_windows_unrepairable_total",
+            &labels
+        ),
+        1.0
+    );
+    assert!(
+        store
+            .with(|s| s.late_marks[&Period::Hourly])
+            .timestamp()
+            .to_chrono()
+            <= clock.now()
+    );
+
+    sleep(minutes(125)).await;
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(store.total_calls("hourly", "2026-05-31T10:00:00Z"), Some(1));
+    assert_eq!(
+        metric(
+            &daemon.status,
+            "vcmetrics_late_windows_unrepairable_total",
+            &labels
+        ),
+        1.0,
+        "the unrepairable window is counted once"
+    );
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();
 }

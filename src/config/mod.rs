@@ -22,7 +22,7 @@ use crate::exporter::web_config::WebConfig;
 use crate::window::{Calendar, Period, Schedule};
 use values::{
     AggregateTimeoutBounds, Bounded, CollectionName, Count, DatabaseName, GraceBounds, LeaseBounds,
-    ListenAddress, RefreshBounds, RetentionBounds, TimeZoneName, WeekStart,
+    ListenAddress, RefreshBounds, RetentionBounds, SettleBounds, TimeZoneName, WeekStart,
 };
 
 /// The audit log's TTL the platform's schema declares: 180 days.
@@ -73,6 +73,31 @@ pub struct Config {
     pub metrics_refresh: Duration,
     /// The server-side time limit (`maxTimeMS`) of every aggregate vcmetrics sends.
     pub aggregate_timeout: Duration,
+    /// Finding events written late by their `_id`s (`[late_events]`).
+    pub late_events: LateEventsConfig,
+}
+
+/// `[late_events]`: each run also looks at the audit events written since its previous run and
+/// refreshes the older windows they fall in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateEventsConfig {
+    pub enabled: bool,
+    /// At most this many events written since the last run are looked at per run and period;
+    /// the rest in the next runs.
+    pub scan_limit: usize,
+    /// Events whose `_id` is younger than this are left for the next run: writers' clocks and
+    /// in-flight inserts get this much slack.
+    pub settle: Duration,
+}
+
+impl Default for LateEventsConfig {
+    fn default() -> Self {
+        LateEventsConfig {
+            enabled: true,
+            scan_limit: 100_000,
+            settle: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,7 +342,7 @@ impl<'a, E: Env> Sources<'a, E> {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 22] = [
+const TOP_LEVEL_KEYS: [&str; 23] = [
     "mongodb_uri",
     "database",
     "audit_collection",
@@ -340,6 +365,7 @@ const TOP_LEVEL_KEYS: [&str; 22] = [
     "metrics_refresh",
     "aggregate_timeout",
     "periods",
+    "late_events",
 ];
 
 /// Validates a parsed file (a TOML table) with the environment applied.
@@ -549,6 +575,20 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
     if let Some(periods_table) = periods_table {
         periods_table.finish(&Period::ALL.map(Period::as_str));
     }
+    let mut late_defaults = LateEventsConfig::default();
+    if let Some(mut late) = file.table("late_events") {
+        if let Some(enabled) = late.get::<bool>("enabled", &[]) {
+            late_defaults.enabled = enabled;
+        }
+        if let Some(limit) = late.get::<Count<1, 10_000_000>>("scan_limit", &[]) {
+            late_defaults.scan_limit = limit.0;
+        }
+        if let Some(settle) = late.get::<Bounded<SettleBounds>>("settle", &[]) {
+            late_defaults.settle = settle.0;
+        }
+        late.finish(&["enabled", "scan_limit", "settle"]);
+    }
+    let late_events = late_defaults;
     file.finish(&TOP_LEVEL_KEYS);
 
     let problems = problems.into_inner();
@@ -577,6 +617,7 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         chunks_in_flight,
         metrics_refresh,
         aggregate_timeout,
+        late_events,
     })
 }
 

@@ -185,6 +185,7 @@ bounds!(LeaseBounds, 3, HOUR);
 bounds!(GraceBounds, 0, HOUR);
 bounds!(RefreshBounds, 1, HOUR);
 bounds!(AggregateTimeoutBounds, 1, 24 * HOUR);
+bounds!(SettleBounds, 0, HOUR);
 
 /// A whole number within `[MIN, MAX]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::late_events::refresh_late_windows;
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
 use super::status::{RunOutcome, RunRecord, Status};
 use crate::clock::Clock;
@@ -61,6 +62,13 @@ pub async fn run_period(
                 .await?;
         }
         status.set_watermark(period, plan.watermark_after);
+        // Events written late into windows before this run's: found by their _ids.
+        let before = plan.windows.first().map_or(now, |w| w.start);
+        if let Some(late) =
+            refresh_late_windows(store, config, period, now, before, horizon).await?
+        {
+            status.record_late(period, &late);
+        }
         let summary = Summary::of(&reports);
         Ok((
             summary.created,

@@ -66,6 +66,23 @@ pub struct RunRecord {
     pub error: Option<&'static str>,
 }
 
+/// The late-event part of one run (`daemon::late_events`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LateReport {
+    /// Late events found in the windows taken.
+    pub events: u64,
+    /// Windows refreshed because of them.
+    pub windows: usize,
+    /// Windows with late events before the retention horizon, not rebuilt.
+    pub unrepairable: usize,
+    /// How old the oldest late event found was (now minus its timestamp).
+    pub oldest_age: Option<Duration>,
+    /// How long the scan took; `None` when nothing was scanned.
+    pub scan_duration: Option<Duration>,
+    /// The write time of the new mark: where the next scan starts.
+    pub mark: Option<DateTime<Utc>>,
+}
+
 /// A period's watermark as this replica knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watermark {
@@ -194,6 +211,11 @@ impl Status {
     /// Changes whenever a run of any period finished (and its metrics are in place).
     pub fn subscribe_runs_finished(&self) -> watch::Receiver<u64> {
         self.runs_finished.subscribe()
+    }
+
+    /// After a run's late-event part (before its [`Status::record_run`]).
+    pub fn record_late(&self, period: Period, report: &LateReport) {
+        self.metrics.late_events_scanned(period, report);
     }
 
     pub fn record_run(&self, record: RunRecord, finished_at: DateTime<Utc>) {

@@ -8,7 +8,7 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::daemon::status::{RunOutcome, RunRecord, SkipReason};
+use crate::daemon::status::{LateReport, RunOutcome, RunRecord, SkipReason};
 use crate::window::Period;
 
 fn unix_seconds(t: DateTime<Utc>) -> f64 {
@@ -29,6 +29,12 @@ pub struct SelfMetrics {
     data_lag: GaugeVec,
     leader: IntGauge,
     mongodb_up: IntGauge,
+    late_events: IntCounterVec,
+    late_windows: IntCounterVec,
+    late_unrepairable: IntCounterVec,
+    late_oldest_age: GaugeVec,
+    late_scan_duration: HistogramVec,
+    late_mark: GaugeVec,
 }
 
 impl SelfMetrics {
@@ -79,6 +85,31 @@ impl SelfMetrics {
             )?)?,
             leader: add(registry, IntGauge::new("vcmetrics_leader", "1 when this replica holds the lease and runs jobs, else 0.")?)?,
             mongodb_up: add(registry, IntGauge::new("vcmetrics_mongodb_up", "1 when MongoDB answered the last ping, else 0.")?)?,
+            late_events: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_late_events_total", "Audit events written after the runs that covered their window, found by their _id and counted by the period whose window they refreshed."),
+                &["period"],
+            )?)?,
+            late_windows: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_late_windows_refreshed_total", "Windows refreshed because late events fell in them."),
+                &["period"],
+            )?)?,
+            late_unrepairable: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_late_windows_unrepairable_total", "Windows with late events before the retention horizon, not rebuilt."),
+                &["period"],
+            )?)?,
+            late_oldest_age: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_late_event_oldest_age_seconds", "Age (run time minus timestamp) of the oldest late event the period's last scan found; 0 when it found none."),
+                &["period"],
+            )?)?,
+            late_scan_duration: add(registry, HistogramVec::new(
+                HistogramOpts::new("vcmetrics_late_scan_duration_seconds", "Duration of the late-event scans, in seconds.")
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["period"],
+            )?)?,
+            late_mark: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_late_scan_mark_timestamp_seconds", "Write time (from the _id) where the period's next late-event scan starts (Unix time)."),
+                &["period"],
+            )?)?,
         };
         // Every bounded combination exists from the start at zero, so `rate()` and alerts see
         // a series before the first event rather than nothing.
@@ -102,6 +133,10 @@ impl SelfMetrics {
             // 0: no successful run yet (the Prometheus convention for "never").
             metrics.last_success.with_label_values(&[period]).set(0.0);
             metrics.run_duration.with_label_values(&[period]);
+            metrics.late_events.with_label_values(&[period]);
+            metrics.late_windows.with_label_values(&[period]);
+            metrics.late_unrepairable.with_label_values(&[period]);
+            metrics.late_scan_duration.with_label_values(&[period]);
         }
         let build = IntGaugeVec::new(
             Opts::new(
@@ -131,7 +166,7 @@ impl SelfMetrics {
     /// Every family the daemon declares, including those a scrape shows only after their first
     /// sample (the watermark, lag and last-success gauges appear after a period's first run).
     pub fn declared_families(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 10] = [
+        let collectors: [&dyn Collector; 16] = [
             &self.runs,
             &self.run_errors,
             &self.run_duration,
@@ -142,6 +177,12 @@ impl SelfMetrics {
             &self.data_lag,
             &self.leader,
             &self.mongodb_up,
+            &self.late_events,
+            &self.late_windows,
+            &self.late_unrepairable,
+            &self.late_oldest_age,
+            &self.late_scan_duration,
+            &self.late_mark,
         ];
         collectors
             .iter()
@@ -178,6 +219,32 @@ impl SelfMetrics {
             self.data_lag
                 .with_label_values(&[period.as_str()])
                 .set(unix_seconds(now) - unix_seconds(watermark));
+        }
+    }
+
+    pub fn late_events_scanned(&self, period: Period, report: &LateReport) {
+        let period = [period.as_str()];
+        self.late_events
+            .with_label_values(&period)
+            .inc_by(report.events);
+        self.late_windows
+            .with_label_values(&period)
+            .inc_by(report.windows as u64);
+        self.late_unrepairable
+            .with_label_values(&period)
+            .inc_by(report.unrepairable as u64);
+        if let Some(duration) = report.scan_duration {
+            self.late_scan_duration
+                .with_label_values(&period)
+                .observe(duration.as_secs_f64());
+            self.late_oldest_age
+                .with_label_values(&period)
+                .set(report.oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+        }
+        if let Some(mark) = report.mark {
+            self.late_mark
+                .with_label_values(&period)
+                .set(unix_seconds(mark));
         }
     }
 

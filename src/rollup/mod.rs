@@ -9,10 +9,12 @@
 //!   windows.
 //! - [`pipeline`]: the embedded `pipelines/*.json` files, bound into one chunk's commands.
 //! - [`execute`]: chunks through the store, up to `chunks_in_flight` at once.
+//! - [`late_scan`]: the windows of events written late, found by their `_id`s.
 //! - [`report`]: what happened to each window.
 //! - [`window_metrics`]: the metrics document: its fields, reading it back, diffs.
 
 pub mod execute;
+pub mod late_scan;
 pub mod pipeline;
 pub mod plan;
 pub mod report;

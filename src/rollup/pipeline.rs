@@ -380,7 +380,7 @@ pub fn chunk_commands(
 }
 
 /// A pipeline file bound: its stages.
-fn stages(
+pub(super) fn stages(
     file: &'static str,
     text: &str,
     bindings: &[(&'static str, Bson)],

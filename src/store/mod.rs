@@ -1,7 +1,8 @@
 //! MongoDB behind one trait: the only module that talks to the server.
 //!
 //! [`Store`] is what a rollup needs (roll a chunk of windows up, compute it without writing, read
-//! documents back, learn the audit log's TTL, keep watermarks and the lease); [`MongoStore`]
+//! documents back, learn the audit log's TTL, find late events, keep watermarks, late-event
+//! marks and the lease); [`MongoStore`]
 //! implements it with the official driver; tests use one in-memory, fault-injecting double
 //! (`tests/support/fake_store.rs`). [`indexes`] is what `migrate` creates; index management is an
 //! inherent part of [`MongoStore`], since nothing else needs it.
@@ -18,10 +19,12 @@ pub use mongo::{ExistingIndex, MongoStore};
 use std::future::Future;
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use bson::Document;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
+use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::Chunk;
 use crate::window::Period;
 
@@ -59,6 +62,25 @@ pub trait Store: Send + Sync {
         &self,
         period: Period,
         to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Runs a late-event scan of the audit log (`rollup::late_scan`): what was written in an
+    /// `_id` range, as 15-minute buckets of late timestamps, never the events.
+    fn scan_late_events(
+        &self,
+        query: &LateScanQuery,
+    ) -> impl Future<Output = Result<LateScanResult>> + Send;
+
+    /// Where `period`'s next late-event scan starts (an `_id`, inclusive); `None` before the
+    /// period's first run.
+    fn late_mark(&self, period: Period) -> impl Future<Output = Result<Option<ObjectId>>> + Send;
+
+    /// Moves `period`'s late-event mark forward to `to` (never backwards).
+    fn advance_late_mark(
+        &self,
+        period: Period,
+        to: ObjectId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -12,11 +13,17 @@ use super::indexes::WantedIndex;
 use super::{Store, LEASE_ID};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::{AggregateCommand, Chunk, DeleteCommand, UpdateCommand};
 use crate::window::Period;
 
 fn watermark_id(period: Period) -> String {
     format!("watermark:{period}")
+}
+
+/// Beside the watermark: where the period's next late-event scan starts.
+fn late_mark_id(period: Period) -> String {
+    format!("late-events:{period}")
 }
 
 /// [`Store`] on a MongoDB deployment.
@@ -437,6 +444,55 @@ impl Store for MongoStore {
             .await
             .map(drop)
             .map_err(self.failed("update (watermark)"))
+    }
+
+    async fn scan_late_events(&self, query: &LateScanQuery) -> Result<LateScanResult> {
+        let docs = self.aggregate(&query.command).await?;
+        LateScanResult::from_documents(&docs).map_err(|e| Error::MongoWrite {
+            operation: "aggregate (late events)",
+            message: e.to_string(),
+        })
+    }
+
+    async fn late_mark(&self, period: Period) -> Result<Option<ObjectId>> {
+        let state = self
+            .database
+            .collection::<Document>(&self.state_collection)
+            .find_one(doc! {"_id": late_mark_id(period)})
+            .await
+            .map_err(self.failed("find (late-event mark)"))?;
+        match state {
+            None => Ok(None),
+            Some(d) => match d.get("since") {
+                Some(Bson::ObjectId(id)) => Ok(Some(*id)),
+                // Starting over would skip the events written since the mark.
+                other => Err(Error::MongoWrite {
+                    operation: "find (late-event mark)",
+                    message: format!("the {period} late-event mark has no ObjectId `since` ({other:?}); fix or delete it"),
+                }),
+            },
+        }
+    }
+
+    async fn advance_late_mark(
+        &self,
+        period: Period,
+        to: ObjectId,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.database
+            .collection::<Document>(&self.state_collection)
+            .update_one(
+                doc! {"_id": late_mark_id(period)},
+                doc! {
+                    "$max": {"since": to},
+                    "$set": {"period": period.as_str(), "updatedAt": bson_date(now)},
+                },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(self.failed("update (late-event mark)"))
     }
 
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {

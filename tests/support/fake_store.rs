@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 use vcmetrics::error::{Error, Result};
+use vcmetrics::rollup::late_scan::{
+    object_id_at, LateBucket, LateScan, LateScanQuery, LateScanResult, BUCKET_MS,
+};
 use vcmetrics::rollup::pipeline::Chunk;
 use vcmetrics::store::Store;
 use vcmetrics::window::Period;
@@ -25,6 +29,15 @@ pub struct Aggregate {
 pub struct FakeState {
     /// Timestamps of call_start events in the audit log.
     pub calls: Vec<DateTime<Utc>>,
+    /// The `_id`s and timestamps of the calls written with [`FakeStore::write_call`]: what the
+    /// late-event scan sees (calls pushed to `calls` directly have no ObjectId `_id`).
+    pub writes: Vec<(ObjectId, DateTime<Utc>)>,
+    /// Each period's late-event mark.
+    pub late_marks: BTreeMap<Period, ObjectId>,
+    /// Every late-event scan, in order.
+    pub late_scans: Vec<LateScan>,
+    /// The next this-many late-event mark updates fail.
+    pub failing_late_marks: usize,
     pub docs: BTreeMap<(String, DateTime<Utc>), Document>,
     pub watermarks: BTreeMap<Period, DateTime<Utc>>,
     pub lease: Option<(String, DateTime<Utc>)>,
@@ -112,6 +125,17 @@ impl FakeStore {
             });
         }
         Ok(())
+    }
+
+    /// A call_start event at `at`, written (its ObjectId made) at `written`.
+    pub fn write_call(&self, at: DateTime<Utc>, written: DateTime<Utc>) {
+        self.with(|s| {
+            let mut bytes = object_id_at(written).bytes();
+            // A counter in the last bytes, as a driver makes them: unique, in write order.
+            bytes[8..].copy_from_slice(&(s.writes.len() as u32 + 1).to_be_bytes());
+            s.writes.push((ObjectId::from_bytes(bytes), at));
+            s.calls.push(at);
+        });
     }
 
     pub fn aggregates(&self, period: &str) -> Vec<Aggregate> {
@@ -228,6 +252,75 @@ impl Store for FakeStore {
         self.with(|s| {
             let w = s.watermarks.entry(period).or_insert(to);
             *w = (*w).max(to);
+        });
+        Ok(())
+    }
+
+    /// As `pipelines/late_windows.json` computes it (the mingo suite checks the pipeline).
+    async fn scan_late_events(&self, query: &LateScanQuery) -> Result<LateScanResult> {
+        self.gate("aggregate (late events)").await?;
+        let scan = query.scan;
+        Ok(self.with(|s| {
+            s.late_scans.push(scan);
+            let mut scanned: Vec<(ObjectId, DateTime<Utc>)> = s
+                .writes
+                .iter()
+                .filter(|(id, _)| scan.since <= *id && *id < scan.until)
+                .copied()
+                .collect();
+            scanned.sort();
+            scanned.truncate(scan.limit);
+            let mut buckets = BTreeMap::<i64, LateBucket>::new();
+            for (id, at) in &scanned {
+                if *at >= scan.before {
+                    continue;
+                }
+                let ms = at.timestamp_millis();
+                let start = ms - ms.rem_euclid(BUCKET_MS);
+                let b = buckets.entry(start).or_insert(LateBucket {
+                    start: DateTime::from_timestamp_millis(start).unwrap(),
+                    events: 0,
+                    first_id: *id,
+                    oldest: *at,
+                });
+                b.events += 1;
+                b.first_id = b.first_id.min(*id);
+                b.oldest = b.oldest.min(*at);
+            }
+            LateScanResult {
+                scanned: scanned.len() as u64,
+                last_id: scanned.last().map(|(id, _)| *id),
+                buckets: buckets.into_values().collect(),
+            }
+        }))
+    }
+
+    async fn late_mark(&self, period: Period) -> Result<Option<ObjectId>> {
+        self.gate("find (late-event mark)").await?;
+        Ok(self.with(|s| s.late_marks.get(&period).copied()))
+    }
+
+    async fn advance_late_mark(
+        &self,
+        period: Period,
+        to: ObjectId,
+        _: DateTime<Utc>,
+    ) -> Result<()> {
+        self.gate("update (late-event mark)").await?;
+        let fail = self.with(|s| {
+            let fail = s.failing_late_marks > 0;
+            s.failing_late_marks = s.failing_late_marks.saturating_sub(1);
+            fail
+        });
+        if fail {
+            return Err(Error::MongoWrite {
+                operation: "update (late-event mark)",
+                message: "injected failure".into(),
+            });
+        }
+        self.with(|s| {
+            let mark = s.late_marks.entry(period).or_insert(to);
+            *mark = (*mark).max(to);
         });
         Ok(())
     }
