@@ -459,8 +459,9 @@ async fn c_three_day_outage_is_caught_up_in_bounded_runs() {
     );
 }
 
-/// d. A late event inside the lookback is counted by the next run; one older than the lookback
-/// is not (verify shows the drift) until `recompute` rebuilds its window.
+/// d. A late event inside the lookback is counted by the next run; with the late-event scan
+/// switched off, one older than the lookback is not (verify shows the drift) until `recompute`
+/// rebuilds its window. (Case i: with the scan on, the daemon finds it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MONGODB_URI"]
 async fn d_late_events_inside_the_lookback_by_the_daemon_older_ones_by_recompute() {
@@ -476,7 +477,7 @@ async fn d_late_events_inside_the_lookback_by_the_daemon_older_ones_by_recompute
     let dir = tempfile::tempdir().unwrap();
     let config = config(
         &dir,
-        "lease_ttl = \"6s\"\nshutdown_grace = \"5s\"",
+        "lease_ttl = \"6s\"\nshutdown_grace = \"5s\"\n[late_events]\nenabled = false",
         Some("lookback = 3"),
         Some("lookback = 2"),
     );
@@ -572,6 +573,92 @@ async fn d_late_events_inside_the_lookback_by_the_daemon_older_ones_by_recompute
     assert_eq!(code, Some(0), "{}", d.log());
     scratch.finish().await;
     eprintln!("d: case took {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// i. #13: an event two days late, inserted into a running daemon's database (its `_id` made
+/// by the driver at the insert, as the platform's are): found by the late-event scan, and within
+/// two ticks `verify` of that day exits 0 for the hourly and daily windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MONGODB_URI"]
+async fn i_an_event_two_days_late_is_found_by_its_id_within_two_ticks() {
+    let (_serial, started, scratch, hour) = begin("fm_i", minutes(4)).await;
+    // From the start of the day two days back, so that every window of that day is written.
+    let day = support::day_of(hour - hours(48));
+    let from = day;
+    scratch
+        .audit()
+        .insert_many(calls_per_hour(from, hour, 1))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        &dir,
+        "lease_ttl = \"6s\"\nshutdown_grace = \"5s\"\n[late_events]\nsettle = \"1s\"",
+        Some("lookback = 3"),
+        Some("lookback = 1"),
+    );
+    let start_from = from.to_rfc3339();
+    let d = daemon(
+        &config,
+        &scratch,
+        &scratch.uri,
+        "fm-i",
+        &[("VCMETRICS_START_FROM", &start_from)],
+    );
+    caught_up(&scratch, &[&d], "hourly", hour).await;
+    ran_through(&d, "daily").await;
+
+    let late = hour - hours(48) + minutes(30);
+    assert_eq!(
+        scratch
+            .window("hourly", hour - hours(48))
+            .await
+            .and_then(|w| integer(&w, "totalCalls")),
+        Some(1)
+    );
+    scratch
+        .audit()
+        .insert_one(event("call_start", late))
+        .await
+        .unwrap();
+    // The settling second, then two ticks of each period.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (hourly_runs, daily_runs) = (
+        d.runs_of("hourly", "success").len(),
+        d.runs_of("daily", "success").len(),
+    );
+    d.eventually(
+        "two more runs of each period",
+        Duration::from_secs(30),
+        async || {
+            (d.runs_of("hourly", "success").len() >= hourly_runs + 2
+                && d.runs_of("daily", "success").len() >= daily_runs + 2)
+                .then_some(())
+        },
+    )
+    .await;
+    scratch
+        .assert_verified("hourly", day, day + hours(24))
+        .await;
+    scratch.assert_verified("daily", day, day + hours(24)).await;
+    assert_eq!(
+        scratch
+            .window("hourly", hour - hours(48))
+            .await
+            .and_then(|w| integer(&w, "totalCalls")),
+        Some(2)
+    );
+    let scrape = d.scrape().unwrap();
+    let found = support::metric(
+        &scrape,
+        "vcmetrics_late_windows_refreshed_total",
+        &[("period", "hourly")],
+    );
+    assert!(found.is_some_and(|n| n >= 1.0), "{scrape}");
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0), "{}", d.log());
+    scratch.finish().await;
+    eprintln!("i: case took {:.1}s", started.elapsed().as_secs_f64());
 }
 
 /// e. Two replicas on one database: exactly one leads; SIGKILL it and the standby takes over

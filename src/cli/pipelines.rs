@@ -8,6 +8,8 @@ use crate::config::Config;
 use std::io::Write;
 
 use crate::error::{Error, Result};
+use crate::rollup::late_scan::{object_id_at, LateScan};
+use crate::rollup::pipeline::Target;
 use crate::rollup::retention::horizon;
 use crate::rollup::{check_retention, plan_chunks, plan_range};
 
@@ -25,8 +27,13 @@ pub struct Args {
     pub force: bool,
     /// Print the read-only aggregate `recompute --dry-run` and `verify` send instead: one per
     /// chunk, returning the documents a run would write.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "late_scan")]
     pub dry_run: bool,
+    /// Print the late-event scan a daemon run at --now sends instead: --from is the period's
+    /// late-event mark (events written from then on, by their `_id`), --to is where the run's
+    /// windows start (events timestamped before it are late). One aggregate per period.
+    #[arg(long)]
+    pub late_scan: bool,
 }
 
 /// Prints a JSON array of `{"database": ..., "command": ...}` objects in relaxed Extended JSON,
@@ -35,11 +42,24 @@ pub struct Args {
 /// `db.getSiblingDB(database).runCommand(EJSON.parse(JSON.stringify(command)))`.
 pub fn run(config: &Config, args: Args) -> Result<()> {
     let tz = config.calendar.time_zone();
-    let range = args.range.resolve(tz)?;
     let now = match &args.now {
         Some(s) => parse_instant("--now", s, tz)?,
         None => Utc::now(),
     };
+    if args.late_scan {
+        // Two unrelated instants (a write time and a window start), in no required order.
+        let since = parse_instant("--from", &args.range.from, tz)?;
+        let first_window = parse_instant("--to", &args.range.to, tz)?;
+        let commands = args
+            .range
+            .period
+            .periods()
+            .into_iter()
+            .map(|period| late_scan_command(config, period, since, first_window, now))
+            .collect::<Result<Vec<_>>>()?;
+        return print(commands);
+    }
+    let range = args.range.resolve(tz)?;
     // The same guard as recompute's: commands printed for windows the TTL has thinned would
     // overwrite correct history with undercounts if run by hand. Without a server the horizon
     // comes from the configuration: `audit_retention`, else `audit_ttl` (what migrate sets).
@@ -69,6 +89,30 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
             now.to_rfc3339()
         );
     }
+    print(commands)
+}
+
+/// The scan a run of `period` at `now` sends with its mark at `since`, its windows starting at
+/// the window of `first_window`.
+fn late_scan_command(
+    config: &Config,
+    period: crate::window::Period,
+    since: DateTime<Utc>,
+    first_window: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Document> {
+    let settle = chrono::Duration::from_std(config.late_events.settle).unwrap_or_default();
+    let scan = LateScan {
+        since: object_id_at(since),
+        until: object_id_at(now - settle),
+        before: config.calendar.window_start(period, first_window),
+        limit: config.late_events.scan_limit,
+    };
+    let command = scan.command(&Target::of(config))?;
+    Ok(doc! {"database": &command.database, "command": command.to_command()})
+}
+
+fn print(commands: Vec<Document>) -> Result<()> {
     let json =
         Bson::Array(commands.into_iter().map(Bson::Document).collect()).into_relaxed_extjson();
     let mut out = std::io::stdout().lock();

@@ -100,6 +100,22 @@ export function commandsFor({ timezone = "UTC", period, from, to, now, dryRun = 
   return EJSON.parse(out, { relaxed: true });
 }
 
+/**
+ * Asks the real binary for the late-event scans a daemon run at `now` sends (`pipelines
+ * --late-scan`): the period's mark at `since`, its windows starting at `firstWindow`.
+ */
+export function lateScanFor({ timezone = "UTC", period, since, firstWindow, now, config = "" }) {
+  const dir = mkdtempSync(join(tmpdir(), "vcmetrics-conformance-"));
+  const file = join(dir, "vcmetrics.toml");
+  writeFileSync(file, `timezone = "${timezone}"\ndatabase = "app"\n${config}`);
+  const out = execFileSync(
+    binary,
+    ["--config", file, "pipelines", "--late-scan", "--period", period, "--from", since, "--to", firstWindow, "--now", now],
+    { encoding: "utf8", env: { PATH: process.env.PATH } },
+  );
+  return EJSON.parse(out, { relaxed: true });
+}
+
 function runUpdate(db, cmd) {
   const coll = db.collection(cmd.update);
   for (const { q, u, upsert, ...rest } of cmd.updates) {
