@@ -16,6 +16,9 @@
 //! 3. Steady-state tick: `explain` (executionStats) of one hourly run (lookback + open window)
 //!    with 1 and with 6 months of history (`BENCH_MONTH_EVENTS`, default 300000 a month): time,
 //!    documents examined, and whether the timestamp range is an index scan.
+//!    Then the late-event part of an hourly run at both depths: with no late events, and with
+//!    1,000 events written now whose timestamps spread over the last 30 days (the first run's
+//!    extra time, and how many runs drain them); neither may grow with the history's size.
 //! 4. Distinct users: one monthly window with `BENCH_DISTINCT_USERS` (default 1000000) distinct
 //!    users must complete and count them all.
 //!
@@ -29,12 +32,15 @@ use bson::{doc, Bson, Document};
 use chrono::{DateTime, DurationRound, Utc};
 use futures_util::TryStreamExt;
 use vcmetrics::config::{from_toml, Config};
+use vcmetrics::daemon::late_events::refresh_late_windows;
 use vcmetrics::daemon::run_plan::plan_run;
+use vcmetrics::daemon::status::LateReport;
 use vcmetrics::generate::{generate, Plan};
+use vcmetrics::rollup::late_scan::object_id_at;
 use vcmetrics::rollup::pipeline::{Chunk, Target};
 use vcmetrics::rollup::{chunks, plan_range};
 use vcmetrics::store::indexes::wanted_indexes;
-use vcmetrics::store::MongoStore;
+use vcmetrics::store::{MongoStore, Store};
 use vcmetrics::window::{Calendar, Period};
 
 fn main() {
@@ -351,6 +357,58 @@ async fn explain_tick(
     })
 }
 
+/// The late-event part of hourly runs on a history written earlier: the mark is set now, then
+/// `late` events are written whose timestamps spread over the last 30 days; runs repeat until
+/// one finds no window. Each run's time and report (the last found nothing).
+async fn late_cost(
+    config: &Config,
+    store: &MongoStore,
+    db: &mongodb::Database,
+    late: usize,
+) -> anyhow::Result<Vec<(Duration, LateReport)>> {
+    // A mark from just now (an earlier measurement's mark may be a second ahead: removed).
+    db.collection::<Document>(&config.state_collection)
+        .delete_many(doc! {"_id": {"$regex": "^late-events:"}})
+        .await?;
+    let mark = object_id_at(Utc::now() - chrono::Duration::seconds(1));
+    store
+        .advance_late_mark(Period::Hourly, mark, Utc::now())
+        .await?;
+    let end = Utc::now().duration_trunc(chrono::Duration::hours(1))? - chrono::Duration::hours(4);
+    let span = chrono::Duration::days(30);
+    if late > 0 {
+        let events: Vec<Document> = (0..late)
+            .map(|i| {
+                let at = end - span + span * i as i32 / late as i32;
+                doc! {"userId": bson::oid::ObjectId::new(), "action": "call_start",
+                "sessionId": "late", "timestamp": bson::DateTime::from_chrono(at)}
+            })
+            .collect();
+        db.collection::<Document>("videocallauditlogs")
+            .insert_many(events)
+            .await?;
+    }
+    // No settling time: the events just written count at once (a run a second from now).
+    let mut config = config.clone();
+    config.late_events.settle = Duration::ZERO;
+    let config = &config;
+    let mut runs = Vec::new();
+    loop {
+        let run_at = Utc::now() + chrono::Duration::seconds(1);
+        let before =
+            run_at.duration_trunc(chrono::Duration::hours(1))? - chrono::Duration::hours(3);
+        let started = Instant::now();
+        let report = refresh_late_windows(store, config, Period::Hourly, run_at, before, None)
+            .await?
+            .unwrap_or_default();
+        let done = report.windows == 0;
+        runs.push((started.elapsed(), report));
+        if done || runs.len() > 100 {
+            return Ok(runs);
+        }
+    }
+}
+
 fn or_unreported(v: Option<i64>, unit: &str) -> String {
     v.map_or("not reported by this engine".to_owned(), |v| {
         format!("{v} {unit}")
@@ -496,6 +554,7 @@ async fn run(uri: String) -> anyhow::Result<()> {
     let month = env_number("BENCH_MONTH_EVENTS", 300_000);
     // Two audit logs, one and six months deep, each written before it is indexed.
     let mut explained = Vec::new();
+    let mut late_costs = Vec::new();
     for months in [1, 6] {
         let name = format!("vcm_bench_{}_history_{months}", std::process::id());
         let (config, store, db) = scratch(&uri, &name, false).await?;
@@ -516,6 +575,10 @@ async fn run(uri: String) -> anyhow::Result<()> {
         )?;
         create_indexes(&config, &store).await?;
         explained.push(explain_tick(&config, &db, now + chrono::Duration::minutes(7)).await?);
+        late_costs.push((
+            late_cost(&config, &store, &db, 0).await?,
+            late_cost(&config, &store, &db, 1_000).await?,
+        ));
         db.drop().await?;
         store.shutdown().await;
     }
@@ -534,6 +597,28 @@ async fn run(uri: String) -> anyhow::Result<()> {
         println!(
             "   documents examined ratio {:.2} (target: within 1.2)",
             b as f64 / a.max(1) as f64
+        );
+    }
+
+    println!("   late-event part of an hourly run (scan by _id since the mark, refresh the windows found):");
+    for ((none, thousand), label) in late_costs.iter().zip(["1 month", "6 months"]) {
+        let first = &thousand[0];
+        let total: Duration = thousand.iter().map(|(t, _)| *t).sum();
+        println!(
+            "   {label:>8} of history: no late events +{:.1} ms; 1,000 late events: first run +{:.2} s ({} found, {} windows), drained in {} runs, {:.1} s in all",
+            none[0].0.as_secs_f64() * 1000.0,
+            first.0.as_secs_f64(),
+            first.1.events,
+            first.1.windows,
+            thousand.len() - 1,
+            total.as_secs_f64()
+        );
+    }
+    if let [(none1, late1), (none6, late6)] = &late_costs[..] {
+        println!(
+            "   ratio 6 months / 1 month: no late events {:.2}, first run with 1,000 {:.2} (target: within 1.5)",
+            none6[0].0.as_secs_f64() / none1[0].0.as_secs_f64().max(1e-6),
+            late6[0].0.as_secs_f64() / late1[0].0.as_secs_f64().max(1e-6)
         );
     }
 
