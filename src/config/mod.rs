@@ -759,6 +759,39 @@ mod tests {
     }
 
     #[test]
+    fn late_events_are_on_by_default_and_their_keys_are_checked() {
+        let c = from_toml("", &[]).unwrap();
+        assert_eq!(c.late_events, LateEventsConfig::default());
+        assert!(c.late_events.enabled);
+        let c = from_toml(
+            "[late_events]\nenabled = false\nscan_limit = 500\nsettle = \"5s\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.late_events,
+            LateEventsConfig {
+                enabled: false,
+                scan_limit: 500,
+                settle: Duration::from_secs(5)
+            }
+        );
+        let err = from_toml(
+            "[late_events]\nscan_limit = 0\nsettle = \"2h\"\nlimit = 3",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "late_events.scan_limit",
+            "late_events.settle",
+            "late_events.limit: unknown key",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn durations_are_bounded() {
         let err = from_toml(
             "audit_ttl = \"100years\"\nlease_ttl = \"1s\"\nshutdown_grace = \"2h\"",
