@@ -8,6 +8,8 @@
 //!   schedules — the only time arithmetic.
 //! - [`rollup`]: a range of windows → chunks → the bound `pipelines/*.json` → executed through
 //!   the store → what changed in each window's document.
+//! - [`sessions`]: the platform's sessions: the schema's validation rules, its data migration,
+//!   the live gauges' queries.
 //! - [`store`]: the storage trait at the level of the domain, its MongoDB implementation, and
 //!   the indexes `migrate` creates — the only MongoDB I/O.
 //! - [`daemon`]: when each period runs, one run of a period, the leader lease, MongoDB
@@ -28,5 +30,6 @@ pub mod error;
 pub mod exporter;
 pub mod generate;
 pub mod rollup;
+pub mod sessions;
 pub mod store;
 pub mod window;

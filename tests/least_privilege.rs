@@ -1,7 +1,8 @@
 //! #14 item 9: the documented least-privilege roles (`vcmetrics roles`, `store::privileges`) cover
 //! every command vcmetrics sends, on a real server (`MONGODB_URI`; ignored without it).
 //!
-//! Every command of `migrate` (with `--update-ttl`) and of the daemon's work — a run of every
+//! Every command of `migrate` (with `--update-ttl`, and the data migration dry and for real) and
+//! of the daemon's work — a run of every
 //! period through the real `Daemon`, the call-metrics refresh, a recompute and a verify of a
 //! closed range, the retention horizon, the lease's release at shutdown — is recorded by the
 //! driver's command monitor, turned into the privilege actions MongoDB checks for it (its
@@ -261,12 +262,37 @@ async fn item_9_every_command_of_the_daemon_and_of_migrate_is_granted_by_its_rol
     vcmetrics::cli::migrate::migrate(
         &migrator,
         &shorter,
-        &vcmetrics::cli::migrate::Args { update_ttl: true },
+        &vcmetrics::cli::migrate::Args {
+            update_ttl: true,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
+    // The data migration, on a few sessions: dry run, then run.
+    scratch
+        .db
+        .collection::<Document>(&config.sessions_collection)
+        .insert_many([
+            doc! {"status": "Confirmed"},
+            doc! {"status": "Pending", "isVideoCall": true},
+        ])
+        .await
+        .unwrap();
+    for dry_run in [true, false] {
+        let args = vcmetrics::cli::migrate::Args {
+            data: Some("add-video-call-fields".into()),
+            dry_run,
+            batch_size: 1,
+            ..Default::default()
+        };
+        vcmetrics::cli::migrate::migrate_data(&migrator, &args)
+            .await
+            .unwrap();
+    }
     let used = check(&migrate_role(&config), database, &recorded.take());
     assert!(used.contains(&(config.audit_collection.clone(), "collMod".to_owned())));
+    assert!(used.contains(&(config.sessions_collection.clone(), "update".to_owned())));
 
     scratch
         .audit()

@@ -1,8 +1,15 @@
 //! `vcmetrics migrate`: create the indexes of the audit log, the metrics, the staging and the
-//! sessions collections.
+//! sessions collections; with `--data <name>`, run a named data migration of the sessions.
+
+use bson::Bson;
+use chrono::Utc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sessions::migration::{
+    confirmed_without_link, confirmed_without_link_nor_object_id, video_call_fields,
+    without_video_fields, Changes, Record, ADD_VIDEO_CALL_FIELDS,
+};
 use crate::store::indexes::{plan, wanted_indexes, IndexAction};
 use crate::store::MongoStore;
 
@@ -12,11 +19,27 @@ pub struct Args {
     /// Without it a differing TTL is reported and migrate exits 4.
     #[arg(long)]
     pub update_ttl: bool,
+    /// Run the named data migration of the platform's sessions instead of creating indexes. It
+    /// writes to the application's data: look first with --dry-run.
+    #[arg(long, value_name = "NAME", value_parser = [ADD_VIDEO_CALL_FIELDS])]
+    pub data: Option<String>,
+    /// With --data: print how many documents each step would change, and write nothing.
+    #[arg(long, requires = "data")]
+    pub dry_run: bool,
+    /// With --data: run a migration that is recorded as applied again.
+    #[arg(long, requires = "data")]
+    pub force: bool,
+    /// With --data: sessions per batch (each batch is a handful of commands).
+    #[arg(long, requires = "data", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
 }
 
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let store = MongoStore::connect(config).await?;
-    let result = migrate(&store, config, &args).await;
+    let result = match &args.data {
+        None => migrate(&store, config, &args).await,
+        Some(_) => migrate_data(&store, &args).await,
+    };
     store.shutdown().await;
     result
 }
@@ -92,4 +115,99 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
     } else {
         Err(Error::Refused(refusals.join("; ")))
     }
+}
+
+/// `--data add-video-call-fields`: look (`--dry-run`), or run it unless it is recorded as applied.
+pub async fn migrate_data(store: &MongoStore, args: &Args) -> Result<()> {
+    const NAME: &str = ADD_VIDEO_CALL_FIELDS;
+    if args.dry_run {
+        let changes = preview(store).await?;
+        println!(
+            "{NAME} (dry run: nothing written)\n{}",
+            changes.describe(true)
+        );
+        return Ok(());
+    }
+    match store.migration_record(NAME).await? {
+        Record::Applied { at, version } if !args.force => {
+            println!(
+                "{NAME}: already applied at {} by vcmetrics {version}; nothing done (--force runs it again)",
+                at.to_rfc3339()
+            );
+            return Ok(());
+        }
+        Record::Started { at, version } => println!(
+            "{NAME}: a run started at {} by vcmetrics {version} did not finish; going on from where it stopped",
+            at.to_rfc3339()
+        ),
+        _ => {}
+    }
+    let now = Utc::now();
+    store.record_migration_started(NAME, now).await?;
+    let changes = apply(store, now, args.batch_size as usize).await?;
+    store
+        .record_migration_applied(NAME, Utc::now(), &changes)
+        .await?;
+    println!("{NAME}: applied\n{}", changes.describe(false));
+    Ok(())
+}
+
+/// What the migration would change now.
+async fn preview(store: &MongoStore) -> Result<Changes> {
+    let mut changes = Changes::default();
+    for (field, _) in video_call_fields(Utc::now()) {
+        let mut filter = without_video_fields();
+        filter.insert(field, bson::doc! {"$exists": false});
+        changes
+            .fields
+            .insert(field, store.count_sessions(filter).await?);
+    }
+    changes.links = store.count_sessions(confirmed_without_link()).await?;
+    changes.links_impossible = store
+        .count_sessions(confirmed_without_link_nor_object_id())
+        .await?;
+    Ok(changes)
+}
+
+/// Both steps, batch by batch. A batch whose first `_id` comes back unchanged made no progress
+/// (something refuses the write): an error, never a loop.
+async fn apply(store: &MongoStore, now: chrono::DateTime<Utc>, batch: usize) -> Result<Changes> {
+    let stuck = |step: &str, id: &Bson| {
+        Error::MongoWrite {
+        operation: "update (sessions)",
+        message: format!("{step}: session {id} is still unchanged after its batch was written; nothing more is done"),
+    }
+    };
+    let mut changes = Changes::default();
+    let mut previous: Option<Bson> = None;
+    loop {
+        let ids = store.session_ids(without_video_fields(), batch).await?;
+        let Some(first) = ids.first().cloned() else {
+            break;
+        };
+        if previous.as_ref() == Some(&first) {
+            return Err(stuck("step 1", &first));
+        }
+        for (field, value) in video_call_fields(now) {
+            let set = store.set_missing_field(&ids, field, value).await?;
+            *changes.fields.entry(field).or_default() += set;
+        }
+        previous = Some(first);
+    }
+    let mut previous: Option<Bson> = None;
+    loop {
+        let ids = store.session_ids(confirmed_without_link(), batch).await?;
+        let Some(first) = ids.first().cloned() else {
+            break;
+        };
+        if previous.as_ref() == Some(&first) {
+            return Err(stuck("step 2", &first));
+        }
+        changes.links += store.set_meeting_links(&ids, now).await?;
+        previous = Some(first);
+    }
+    changes.links_impossible = store
+        .count_sessions(confirmed_without_link_nor_object_id())
+        .await?;
+    Ok(changes)
 }

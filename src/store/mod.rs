@@ -12,6 +12,7 @@
 
 pub mod indexes;
 mod mongo;
+mod mongo_sessions;
 pub mod privileges;
 
 pub use mongo::{ExistingIndex, MongoStore};

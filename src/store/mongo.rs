@@ -30,11 +30,12 @@ fn late_mark_id(period: Period) -> String {
 #[derive(Clone)]
 pub struct MongoStore {
     client: Client,
-    database: Database,
+    pub(super) database: Database,
     audit_collection: String,
     metrics_collection: String,
     staging_collection: String,
-    state_collection: String,
+    pub(super) state_collection: String,
+    pub(super) sessions_collection: String,
     /// The connection string without its password, for "cannot reach" errors.
     address: String,
     /// The driver's server selection timeout: how long an operation waits for a server.
@@ -81,6 +82,7 @@ impl MongoStore {
             metrics_collection: config.metrics_collection.clone(),
             staging_collection: config.staging_collection.clone(),
             state_collection: config.state_collection.clone(),
+            sessions_collection: config.sessions_collection.clone(),
             address: config.redacted_uri(),
             selection_timeout,
             staging_ready: Default::default(),
@@ -89,7 +91,10 @@ impl MongoStore {
 
     /// How a driver error of `operation` is reported: "cannot reach MongoDB" when no server
     /// answered (the driver's detail goes to the debug log), else the operation and the detail.
-    fn failed(&self, operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> Error + '_ {
+    pub(super) fn failed(
+        &self,
+        operation: &'static str,
+    ) -> impl FnOnce(mongodb::error::Error) -> Error + '_ {
         move |source| {
             if !matches!(
                 source.kind.as_ref(),

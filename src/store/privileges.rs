@@ -81,8 +81,9 @@ pub fn daemon_role(config: &Config) -> Role {
     }
 }
 
-/// What `migrate` needs: listing and creating indexes (which may create the collection), and
-/// `collMod` on the audit log for `--update-ttl`.
+/// What `migrate` needs: listing and creating indexes (which may create the collection),
+/// `collMod` on the audit log for `--update-ttl`, and for `--data` reading and updating the
+/// sessions and recording the run in the state collection.
 pub fn migrate_role(config: &Config) -> Role {
     const INDEXES: &[&str] = &["listIndexes", "createIndex", "createCollection"];
     Role {
@@ -100,9 +101,22 @@ pub fn migrate_role(config: &Config) -> Role {
                 collection: config.staging_collection.clone(),
                 actions: INDEXES,
             },
+            // Indexes, and the named data migration (`--data`): find the sessions it applies
+            // to, count them for --dry-run, update them.
             Privilege {
                 collection: config.sessions_collection.clone(),
-                actions: INDEXES,
+                actions: &[
+                    "listIndexes",
+                    "createIndex",
+                    "createCollection",
+                    "find",
+                    "update",
+                ],
+            },
+            // The data migration's record.
+            Privilege {
+                collection: config.state_collection.clone(),
+                actions: &["find", "insert", "update"],
             },
         ],
     }
