@@ -76,6 +76,9 @@ pub enum Error {
     /// `verify` found stored documents that differ from what the audit log says.
     #[error("{windows} window(s) differ from the audit log")]
     Drift { windows: usize },
+    /// `check sessions` found sessions that break the schema's rules.
+    #[error("{sessions} session rule violation(s)")]
+    RulesBroken { sessions: u64 },
 }
 
 /// An error with its whole cause chain, `outer: cause: root cause`, for log fields.
@@ -102,7 +105,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Config(_) => 2,
-            Error::Drift { .. } => 3,
+            Error::Drift { .. } | Error::RulesBroken { .. } => 3,
             Error::Refused(_) => 4,
             Error::Pipeline(_)
             | Error::Mongo { .. }
@@ -151,7 +154,7 @@ impl Error {
             Error::Metrics(_) => "metrics",
             Error::Unhealthy(_) => "unhealthy",
             Error::Listen { .. } => "listen",
-            Error::Drift { .. } => "drift",
+            Error::Drift { .. } | Error::RulesBroken { .. } => "drift",
         }
     }
 }

@@ -420,3 +420,40 @@ fn a_password_is_never_printed_whatever_its_characters_source_or_command() {
         }
     }
 }
+
+/// #11: the sessions commands check their arguments before contacting a server.
+#[test]
+fn sessions_commands_check_their_arguments() {
+    let o = vcmetrics(
+        &[
+            "check",
+            "sessions",
+            "--from",
+            "yesterday-ish",
+            "--to",
+            "now",
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, 2, "--from \"yesterday-ish\" is not a time");
+    let o = vcmetrics(
+        &["check", "sessions", "--from", "now", "--to", "now-7d"],
+        &[],
+    );
+    assert_clean_failure(&o, 2, "must be before --to");
+    let o = vcmetrics(&["migrate", "--dry-run"], &[]);
+    assert_clean_failure(&o, 2, "--data");
+    let o = vcmetrics(&["migrate", "--data", "drop-everything"], &[]);
+    assert_clean_failure(&o, 2, "invalid value 'drop-everything'");
+    let o = vcmetrics(
+        &[
+            "migrate",
+            "--data",
+            "add-video-call-fields",
+            "--batch-size",
+            "0",
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, 2, "--batch-size");
+}

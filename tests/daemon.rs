@@ -901,3 +901,66 @@ async fn a_future_object_id_waits_and_windows_past_retention_are_not_rebuilt() {
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();
 }
+
+/// #11: the session gauges are re-read with the call metrics; a failed read is counted and
+/// leaves the last values in place, and the endpoint's text never waits on MongoDB.
+#[tokio::test(start_paused = true)]
+async fn session_gauges_keep_their_last_values_when_a_read_fails() {
+    use vcmetrics::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
+    use vcmetrics::exporter::session_metrics::SessionMetricsCache;
+    use vcmetrics::sessions::gauges::SessionGauges;
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| {
+        s.session_gauges = SessionGauges {
+            active: 4,
+            stuck: 1,
+            upcoming: vec![1, 2, 3],
+            by_status: vec![0; 7],
+            confirmed_without_link: 0,
+            rules: vec![0, 0],
+        }
+    });
+    let config = Arc::new(config("a", "metrics_refresh = \"30s\""));
+    let status = Arc::new(Status::new().unwrap());
+    let sessions = Arc::new(SessionMetricsCache::new().unwrap());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let refresher = tokio::spawn(keep_fresh(
+        store.clone(),
+        config,
+        TestClock::starting_at("2026-03-10T12:00:00Z"),
+        status,
+        (Arc::new(CallMetricsCache::default()), sessions.clone()),
+        shutdown_rx,
+    ));
+    sleep(Duration::from_secs(1)).await;
+    let text = || String::from_utf8(sessions.text().to_vec()).unwrap();
+    assert!(
+        text().contains("vcmetrics_sessions_active_calls 4"),
+        "{}",
+        text()
+    );
+    store.with(|s| {
+        s.down = true;
+        s.session_gauges.active = 9;
+    });
+    sleep(Duration::from_secs(61)).await; // two refreshes, both failing
+    let now = text();
+    assert!(now.contains("vcmetrics_sessions_active_calls 4"), "{now}");
+    assert!(
+        now.contains("vcmetrics_sessions_read_errors_total 2"),
+        "{now}"
+    );
+    assert!(
+        now.contains("vcmetrics_sessions_last_read_timestamp_seconds 1773144000"),
+        "{now}"
+    );
+    store.with(|s| s.down = false);
+    sleep(Duration::from_secs(30)).await;
+    assert!(
+        text().contains("vcmetrics_sessions_active_calls 9"),
+        "{}",
+        text()
+    );
+    shutdown.send(true).unwrap();
+    refresher.await.unwrap();
+}

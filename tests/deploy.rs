@@ -194,7 +194,8 @@ fn live_families() -> BTreeSet<String> {
         .collect()
 }
 
-/// The call-metric families, as the exporter builds them from a document with every field.
+/// The call-metric and session-gauge families, as the exporter builds them from a document with
+/// every field and from one read of the sessions (both appear only once read from MongoDB).
 fn call_families() -> BTreeSet<String> {
     use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
     let mut doc = bson::doc! {"period": "hourly", "date": bson::DateTime::now(), "updatedAt": bson::DateTime::now(), "errorCounts": {"E": 1}};
@@ -206,9 +207,16 @@ fn call_families() -> BTreeSet<String> {
         role: WindowRole::Open,
         metrics: vcmetrics::rollup::window_metrics::WindowMetrics::from_document(&doc).unwrap(),
     };
+    let sessions = vcmetrics::sessions::gauges::SessionGauges {
+        upcoming: vec![1; 3],
+        by_status: vec![1; 7],
+        rules: vec![1; 2],
+        ..Default::default()
+    };
     families(&[w], 20)
         .unwrap()
         .iter()
+        .chain(&vcmetrics::exporter::session_metrics::families(&sessions).unwrap())
         .map(|f| f.name().to_owned())
         .collect()
 }

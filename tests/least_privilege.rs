@@ -4,7 +4,8 @@
 //! Every command of `migrate` (with `--update-ttl`, and the data migration dry and for real) and
 //! of the daemon's work — a run of every
 //! period through the real `Daemon`, the call-metrics refresh, a recompute and a verify of a
-//! closed range, the retention horizon, the lease's release at shutdown — is recorded by the
+//! closed range, the session gauges and a rule check, the retention horizon, the lease's release
+//! at shutdown — is recorded by the
 //! driver's command monitor, turned into the privilege actions MongoDB checks for it (its
 //! "Privilege Actions" reference), and each must be granted by the role. The daemon role must
 //! also be minimal: every action it grants was needed.
@@ -29,8 +30,10 @@ use vcmetrics::clock::SystemClock;
 use vcmetrics::config::{from_toml, Config};
 use vcmetrics::daemon::status::Status;
 use vcmetrics::daemon::Daemon;
-use vcmetrics::exporter::call_metrics_cache::{refresh, CallMetricsCache};
+use vcmetrics::exporter::call_metrics_cache::{refresh, refresh_sessions, CallMetricsCache};
+use vcmetrics::exporter::session_metrics::SessionMetricsCache;
 use vcmetrics::rollup::{plan_range, process, retention_horizon, Batch, Mode};
+use vcmetrics::sessions::rules::SessionRule;
 use vcmetrics::store::privileges::{daemon_role, migrate_role, Role};
 use vcmetrics::store::MongoStore;
 use vcmetrics::window::Period;
@@ -212,7 +215,20 @@ async fn daemon_work(store: MongoStore, config: &Config) {
     refresh(&*store, &config, &SystemClock, &cache)
         .await
         .unwrap();
+    let sessions = SessionMetricsCache::new().unwrap();
+    refresh_sessions(&*store, &config, &SystemClock, &sessions)
+        .await
+        .unwrap();
     let now = Utc::now();
+    store
+        .session_rule_violations(
+            SessionRule::CallDuration,
+            now - chrono::Duration::days(7),
+            now,
+            5,
+        )
+        .await
+        .unwrap();
     retention_horizon(&*store, &config, now).await.unwrap();
     let plan = plan_range(
         &config,

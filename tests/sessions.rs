@@ -291,3 +291,237 @@ async fn the_migration_killed_half_way_is_finished_by_a_re_run() {
     }
     scratch.finish().await;
 }
+
+/// The session rules, the live gauges and their plans on a real server: fixture sessions of
+/// every status and every rule, with missing and wrongly typed fields; `vcmetrics check
+/// sessions` (exit 3, ids only) and the gauges a running daemon exports; every gauge filter is
+/// planned on an index.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MONGODB_URI"]
+async fn rules_and_live_gauges_count_what_the_schema_says() {
+    let scratch = Scratch::new("session_gauges").await;
+    let now = chrono::Utc::now();
+    let at = |minutes: i64| bson::DateTime::from_chrono(now + chrono::Duration::minutes(minutes));
+    let id = |n: u32| {
+        Bson::ObjectId(ObjectId::parse_str(format!("6600000000000000000{n:05x}")).unwrap())
+    };
+    let hour = 60;
+    let day = 24 * hour;
+    let fixtures = vec![
+        // Active calls: one fresh, one stuck (no videoCallEnded field at all), and not active ones.
+        doc! {"_id": id(1), "status": "In Progress", "sessionDate": at(-40), "videoCallStarted": at(-30), "videoCallEnded": null, "isVideoCall": true, "meetingLink": "room-1"},
+        doc! {"_id": id(2), "status": "In Progress", "sessionDate": at(-6 * hour), "videoCallStarted": at(-5 * hour), "isVideoCall": true},
+        doc! {"_id": id(3), "status": "In Progress", "sessionDate": at(-90), "videoCallStarted": at(-80), "videoCallEnded": at(-10), "callDuration": 70},
+        doc! {"_id": id(4), "status": "In Progress", "sessionDate": at(-20), "videoCallStarted": null},
+        // Upcoming Confirmed video sessions: 30 min, 3 h, 3 days, 10 days ahead; an hour ago;
+        // not video calls.
+        doc! {"_id": id(10), "status": "Confirmed", "sessionDate": at(30), "isVideoCall": true, "meetingLink": "room-10"},
+        doc! {"_id": id(11), "status": "Confirmed", "sessionDate": at(3 * hour), "isVideoCall": true},
+        doc! {"_id": id(12), "status": "Confirmed", "sessionDate": at(3 * day), "isVideoCall": true, "meetingLink": null},
+        doc! {"_id": id(13), "status": "Confirmed", "sessionDate": at(10 * day), "isVideoCall": true, "meetingLink": "room-13"},
+        doc! {"_id": id(14), "status": "Confirmed", "sessionDate": at(-hour), "isVideoCall": true, "meetingLink": "room-14"},
+        doc! {"_id": id(15), "status": "Confirmed", "sessionDate": at(30), "isVideoCall": false},
+        doc! {"_id": id(16), "status": "Confirmed", "sessionDate": at(30), "isVideoCall": "yes"},
+        // Every other status, an unknown one and none.
+        doc! {"_id": id(20), "status": "Pending", "sessionDate": at(-day)},
+        doc! {"_id": id(21), "status": "Cancelled", "sessionDate": at(-day)},
+        doc! {"_id": id(22), "status": "Declined", "sessionDate": at(-day)},
+        doc! {"_id": id(23), "status": "Archived", "sessionDate": at(-day)},
+        doc! {"_id": id(24), "sessionDate": at(-day)},
+        // The duration rule (45 minutes of call): wrong, right, one minute off, a string, missing,
+        // a string end (not a date: the rule does not apply).
+        doc! {"_id": id(30), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": at(-2 * day + 45), "callDuration": 30},
+        doc! {"_id": id(31), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": at(-2 * day + 45), "callDuration": 45},
+        doc! {"_id": id(32), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": at(-2 * day + 45), "callDuration": 46.0},
+        doc! {"_id": id(33), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": at(-2 * day + 45), "callDuration": "45"},
+        doc! {"_id": id(34), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": at(-2 * day + 45)},
+        doc! {"_id": id(35), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": "later", "callDuration": 1},
+        // The link rule: right, wrong format, not a string; and a wrong one 30 days ago (outside
+        // the daemon's 7 days, inside a wider check).
+        doc! {"_id": id(40), "status": "Completed", "sessionDate": at(-3 * day), "meetingLink": "room-650000000000000000000abc-1772359200000"},
+        doc! {"_id": id(41), "status": "Completed", "sessionDate": at(-3 * day), "meetingLink": "https://meet.example/abc"},
+        doc! {"_id": id(42), "status": "Completed", "sessionDate": at(-3 * day), "meetingLink": 42},
+        doc! {"_id": id(43), "status": "Completed", "sessionDate": at(-30 * day), "meetingLink": "ROOM-1"},
+    ];
+    sessions(&scratch).insert_many(fixtures).await.unwrap();
+    // Enough other sessions that a plan has something to choose between.
+    let filler: Vec<Document> = (0..20_000)
+        .map(|i| doc! {"status": "Completed", "sessionDate": at(-400 * day + i), "clientId": ObjectId::new()})
+        .collect();
+    sessions(&scratch).insert_many(filler).await.unwrap();
+    scratch.migrate().await;
+
+    let check = scratch
+        .vcmetrics(
+            &[
+                "check", "sessions", "--from", "now-7d", "--to", "now", "--limit", "2",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(check.status.code(), Some(3), "{}", describe(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    // Duration: 30, "45", missing (46 is within a minute of 45). Link: the URL and the number.
+    // "room-1" and "room-10" have the format ([a-f0-9-] after "room-").
+    assert!(out.contains("call_duration: 3 session(s)"), "{out}");
+    assert!(out.contains("meeting_link: 2 session(s)"), "{out}");
+    assert!(
+        out.contains("  66000000000000000000001e\n  660000000000000000000021\n"),
+        "the first two, in _id order: {out}"
+    );
+    assert!(
+        !out.contains("660000000000000000000022"),
+        "the limit: {out}"
+    );
+    assert!(
+        !out.contains("https://") && !out.contains("sessionDate"),
+        "ids only: {out}"
+    );
+    let wide = scratch
+        .vcmetrics(
+            &["check", "sessions", "--from", "now-60d", "--to", "now"],
+            &[],
+        )
+        .await;
+    assert!(
+        String::from_utf8_lossy(&wide.stdout).contains("meeting_link: 3 session(s)"),
+        "{}",
+        describe(&wide)
+    );
+    let (later, latest) = (
+        (now + chrono::Duration::days(20)).to_rfc3339(),
+        (now + chrono::Duration::days(30)).to_rfc3339(),
+    );
+    let clean = scratch
+        .vcmetrics(
+            &["check", "sessions", "--from", &later, "--to", &latest],
+            &[],
+        )
+        .await;
+    assert_success("a range without violations", &clean);
+
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let daemon = support::Daemon::spawn(
+        &["run"],
+        &[
+            ("MONGODB_URI", scratch.uri.as_str()),
+            ("VCMETRICS_DATABASE", scratch.name.as_str()),
+            ("VCMETRICS_LISTEN", listen.as_str()),
+            ("VCMETRICS_METRICS_REFRESH", "1s"),
+            ("VCMETRICS_AUDIT_TTL", "3650d"),
+        ],
+    );
+    daemon
+        .eventually(
+            "the session gauges are read",
+            Duration::from_secs(30),
+            async || {
+                daemon
+                    .metric("vcmetrics_sessions_active_calls", &[])
+                    .map(drop)
+            },
+        )
+        .await;
+    for (name, labels, expected) in [
+        ("vcmetrics_sessions_active_calls", vec![], 2.0),
+        ("vcmetrics_sessions_stuck_calls", vec![], 1.0),
+        ("vcmetrics_sessions_upcoming", vec![("within", "1h")], 1.0),
+        ("vcmetrics_sessions_upcoming", vec![("within", "24h")], 2.0),
+        ("vcmetrics_sessions_upcoming", vec![("within", "7d")], 3.0),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "in_progress")],
+            4.0,
+        ),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "confirmed")],
+            7.0,
+        ),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "pending")],
+            1.0,
+        ),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "cancelled")],
+            1.0,
+        ),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "declined")],
+            1.0,
+        ),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "completed")],
+            20_010.0,
+        ),
+        (
+            "vcmetrics_sessions_by_status",
+            vec![("status", "other")],
+            2.0,
+        ),
+        // 11 (missing link), 12 (null link).
+        ("vcmetrics_sessions_confirmed_without_link", vec![], 2.0),
+        (
+            "vcmetrics_sessions_rule_violations",
+            vec![("rule", "call_duration")],
+            3.0,
+        ),
+        (
+            "vcmetrics_sessions_rule_violations",
+            vec![("rule", "meeting_link")],
+            2.0,
+        ),
+        ("vcmetrics_sessions_read_errors_total", vec![], 0.0),
+    ] {
+        assert_eq!(
+            daemon.metric(name, &labels),
+            Some(expected),
+            "{name} {labels:?}"
+        );
+    }
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, Some(0), "{}", daemon.log());
+
+    // Every gauge's filter is planned on an index.
+    let queries = vcmetrics::sessions::gauges::GaugeQueries::at(
+        now,
+        Duration::from_secs(4 * 3600),
+        Duration::from_secs(7 * 86_400),
+    );
+    let rule_ranges: Vec<(String, Document)> = queries
+        .rules
+        .iter()
+        .map(|pipeline| {
+            (
+                "rule range".to_owned(),
+                pipeline[0].get_document("$match").unwrap().clone(),
+            )
+        })
+        .collect();
+    let filters: Vec<(String, Document)> = queries
+        .filters()
+        .into_iter()
+        .map(|(n, f)| (n, f.clone()))
+        .chain(rule_ranges)
+        .collect();
+    for (name, filter) in filters {
+        let plan = scratch
+            .db
+            .run_command(doc! {"explain": {"find": "sessions", "filter": filter.clone()}, "verbosity": "queryPlanner"})
+            .await
+            .unwrap()
+            .to_string();
+        assert!(
+            plan.contains("IXSCAN")
+                || plan.contains("Index Scan")
+                || plan.contains("Bitmap Index Scan"),
+            "{name}: {filter} is not planned on an index:\n{plan}"
+        );
+        eprintln!("plan of {name}: index");
+    }
+    scratch.finish().await;
+}

@@ -1,6 +1,7 @@
 //! The command line: one subcommand, one module, one args struct. Each module is glue between
 //! the arguments, the configuration and the library; the work happens below.
 
+pub mod check;
 pub mod generate;
 pub mod health;
 pub mod migrate;
@@ -52,6 +53,8 @@ pub enum Command {
     Health(health::Args),
     /// Print the least-privilege MongoDB roles (createRole commands) for the configuration.
     Roles(roles::Args),
+    /// Check the platform's data against the schema's validation rules; exit 3 when broken.
+    Check(check::Args),
 }
 
 /// `--period`, `--from`, `--to`, shared by the range commands.
@@ -152,6 +155,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(&config, args).await,
         Command::Health(args) => health::run(&config, args).await,
         Command::Roles(args) => roles::run(&config, args),
+        Command::Check(args) => check::run(&config, args).await,
     }
 }
 

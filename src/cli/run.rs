@@ -14,6 +14,7 @@ use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
 use crate::exporter::server::{serve, Endpoint, Security};
+use crate::exporter::session_metrics::SessionMetricsCache;
 use crate::store::MongoStore;
 use crate::window::Period;
 
@@ -52,7 +53,10 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
     tokio::spawn(forward_signals(shutdown_tx));
 
     let calls = Arc::new(CallMetricsCache::default());
-    let endpoint = Arc::new(Endpoint::new(status.clone(), calls.clone(), SystemClock));
+    let sessions = Arc::new(SessionMetricsCache::new()?);
+    let endpoint = Arc::new(
+        Endpoint::new(status.clone(), calls.clone(), SystemClock).with_sessions(sessions.clone()),
+    );
     info!(listen = %config.listen, scheme = security.describe(), "serving /metrics, /healthz, /readyz");
     let server = tokio::spawn(serve(listener, endpoint, security, shutdown_rx.clone()));
     let refresher = tokio::spawn(keep_fresh(
@@ -60,7 +64,7 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
         config.clone(),
         SystemClock,
         status.clone(),
-        calls,
+        (calls, sessions),
         shutdown_rx.clone(),
     ));
 

@@ -22,7 +22,8 @@ use crate::exporter::web_config::WebConfig;
 use crate::window::{Calendar, Period, Schedule};
 use values::{
     AggregateTimeoutBounds, Bounded, CollectionName, Count, DatabaseName, GraceBounds, LeaseBounds,
-    ListenAddress, RefreshBounds, RetentionBounds, SettleBounds, TimeZoneName, WeekStart,
+    ListenAddress, RefreshBounds, RetentionBounds, RulesLookbackBounds, SettleBounds, StuckBounds,
+    TimeZoneName, WeekStart,
 };
 
 /// The audit log's TTL the platform's schema declares: 180 days.
@@ -75,6 +76,10 @@ pub struct Config {
     pub aggregate_timeout: Duration,
     /// Finding events written late by their `_id`s (`[late_events]`).
     pub late_events: LateEventsConfig,
+    /// An active video call that started longer ago than this is counted as stuck.
+    pub stuck_call_after: Duration,
+    /// The session rule gauges count sessions whose `sessionDate` is this recent.
+    pub session_rules_lookback: Duration,
 }
 
 /// `[late_events]`: each run also looks at the audit events written since its previous run and
@@ -342,7 +347,7 @@ impl<'a, E: Env> Sources<'a, E> {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 23] = [
+const TOP_LEVEL_KEYS: [&str; 25] = [
     "mongodb_uri",
     "database",
     "audit_collection",
@@ -366,6 +371,8 @@ const TOP_LEVEL_KEYS: [&str; 23] = [
     "aggregate_timeout",
     "periods",
     "late_events",
+    "stuck_call_after",
+    "session_rules_lookback",
 ];
 
 /// Validates a parsed file (a TOML table) with the environment applied.
@@ -507,6 +514,12 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
             &["VCMETRICS_AGGREGATE_TIMEOUT"],
         )
         .map_or(DEFAULT_AGGREGATE_TIMEOUT, |d| d.0);
+    let stuck_call_after = file
+        .get::<Bounded<StuckBounds>>("stuck_call_after", &["VCMETRICS_STUCK_CALL_AFTER"])
+        .map_or(Duration::from_secs(4 * 3600), |d| d.0);
+    let session_rules_lookback = file
+        .get::<Bounded<RulesLookbackBounds>>("session_rules_lookback", &[])
+        .map_or(Duration::from_secs(7 * 86_400), |d| d.0);
     let instance_id = file
         .get::<String>("instance_id", &["VCMETRICS_INSTANCE_ID"])
         .unwrap_or_else(default_instance_id);
@@ -618,6 +631,8 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         metrics_refresh,
         aggregate_timeout,
         late_events,
+        stuck_call_after,
+        session_rules_lookback,
     })
 }
 

@@ -186,6 +186,8 @@ bounds!(GraceBounds, 0, HOUR);
 bounds!(RefreshBounds, 1, HOUR);
 bounds!(AggregateTimeoutBounds, 1, 24 * HOUR);
 bounds!(SettleBounds, 0, HOUR);
+bounds!(StuckBounds, 60, 30 * 24 * HOUR);
+bounds!(RulesLookbackBounds, HOUR, 366 * 24 * HOUR);
 
 /// A whole number within `[MIN, MAX]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -140,6 +140,18 @@ pub const SERIES: &[(&str, &str, &str, f64)] = &[
         "connection_established events with a usable connection time (connectionsWithTime).",
         1.0,
     ),
+    (
+        "callEndsWithoutDuration",
+        "vcmetrics_window_call_ends_without_duration",
+        "call_end events without a duration > 0, which the schema requires (callEndsWithoutDuration).",
+        1.0,
+    ),
+    (
+        "errorsWithoutCode",
+        "vcmetrics_window_errors_without_code",
+        "error_occurred events without an errorCode, which the schema requires (errorsWithoutCode).",
+        1.0,
+    ),
 ];
 
 pub const ERROR_SERIES: &str = "vcmetrics_window_error_events";
@@ -262,6 +274,7 @@ mod tests {
             "averageConnectionTime": 250.0, "uniqueUsers": 2, "joinSuccesses": 2, "joinDenials": 0,
             "permissionDenials": 0, "errorsOccurred": 1, "invalidEvents": 4, "callsWithDuration": 1,
             "totalConnectionTime": 500.0, "connectionsWithTime": 2,
+            "callEndsWithoutDuration": 0, "errorsWithoutCode": 1,
             "errorCounts": {"ICE_TIMEOUT": 2, "_media_err": 1},
             "updatedAt": bson::DateTime::from_chrono(at("2026-03-01T10:05:00Z")),
             // Not metrics: must not turn into series or labels.
@@ -273,6 +286,7 @@ mod tests {
         let mut expected = vec![
             format!("vcmetrics_window_call_duration_average_seconds{{{l}}} 90.5"),
             format!("vcmetrics_window_call_duration_seconds{{{l}}} 90.5"),
+            format!("vcmetrics_window_call_ends_without_duration{{{l}}} 0"),
             format!("vcmetrics_window_calls_completed{{{l}}} 1"),
             format!("vcmetrics_window_calls_started{{{l}}} 2"),
             format!("vcmetrics_window_calls_with_duration{{{l}}} 1"),
@@ -284,6 +298,7 @@ mod tests {
             format!("vcmetrics_window_error_events{{code=\"ICE_TIMEOUT\",{l}}} 2"),
             format!("vcmetrics_window_error_events{{code=\"_media_err\",{l}}} 1"),
             format!("vcmetrics_window_errors_occurred{{{l}}} 1"),
+            format!("vcmetrics_window_errors_without_code{{{l}}} 1"),
             format!("vcmetrics_window_invalid_events{{{l}}} 4"),
             format!("vcmetrics_window_join_attempts{{{l}}} 3"),
             format!("vcmetrics_window_join_denials{{{l}}} 0"),

@@ -12,11 +12,13 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::call_metrics::{families, ExportedWindow, WindowRole};
+use super::session_metrics::SessionMetricsCache;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::daemon::status::Status;
 use crate::error::{Chain, Result};
 use crate::rollup::window_metrics::WindowMetrics;
+use crate::sessions::gauges::GaugeQueries;
 use crate::store::Store;
 use crate::window::Period;
 
@@ -77,15 +79,36 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Refreshes after every finished run and every `metrics_refresh` until shutdown.
+/// Reads the session gauges at the clock's now: a failure is counted and the last values stay.
+pub async fn refresh_sessions(
+    store: &impl Store,
+    config: &Config,
+    clock: &impl Clock,
+    cache: &SessionMetricsCache,
+) -> Result<()> {
+    let now = clock.now();
+    let queries = GaugeQueries::at(now, config.stuck_call_after, config.session_rules_lookback);
+    match store.session_gauges(&queries).await {
+        Ok(gauges) => cache.set(gauges, now)?,
+        Err(e) => {
+            cache.failed()?;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Refreshes the call metrics and the session gauges after every finished run and every
+/// `metrics_refresh` until shutdown.
 pub async fn keep_fresh(
     store: Arc<impl Store>,
     config: Arc<Config>,
     clock: impl Clock,
     status: Arc<Status>,
-    cache: Arc<CallMetricsCache>,
+    caches: (Arc<CallMetricsCache>, Arc<SessionMetricsCache>),
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (cache, sessions) = caches;
     let mut runs_finished = status.subscribe_runs_finished();
     loop {
         // A read in flight at the signal is dropped: nothing waits on MongoDB after it.
@@ -96,6 +119,14 @@ pub async fn keep_fresh(
         };
         if let Err(e) = refreshed {
             debug!(error = %Chain(&e), "call metrics not refreshed; serving the previous snapshot");
+        }
+        let refreshed = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            refreshed = refresh_sessions(&*store, &config, &clock, &sessions) => refreshed,
+        };
+        if let Err(e) = refreshed {
+            debug!(error = %Chain(&e), "session gauges not refreshed; serving the previous values");
         }
         tokio::select! {
             _ = runs_finished.changed() => {}

@@ -1,5 +1,6 @@
 //! The Prometheus endpoint: the daemon's own metrics (`self_metrics`), the call metrics of every
-//! period's open and last closed window (`call_metrics`, kept fresh by `call_metrics_cache`), and the
+//! period's open and last closed window (`call_metrics`, kept fresh by `call_metrics_cache`), the
+//! live session gauges (`session_metrics`), and the
 //! health endpoints (`server`), optionally behind TLS and basic authentication (`web_config`,
 //! `basic_auth`). Read-only towards MongoDB; a scrape never touches it.
 
@@ -8,4 +9,5 @@ pub mod call_metrics;
 pub mod call_metrics_cache;
 pub mod self_metrics;
 pub mod server;
+pub mod session_metrics;
 pub mod web_config;

@@ -25,6 +25,7 @@ use tracing::debug;
 
 use super::basic_auth::BasicAuth;
 use super::call_metrics_cache::CallMetricsCache;
+use super::session_metrics::SessionMetricsCache;
 use super::web_config::WebConfig;
 use crate::clock::Clock;
 use crate::daemon::status::Status;
@@ -33,6 +34,7 @@ use crate::daemon::status::Status;
 pub struct Endpoint<C> {
     status: Arc<Status>,
     calls: Arc<CallMetricsCache>,
+    sessions: Option<Arc<SessionMetricsCache>>,
     clock: C,
     /// The daemon's own metrics as text, re-encoded at most once per [`DAEMON_TEXT_TTL`]
     /// (gathering includes the process collector's reads of /proc).
@@ -47,9 +49,16 @@ impl<C: Clock> Endpoint<C> {
         Endpoint {
             status,
             calls,
+            sessions: None,
             clock,
             daemon_text: Mutex::new(None),
         }
+    }
+
+    /// Serves the session gauges too.
+    pub fn with_sessions(mut self, sessions: Arc<SessionMetricsCache>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     fn daemon_text(&self) -> prometheus::Result<Bytes> {
@@ -71,12 +80,15 @@ impl<C: Clock> Endpoint<C> {
         match (method, path) {
             (&Method::GET, "/metrics") => {
                 let calls = self.calls.text();
+                let sessions = self.sessions.as_ref().map(|s| s.text()).unwrap_or_default();
                 match self.daemon_text() {
                     Ok(daemon) => {
-                        // Distinct metric names, so the two parts concatenate into one exposition.
-                        let mut body = Vec::with_capacity(daemon.len() + calls.len());
+                        // Distinct metric names, so the parts concatenate into one exposition.
+                        let mut body =
+                            Vec::with_capacity(daemon.len() + calls.len() + sessions.len());
                         body.extend_from_slice(&daemon);
                         body.extend_from_slice(&calls);
+                        body.extend_from_slice(&sessions);
                         reply(StatusCode::OK, TextEncoder::new().format_type(), body)
                     }
                     Err(e) => reply(

@@ -65,6 +65,8 @@ pub const FIELDS: &[MetricField] = &[
     count("callsWithDuration", "call_end events that contributed to totalDuration"),
     measure("totalConnectionTime", "sum of metadata.connectionTime over the events averaged in averageConnectionTime"),
     count("connectionsWithTime", "connection_established events averaged in averageConnectionTime"),
+    count("callEndsWithoutDuration", "call_end events without a duration > 0 (the schema requires one)"),
+    count("errorsWithoutCode", "error_occurred events without an errorCode (a non-empty string; the schema requires one)"),
 ];
 
 /// The name of the map field of error counts.

@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::Chunk;
+use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::window::Period;
 
 /// What the rollup needs from storage.
@@ -84,6 +85,12 @@ pub trait Store: Send + Sync {
         to: ObjectId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The live session gauges: the counts of `sessions::gauges`' queries.
+    fn session_gauges(
+        &self,
+        queries: &GaugeQueries,
+    ) -> impl Future<Output = Result<SessionGauges>> + Send;
 
     /// Takes or renews the leader lease for `holder` until `now + ttl`. False when another
     /// holder's lease has not expired.

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::{AggregateCommand, Chunk, DeleteCommand, UpdateCommand};
+use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::window::Period;
 
 fn watermark_id(period: Period) -> String {
@@ -498,6 +499,10 @@ impl Store for MongoStore {
             .await
             .map(drop)
             .map_err(self.failed("update (late-event mark)"))
+    }
+
+    async fn session_gauges(&self, queries: &GaugeQueries) -> Result<SessionGauges> {
+        self.read_session_gauges(queries).await
     }
 
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {

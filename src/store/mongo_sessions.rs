@@ -1,5 +1,5 @@
 //! The platform's sessions collection on MongoDB: the data migration's batches and its record
-//! (`sessions::migration`). Inherent to [`MongoStore`]: only `migrate` and `check` use them.
+//! (`sessions::migration`), the rule checks, the live gauges' counts (`sessions::gauges`).
 
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
@@ -7,8 +7,9 @@ use futures_util::TryStreamExt;
 
 use super::MongoStore;
 use crate::error::{Error, Result};
+use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::sessions::migration::{record_id, Changes, Record};
-use crate::sessions::rules::meeting_link_for;
+use crate::sessions::rules::{meeting_link_for, session_date_filter, SessionRule};
 
 impl MongoStore {
     fn sessions(&self) -> mongodb::Collection<Document> {
@@ -92,6 +93,85 @@ impl MongoStore {
             .and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)))
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0))
+    }
+
+    /// Runs every query of a gauge refresh, one after the other (each is a count on an index).
+    pub(super) async fn read_session_gauges(&self, q: &GaugeQueries) -> Result<SessionGauges> {
+        let mut counts = Vec::new();
+        for filter in q.upcoming.iter().chain(&q.by_status) {
+            counts.push(self.count_sessions(filter.clone()).await?);
+        }
+        let by_status = counts.split_off(q.upcoming.len());
+        let mut rules = Vec::new();
+        for pipeline in &q.rules {
+            rules.push(self.count_of(pipeline).await?);
+        }
+        Ok(SessionGauges {
+            active: self.count_sessions(q.active.clone()).await?,
+            stuck: self.count_sessions(q.stuck.clone()).await?,
+            upcoming: counts,
+            by_status,
+            confirmed_without_link: self
+                .count_sessions(q.confirmed_without_link.clone())
+                .await?,
+            rules,
+        })
+    }
+
+    /// The `n` of a pipeline ending in `{$count: "n"}` (0 when nothing matched).
+    async fn count_of(&self, pipeline: &[Document]) -> Result<u64> {
+        let docs: Vec<Document> = self
+            .sessions()
+            .aggregate(pipeline.to_vec())
+            .await
+            .map_err(self.failed("aggregate (sessions)"))?
+            .try_collect()
+            .await
+            .map_err(self.failed("aggregate (sessions)"))?;
+        Ok(docs
+            .first()
+            .and_then(|d| d.get("n"))
+            .and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)))
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    /// Sessions with `sessionDate` in `[from, to)` that break `rule`: how many, and the first
+    /// `limit` `_id`s (in `_id` order).
+    pub async fn session_rule_violations(
+        &self,
+        rule: SessionRule,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<(u64, Vec<Bson>)> {
+        let matching = vec![
+            doc! {"$match": session_date_filter(from, to)},
+            doc! {"$match": {"$expr": rule.broken_expression()}},
+        ];
+        let mut counting = matching.clone();
+        counting.push(doc! {"$count": "n"});
+        let count = self.count_of(&counting).await?;
+        let mut listing = matching;
+        listing.extend([
+            doc! {"$sort": {"_id": 1}},
+            doc! {"$limit": i64::try_from(limit).unwrap_or(i64::MAX)},
+            doc! {"$project": {"_id": 1}},
+        ]);
+        let ids: Vec<Document> = self
+            .sessions()
+            .aggregate(listing)
+            .await
+            .map_err(self.failed("aggregate (sessions)"))?
+            .try_collect()
+            .await
+            .map_err(self.failed("aggregate (sessions)"))?;
+        Ok((
+            count,
+            ids.into_iter()
+                .filter_map(|mut d| d.remove("_id"))
+                .collect(),
+        ))
     }
 
     /// What the state collection says about a migration.

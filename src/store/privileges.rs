@@ -1,9 +1,10 @@
 //! The least MongoDB privileges vcmetrics needs, as custom roles (`vcmetrics roles` prints them
 //! as `createRole` commands for the configured database and collections).
 //!
-//! - `vcmetricsDaemon`: what `run`, `recompute` and `verify` send — read the audit log (and its
-//!   indexes, for the TTL that bounds recompute), write the metrics through `$merge`, stage and
-//!   clean up a chunk's per-window documents, keep watermarks and the lease.
+//! - `vcmetricsDaemon`: what `run`, `recompute`, `verify` and `check` send — read the audit log
+//!   (and its indexes, for the TTL that bounds recompute), write the metrics through `$merge`,
+//!   stage and clean up a chunk's per-window documents, keep watermarks and the lease, count
+//!   sessions.
 //! - `vcmetricsMigrate`: index creation on the four collections `migrate` prepares.
 //!
 //! A server-backed test records every command both send and checks it against these lists, so a
@@ -72,10 +73,15 @@ pub fn daemon_role(config: &Config) -> Role {
                 collection: config.staging_collection.clone(),
                 actions: &["find", "insert", "update", "remove", "createCollection"],
             },
-            // Watermarks and the leader lease (released with a delete).
+            // Watermarks, late-event marks and the leader lease (released with a delete).
             Privilege {
                 collection: config.state_collection.clone(),
                 actions: &["find", "insert", "update", "remove"],
+            },
+            // The live session gauges and `check sessions`: counts, read only.
+            Privilege {
+                collection: config.sessions_collection.clone(),
+                actions: &["find"],
             },
         ],
     }
@@ -137,7 +143,7 @@ mod tests {
         assert!(daemon.allows("events", "find"));
         assert!(!daemon.allows("events", "insert"));
         assert!(daemon.allows("vcstate", "remove"));
-        assert!(!daemon.allows("sessions", "find"));
+        assert!(daemon.allows("sessions", "find") && !daemon.allows("sessions", "update"));
         let command = daemon.create_command("platform");
         assert_eq!(command.get_str("createRole").unwrap(), "vcmetricsDaemon");
         let first = command.get_array("privileges").unwrap()[0]

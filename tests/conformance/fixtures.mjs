@@ -48,6 +48,9 @@ export const marchEvents = [
   event("c13", "2026-03-01T10:15:00Z", "connection_failed", "u4", { errorCode: "ICE.TIMEOUT" }),
   event("c14", "2026-03-01T10:20:00Z", "call_end", "u2", { duration: 30.25 }),
   event("c15", "2026-03-01T10:45:00Z", "connection_established", "u5", { metadata: { connectionTime: -3 } }),
+  // The schema's audit rules broken: error_occurred without an error code (missing, empty).
+  event("c16", "2026-03-01T10:16:00Z", "error_occurred", "u3"),
+  event("c17", "2026-03-01T10:17:00Z", "error_occurred", "u3", { errorCode: "" }),
   event("d1", "2026-03-01T23:30:00Z", "call_start", "u1"),
   event("d2", "2026-03-02T00:15:00Z", "call_end", "u1", { duration: 2700.5, errorCode: "$" }),
 ];
@@ -65,6 +68,7 @@ const zero = {
   totalDuration: 0, averageDuration: 0, errorCounts: {}, averageConnectionTime: 0, uniqueUsers: 0,
   joinSuccesses: 0, joinDenials: 0, permissionDenials: 0, errorsOccurred: 0, invalidEvents: 0,
   callsWithDuration: 0, totalConnectionTime: 0, connectionsWithTime: 0,
+  callEndsWithoutDuration: 0, errorsWithoutCode: 0,
 };
 
 /** A metrics document: every field zero unless given. */
@@ -89,6 +93,8 @@ const hour10 = {
   errorCounts: { ICE_TIMEOUT: 1 },
   // c11 ("fast"), c12 (metadata not an object) and c15 (-3) have no usable connection time.
   uniqueUsers: 5, joinDenials: 1, permissionDenials: 1, invalidEvents: 2,
+  // c1 (-5) and c2 ("60") have no duration > 0; c16 and c17 no error code.
+  errorsOccurred: 2, callEndsWithoutDuration: 2, errorsWithoutCode: 2,
 };
 // All of b and c, plus a1 or d1 as the window requires.
 const bAndC = {
@@ -96,7 +102,8 @@ const bAndC = {
   totalDuration: 2310.25, callsWithDuration: 3, averageDuration: 2310.25 / 3,
   errorCounts: { ICE_TIMEOUT: 2, _media_err: 1 },
   totalConnectionTime: 420.5, connectionsWithTime: 2, averageConnectionTime: 210.25,
-  joinSuccesses: 1, joinDenials: 1, permissionDenials: 1, errorsOccurred: 1, invalidEvents: 2,
+  joinSuccesses: 1, joinDenials: 1, permissionDenials: 1, errorsOccurred: 3, invalidEvents: 2,
+  callEndsWithoutDuration: 2, errorsWithoutCode: 2,
 };
 const d2Only = { completedCalls: 1, totalDuration: 2700.5, callsWithDuration: 1, averageDuration: 2700.5, errorCounts: { _: 1 }, uniqueUsers: 1 };
 const d1AndD2 = { ...d2Only, totalCalls: 1 };
@@ -156,7 +163,8 @@ export const cases = [
         totalDuration: 2310.25, callsWithDuration: 3, averageDuration: 2310.25 / 3,
         errorCounts: { ICE_TIMEOUT: 1, _media_err: 1 },
         totalConnectionTime: 300.5, connectionsWithTime: 1, averageConnectionTime: 300.5,
-        uniqueUsers: 4, joinDenials: 1, permissionDenials: 1, errorsOccurred: 1, invalidEvents: 2,
+        uniqueUsers: 4, joinDenials: 1, permissionDenials: 1, errorsOccurred: 3, invalidEvents: 2,
+        callEndsWithoutDuration: 2, errorsWithoutCode: 2,
       }),
       metrics("hourly", "2026-03-01T10:30:00Z", { successfulConnections: 1, uniqueUsers: 1 }),
     ],

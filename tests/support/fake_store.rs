@@ -14,6 +14,7 @@ use vcmetrics::rollup::late_scan::{
     object_id_at, LateBucket, LateScan, LateScanQuery, LateScanResult, BUCKET_MS,
 };
 use vcmetrics::rollup::pipeline::Chunk;
+use vcmetrics::sessions::gauges::{GaugeQueries, SessionGauges};
 use vcmetrics::store::Store;
 use vcmetrics::window::Period;
 
@@ -38,6 +39,9 @@ pub struct FakeState {
     pub late_scans: Vec<LateScan>,
     /// The next this-many late-event mark updates fail.
     pub failing_late_marks: usize,
+    /// What the session gauges read; every read is counted in `session_reads`.
+    pub session_gauges: SessionGauges,
+    pub session_reads: usize,
     pub docs: BTreeMap<(String, DateTime<Utc>), Document>,
     pub watermarks: BTreeMap<Period, DateTime<Utc>>,
     pub lease: Option<(String, DateTime<Utc>)>,
@@ -323,6 +327,14 @@ impl Store for FakeStore {
             *mark = (*mark).max(to);
         });
         Ok(())
+    }
+
+    async fn session_gauges(&self, _: &GaugeQueries) -> Result<SessionGauges> {
+        self.gate("count (sessions)").await?;
+        Ok(self.with(|s| {
+            s.session_reads += 1;
+            s.session_gauges.clone()
+        }))
     }
 
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
