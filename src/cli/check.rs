@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sessions::rules::SessionRule;
+use crate::sessions::rules::{rule_count_pipeline, SessionRule};
 use crate::store::MongoStore;
 
 use super::parse_instant;
@@ -29,11 +29,20 @@ pub enum What {
         /// At most this many offending session ids per rule.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print the counting aggregate of each rule (a JSON array of {rule, database,
+        /// command}) instead of running them; needs no server.
+        #[arg(long)]
+        print: bool,
     },
 }
 
 pub async fn run(config: &Config, args: Args) -> Result<()> {
-    let What::Sessions { from, to, limit } = args.what;
+    let What::Sessions {
+        from,
+        to,
+        limit,
+        print,
+    } = args.what;
     let tz = config.calendar.time_zone();
     let (from, to) = (
         parse_instant("--from", &from, tz)?,
@@ -45,6 +54,24 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             from.to_rfc3339(),
             to.to_rfc3339()
         )));
+    }
+    if print {
+        let commands: Vec<bson::Bson> = SessionRule::ALL
+            .iter()
+            .map(|rule| {
+                bson::Bson::Document(bson::doc! {
+                    "rule": rule.as_str(),
+                    "database": &config.database,
+                    "command": {
+                        "aggregate": &config.sessions_collection,
+                        "pipeline": rule_count_pipeline(*rule, from, to),
+                        "cursor": {},
+                    },
+                })
+            })
+            .collect();
+        println!("{:#}", bson::Bson::Array(commands).into_relaxed_extjson());
+        return Ok(());
     }
     let store = MongoStore::connect(config).await?;
     let result = async {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bson::{doc, Document};
 use chrono::{DateTime, Utc};
 
-use super::rules::{session_date_filter, SessionRule, STATUSES};
+use super::rules::{rule_count_pipeline, SessionRule, STATUSES};
 
 /// The upcoming-session horizons and their labels.
 pub const UPCOMING: [(&str, Duration); 3] = [
@@ -85,16 +85,9 @@ impl GaugeQueries {
             .collect();
         let mut by_status: Vec<Document> = STATUSES.iter().map(|s| doc! {"status": *s}).collect();
         by_status.push(doc! {"status": {"$nin": STATUSES.to_vec()}});
-        let recent = session_date_filter(earlier(now, rules_lookback), now);
         let rules = SessionRule::ALL
             .iter()
-            .map(|rule| {
-                vec![
-                    doc! {"$match": recent.clone()},
-                    doc! {"$match": {"$expr": rule.broken_expression()}},
-                    doc! {"$count": "n"},
-                ]
-            })
+            .map(|rule| rule_count_pipeline(*rule, earlier(now, rules_lookback), now))
             .collect();
         GaugeQueries {
             active,

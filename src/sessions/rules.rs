@@ -130,6 +130,19 @@ pub const STATUSES: [&str; 6] = [
     "Declined",
 ];
 
+/// The sessions with `sessionDate` in `[from, to)` that break `rule`, counted into `{n}`.
+pub fn rule_count_pipeline(
+    rule: SessionRule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Document> {
+    vec![
+        doc! {"$match": session_date_filter(from, to)},
+        doc! {"$match": {"$expr": rule.broken_expression()}},
+        doc! {"$count": "n"},
+    ]
+}
+
 /// Sessions whose `sessionDate` is in `[from, to)`, written so that the `{status: 1,
 /// sessionDate: 1}` index serves it (the schema has no index on `sessionDate` alone): the six
 /// statuses, and everything else, each with the date range.

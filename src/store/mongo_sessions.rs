@@ -9,7 +9,9 @@ use super::MongoStore;
 use crate::error::{Error, Result};
 use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::sessions::migration::{record_id, Changes, Record};
-use crate::sessions::rules::{meeting_link_for, session_date_filter, SessionRule};
+use crate::sessions::rules::{
+    meeting_link_for, rule_count_pipeline, session_date_filter, SessionRule,
+};
 
 impl MongoStore {
     fn sessions(&self) -> mongodb::Collection<Document> {
@@ -145,14 +147,11 @@ impl MongoStore {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<(u64, Vec<Bson>)> {
-        let matching = vec![
+        let count = self.count_of(&rule_count_pipeline(rule, from, to)).await?;
+        let mut listing = vec![
             doc! {"$match": session_date_filter(from, to)},
             doc! {"$match": {"$expr": rule.broken_expression()}},
         ];
-        let mut counting = matching.clone();
-        counting.push(doc! {"$count": "n"});
-        let count = self.count_of(&counting).await?;
-        let mut listing = matching;
         listing.extend([
             doc! {"$sort": {"_id": 1}},
             doc! {"$limit": i64::try_from(limit).unwrap_or(i64::MAX)},

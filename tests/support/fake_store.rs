@@ -142,6 +142,27 @@ impl FakeStore {
         });
     }
 
+    /// Fails `operation` while the counter `left` picks is above zero, counting it down.
+    fn injected_failure(
+        &self,
+        operation: &'static str,
+        left: impl FnOnce(&mut FakeState) -> &mut usize,
+    ) -> Result<()> {
+        let fail = self.with(|s| {
+            let left = left(s);
+            let fail = *left > 0;
+            *left = left.saturating_sub(1);
+            fail
+        });
+        if fail {
+            return Err(Error::MongoWrite {
+                operation,
+                message: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn aggregates(&self, period: &str) -> Vec<Aggregate> {
         self.with(|s| {
             s.aggregates
@@ -169,17 +190,7 @@ impl Store for FakeStore {
         self.gate("aggregate").await?;
         let delay = self.with(|s| s.aggregate_time);
         tokio::time::sleep(delay).await;
-        let fail = self.with(|s| {
-            let fail = s.failing_aggregates > 0;
-            s.failing_aggregates = s.failing_aggregates.saturating_sub(1);
-            fail
-        });
-        if fail {
-            return Err(Error::MongoWrite {
-                operation: "aggregate",
-                message: "injected failure".into(),
-            });
-        }
+        self.injected_failure("aggregate", |s| &mut s.failing_aggregates)?;
         let period = chunk.period.as_str().to_owned();
         let computed = self.computed(chunk);
         self.with(|s| {
@@ -311,17 +322,7 @@ impl Store for FakeStore {
         _: DateTime<Utc>,
     ) -> Result<()> {
         self.gate("update (late-event mark)").await?;
-        let fail = self.with(|s| {
-            let fail = s.failing_late_marks > 0;
-            s.failing_late_marks = s.failing_late_marks.saturating_sub(1);
-            fail
-        });
-        if fail {
-            return Err(Error::MongoWrite {
-                operation: "update (late-event mark)",
-                message: "injected failure".into(),
-            });
-        }
+        self.injected_failure("update (late-event mark)", |s| &mut s.failing_late_marks)?;
         self.with(|s| {
             let mark = s.late_marks.entry(period).or_insert(to);
             *mark = (*mark).max(to);
