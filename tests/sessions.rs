@@ -339,6 +339,10 @@ async fn rules_and_live_gauges_count_what_the_schema_says() {
         doc! {"_id": id(41), "status": "Completed", "sessionDate": at(-3 * day), "meetingLink": "https://meet.example/abc"},
         doc! {"_id": id(42), "status": "Completed", "sessionDate": at(-3 * day), "meetingLink": 42},
         doc! {"_id": id(43), "status": "Completed", "sessionDate": at(-30 * day), "meetingLink": "ROOM-1"},
+        // PCRE's `$` matches before a final newline: the rule must not.
+        doc! {"_id": id(44), "status": "Completed", "sessionDate": at(-3 * day), "meetingLink": "room-abc\n"},
+        // 44.5 minutes rounds half up to 45 (the schema's Math.round): 46 is within a minute.
+        doc! {"_id": id(45), "status": "Completed", "sessionDate": at(-2 * day), "videoCallStarted": at(-2 * day), "videoCallEnded": bson::DateTime::from_millis(at(-2 * day).timestamp_millis() + 2_670_000), "callDuration": 46},
     ];
     sessions(&scratch).insert_many(fixtures).await.unwrap();
     // Enough other sessions that a plan has something to choose between.
@@ -358,10 +362,11 @@ async fn rules_and_live_gauges_count_what_the_schema_says() {
         .await;
     assert_eq!(check.status.code(), Some(3), "{}", describe(&check));
     let out = String::from_utf8_lossy(&check.stdout);
-    // Duration: 30, "45", missing (46 is within a minute of 45). Link: the URL and the number.
+    // Duration: 30, "45", missing (46 is within a minute of 45, and of 44.5 rounded half up).
+    // Link: the URL, the number, the trailing newline.
     // "room-1" and "room-10" have the format ([a-f0-9-] after "room-").
     assert!(out.contains("call_duration: 3 session(s)"), "{out}");
-    assert!(out.contains("meeting_link: 2 session(s)"), "{out}");
+    assert!(out.contains("meeting_link: 3 session(s)"), "{out}");
     assert!(
         out.contains("  66000000000000000000001e\n  660000000000000000000021\n"),
         "the first two, in _id order: {out}"
@@ -381,7 +386,7 @@ async fn rules_and_live_gauges_count_what_the_schema_says() {
         )
         .await;
     assert!(
-        String::from_utf8_lossy(&wide.stdout).contains("meeting_link: 3 session(s)"),
+        String::from_utf8_lossy(&wide.stdout).contains("meeting_link: 4 session(s)"),
         "{}",
         describe(&wide)
     );
@@ -435,7 +440,7 @@ async fn rules_and_live_gauges_count_what_the_schema_says() {
         (
             "vcmetrics_sessions_rule_violations",
             vec![("rule", "meeting_link")],
-            2.0,
+            3.0,
         ),
         ("vcmetrics_sessions_read_errors_total", vec![], 0.0),
     ] {
@@ -451,7 +456,7 @@ async fn rules_and_live_gauges_count_what_the_schema_says() {
         ("pending", 1.0),
         ("cancelled", 1.0),
         ("declined", 1.0),
-        ("completed", 20_010.0),
+        ("completed", 20_012.0),
         ("other", 2.0),
     ] {
         let labels = [("status", status)];

@@ -63,7 +63,10 @@ pub async fn run_period(
         }
         status.set_watermark(period, plan.watermark_after);
         // Events written late into windows before this run's: found by their _ids.
-        let before = plan.windows.first().map_or(now, |w| w.start);
+        let before = plan
+            .windows
+            .first()
+            .map_or(plan.watermark_after, |w| w.start);
         if let Some(late) =
             refresh_late_windows(store, config, period, now, before, horizon).await?
         {

@@ -5,32 +5,47 @@
 //! as the exporter toolkit does. Verification runs on the blocking pool, off the reactor.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::HeaderMap;
 
-/// Checked against when the user is unknown, so an unknown user costs as long as a wrong
-/// password (the user list cannot be probed by timing). Cost 10, as htpasswd's default.
-static UNKNOWN_USER_HASH: LazyLock<String> =
-    LazyLock::new(|| bcrypt::hash("no such user", 10).unwrap_or_default());
-
 /// The users of `basic_auth_users`; no users means no authentication.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// Checked against when the user is unknown, made at the highest cost of the configured
+    /// hashes: an unknown user costs as long as a wrong password, so users cannot be probed
+    /// by timing.
+    unknown_user_hash: String,
+    /// One bcrypt at a time: wrong passwords cannot take more than one core from the rollups.
+    verifying: tokio::sync::Semaphore,
 }
 
 /// The verified set stays small: one entry per distinct good (user, password) seen.
 const MAX_REMEMBERED: usize = 64;
 
 impl BasicAuth {
+    /// Makes the unknown-user hash (tens of milliseconds): call at start, not per request.
     pub fn new(users: BTreeMap<String, String>) -> Self {
+        let cost = users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let unknown_user_hash = if users.is_empty() {
+            String::new() // no authentication: never checked
+        } else {
+            bcrypt::hash("no such user", cost).unwrap_or_default()
+        };
         BasicAuth {
+            unknown_user_hash,
             users,
             verified: Mutex::default(),
+            verifying: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -48,12 +63,15 @@ impl BasicAuth {
         };
         let (hash, known) = match self.users.get(&user) {
             Some(hash) => (hash.clone(), true),
-            None => (UNKNOWN_USER_HASH.clone(), false),
+            None => (self.unknown_user_hash.clone(), false),
         };
         let digest = digest(&user, &password, &hash);
         if known && self.remembered(&digest) {
             return true;
         }
+        let Ok(_turn) = self.verifying.acquire().await else {
+            return false;
+        };
         let good = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .is_ok_and(|r| r.unwrap_or(false));
@@ -72,6 +90,13 @@ impl BasicAuth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(digest)
+    }
+}
+
+impl Default for BasicAuth {
+    /// No users: no authentication.
+    fn default() -> Self {
+        BasicAuth::new(BTreeMap::new())
     }
 }
 
@@ -147,8 +172,12 @@ mod tests {
     }
 
     #[test]
-    fn the_unknown_user_hash_is_a_valid_cost_10_hash() {
-        let parts: bcrypt::HashParts = UNKNOWN_USER_HASH.parse().unwrap();
-        assert_eq!(parts.get_cost(), 10);
+    fn the_unknown_user_hash_costs_as_much_as_the_dearest_configured_one() {
+        let users = BTreeMap::from([
+            ("a".to_owned(), bcrypt::hash("x", 4).unwrap()),
+            ("b".to_owned(), bcrypt::hash("y", 6).unwrap()),
+        ]);
+        let parts: bcrypt::HashParts = BasicAuth::new(users).unknown_user_hash.parse().unwrap();
+        assert_eq!(parts.get_cost(), 6);
     }
 }

@@ -15,7 +15,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -146,8 +146,13 @@ pub struct Security {
     auth: Arc<BasicAuth>,
 }
 
-/// A client that opened a connection has this long to finish the TLS handshake.
+/// A client that opened a connection has this long to finish the TLS handshake, and to send a
+/// request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many connections at once; more are closed at once (Prometheus needs one per
+/// scrape target, probes one each): idle clients cannot use up the process's file descriptors.
+const MAX_CONNECTIONS: usize = 256;
 
 impl Security {
     /// Plain HTTP, no authentication, without a web configuration.
@@ -183,6 +188,7 @@ pub async fn serve<C: Clock>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -195,9 +201,14 @@ pub async fn serve<C: Clock>(
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    debug!("too many connections: closing a new one");
+                    continue;
+                };
                 let endpoint = endpoint.clone();
                 let security = security.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let auth = security.auth;
                     match security.tls {
                         None => serve_connection(stream, endpoint, auth).await,
@@ -240,6 +251,8 @@ where
         }
     });
     if let Err(e) = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
         .serve_connection(TokioIo::new(io), service)
         .await
     {
@@ -322,5 +335,32 @@ mod tests {
             .parse()
             .unwrap();
         assert!((90.0..100.0).contains(&lag), "{lag}");
+    }
+
+    /// A client that connects and sends nothing is closed once the header timeout passes, so
+    /// idle connections cannot pile up (paused time: the runtime skips ahead while it waits).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_nothing_is_closed_after_the_header_timeout() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(endpoint()),
+            Security::default(),
+            stopped,
+        ));
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= HANDSHAKE_TIMEOUT && waited < 2 * HANDSHAKE_TIMEOUT,
+            "{waited:?}"
+        );
+        stop.send(true).unwrap();
+        server.await.unwrap();
     }
 }

@@ -59,10 +59,11 @@ fn date_or_null(field: &str) -> Bson {
 }
 
 fn call_duration_broken() -> Bson {
-    let minutes = bson::bson!({"$round": [{"$divide": [
+    // Math.round, as the schema's hook: half up (`$round` would round half to even).
+    let minutes = bson::bson!({"$floor": {"$add": [{"$divide": [
         {"$subtract": [date_or_null("videoCallEnded"), date_or_null("videoCallStarted")]},
         60000
-    ]}, 0]});
+    ]}, 0.5]}});
     // A number, or 0 in place of anything else (never used then: the type test decides first).
     let duration = bson::bson!({"$cond": [
         {"$in": [{"$type": "$callDuration"}, ["int", "long", "double", "decimal"]]},
@@ -80,14 +81,14 @@ fn call_duration_broken() -> Bson {
 }
 
 fn meeting_link_broken() -> Bson {
+    let text = bson::bson!({"$cond": [{"$eq": [{"$type": "$meetingLink"}, "string"]}, "$meetingLink", ""]});
     bson::bson!({"$and": [
         {"$not": [{"$in": [{"$type": "$meetingLink"}, ["missing", "null"]]}]},
         {"$or": [
             {"$ne": [{"$type": "$meetingLink"}, "string"]},
-            {"$not": [{"$regexMatch": {
-                "input": {"$cond": [{"$eq": [{"$type": "$meetingLink"}, "string"]}, "$meetingLink", ""]},
-                "regex": MEETING_LINK_PATTERN
-            }}]}
+            {"$not": [{"$regexMatch": {"input": text.clone(), "regex": MEETING_LINK_PATTERN}}]},
+            // PCRE's `$` also matches before a final newline; JavaScript's does not.
+            {"$regexMatch": {"input": text, "regex": "\n"}}
         ]}
     ]})
 }
@@ -98,7 +99,8 @@ pub fn call_duration_broken_at(
     ended: DateTime<Utc>,
     call_duration: Option<f64>,
 ) -> bool {
-    let minutes = ((ended - started).num_milliseconds() as f64 / 60_000.0).round();
+    // Math.round: half up.
+    let minutes = ((ended - started).num_milliseconds() as f64 / 60_000.0 + 0.5).floor();
     match call_duration {
         None => true,
         Some(d) => (d - minutes).abs() > 1.0,

@@ -43,6 +43,7 @@ const sessions = [
   session({ ...call(45) }), // missing on an ended call: broken
   session({ ...call(45, null) }), // null: broken
   session({ ...call(45.5, 46) }), // 45.5 rounds to 46: fine
+  session({ ...call(44.5, 46) }), // 44.5 rounds half up to 45, as Math.round: fine
   session({ videoCallStarted: t(`${day}10:00:00Z`), videoCallEnded: null, callDuration: 0 }), // not ended: n/a
   session({ videoCallStarted: "10:00", videoCallEnded: t(`${day}10:45:00Z`), callDuration: 3 }), // start not a date: n/a
   session({ status: "In Progress", videoCallStarted: t(`${day}10:00:00Z`), callDuration: "x" }), // n/a
@@ -55,6 +56,7 @@ const sessions = [
   session({ meetingLink: 42 }), // not a string: broken
   session({ meetingLink: ["room-abc"] }), // not a string: broken
   session({ meetingLink: "" }), // empty: broken
+  session({ meetingLink: "room-abc\n" }), // a trailing newline (PCRE's $ would allow it): broken
   // Outside the range, or without a status (still in the range: the $nin branch).
   session({ sessionDate: t("2026-02-01T00:00:00Z"), meetingLink: "bad" }),
   session({ status: undefined, meetingLink: "bad-too", ...call(10, 99) }),
@@ -68,7 +70,7 @@ for (const [suffix, engine] of [["", {}], [" (every conditional branch evaluated
     const counts = Object.fromEntries(commands.map((c) => [c.rule, runCommand(db, c)[0]?.n ?? 0]));
     // 30, "45", missing, null, and the session without a status (10 minutes, 99).
     assert.equal(counts.call_duration, 5);
-    // The URL, upper case, 42, an array, "", and "bad-too" (no status, in the range).
-    assert.equal(counts.meeting_link, 6);
+    // The URL, upper case, 42, an array, "", the newline, and "bad-too" (no status, in range).
+    assert.equal(counts.meeting_link, 7);
   });
 }
