@@ -16,7 +16,7 @@ fn sessions(scratch: &Scratch) -> mongodb::Collection<Document> {
 
 /// Sessions of every status, with missing, null, present and wrongly typed video-call fields.
 fn fixture_sessions() -> Vec<Document> {
-    let id = |n: u32| ObjectId::parse_str(format!("6500000000000000000{n:05x}")).unwrap();
+    let id = oid;
     let when = bson::DateTime::parse_rfc3339_str("2026-03-01T10:00:00Z").unwrap();
     vec![
         doc! {"_id": id(1), "status": "Pending", "sessionDate": when},

@@ -138,10 +138,16 @@ pub fn rule_count_pipeline(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Vec<Document> {
+    let mut stages = rule_stages(rule, from, to);
+    stages.push(doc! {"$count": "n"});
+    stages
+}
+
+/// The stages that keep the sessions with `sessionDate` in `[from, to)` that break `rule`.
+pub fn rule_stages(rule: SessionRule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Document> {
     vec![
         doc! {"$match": session_date_filter(from, to)},
         doc! {"$match": {"$expr": rule.broken_expression()}},
-        doc! {"$count": "n"},
     ]
 }
 

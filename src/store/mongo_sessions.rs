@@ -9,9 +9,7 @@ use super::MongoStore;
 use crate::error::{Error, Result};
 use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::sessions::migration::{record_id, Changes, Record};
-use crate::sessions::rules::{
-    meeting_link_for, rule_count_pipeline, session_date_filter, SessionRule,
-};
+use crate::sessions::rules::{meeting_link_for, rule_count_pipeline, rule_stages, SessionRule};
 
 impl MongoStore {
     fn sessions(&self) -> mongodb::Collection<Document> {
@@ -43,10 +41,17 @@ impl MongoStore {
             .try_collect()
             .await
             .map_err(self.failed("find (sessions)"))?;
-        Ok(docs
-            .into_iter()
-            .filter_map(|mut d| d.remove("_id"))
-            .collect())
+        Ok(ids(docs))
+    }
+
+    async fn aggregate_sessions(&self, pipeline: Vec<Document>) -> Result<Vec<Document>> {
+        self.sessions()
+            .aggregate(pipeline)
+            .await
+            .map_err(self.failed("aggregate (sessions)"))?
+            .try_collect()
+            .await
+            .map_err(self.failed("aggregate (sessions)"))
     }
 
     /// Sets `field` to `value` on those of `ids` that do not have it; how many got it.
@@ -122,14 +127,7 @@ impl MongoStore {
 
     /// The `n` of a pipeline ending in `{$count: "n"}` (0 when nothing matched).
     async fn count_of(&self, pipeline: &[Document]) -> Result<u64> {
-        let docs: Vec<Document> = self
-            .sessions()
-            .aggregate(pipeline.to_vec())
-            .await
-            .map_err(self.failed("aggregate (sessions)"))?
-            .try_collect()
-            .await
-            .map_err(self.failed("aggregate (sessions)"))?;
+        let docs = self.aggregate_sessions(pipeline.to_vec()).await?;
         Ok(docs
             .first()
             .and_then(|d| d.get("n"))
@@ -148,29 +146,13 @@ impl MongoStore {
         limit: usize,
     ) -> Result<(u64, Vec<Bson>)> {
         let count = self.count_of(&rule_count_pipeline(rule, from, to)).await?;
-        let mut listing = vec![
-            doc! {"$match": session_date_filter(from, to)},
-            doc! {"$match": {"$expr": rule.broken_expression()}},
-        ];
+        let mut listing = rule_stages(rule, from, to);
         listing.extend([
             doc! {"$sort": {"_id": 1}},
             doc! {"$limit": i64::try_from(limit).unwrap_or(i64::MAX)},
             doc! {"$project": {"_id": 1}},
         ]);
-        let ids: Vec<Document> = self
-            .sessions()
-            .aggregate(listing)
-            .await
-            .map_err(self.failed("aggregate (sessions)"))?
-            .try_collect()
-            .await
-            .map_err(self.failed("aggregate (sessions)"))?;
-        Ok((
-            count,
-            ids.into_iter()
-                .filter_map(|mut d| d.remove("_id"))
-                .collect(),
-        ))
+        Ok((count, ids(self.aggregate_sessions(listing).await?)))
     }
 
     /// What the state collection says about a migration.
@@ -222,4 +204,11 @@ impl MongoStore {
             .map(drop)
             .map_err(self.failed("update (migration record)"))
     }
+}
+
+/// The `_id`s of the documents.
+fn ids(docs: Vec<Document>) -> Vec<Bson> {
+    docs.into_iter()
+        .filter_map(|mut d| d.remove("_id"))
+        .collect()
 }
