@@ -279,7 +279,7 @@ async fn stage_times(
     else {
         return Ok(Vec::new());
     };
-    let c = Chunk::new(&Target::of(config), period, first, now)?.commands;
+    let c = Chunk::new(&Target::of(config), period, first, now, None)?.commands;
     let timed = |command: Document| async move {
         let started = Instant::now();
         db.run_command(command).await?;
@@ -341,10 +341,16 @@ async fn explain_tick(
         now,
         watermark,
     );
-    let command = Chunk::new(&Target::of(config), Period::Hourly, &plan.windows, now)?
-        .commands
-        .preview
-        .to_command();
+    let command = Chunk::new(
+        &Target::of(config),
+        Period::Hourly,
+        &plan.windows,
+        now,
+        None,
+    )?
+    .commands
+    .preview
+    .to_command();
     let explained = db
         .run_command(doc! {"explain": command, "verbosity": "executionStats"})
         .await?;

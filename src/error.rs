@@ -58,6 +58,9 @@ pub enum Error {
     /// A safety guard stopped the command: it would have destroyed or hidden data.
     #[error("refused: {0}")]
     Refused(String),
+    /// Another run holds what this one needs (the archive lock), or kept changing it.
+    #[error("busy: {0}")]
+    Busy(String),
     /// `vcmetrics health`: the daemon did not answer 200.
     #[error("unhealthy: {0}")]
     Unhealthy(String),
@@ -107,6 +110,7 @@ impl Error {
             Error::Usage(_) | Error::Config(_) => 2,
             Error::Drift { .. } | Error::RulesBroken { .. } => 3,
             Error::Refused(_) => 4,
+            Error::Busy(_) => 5,
             Error::Pipeline(_)
             | Error::Mongo { .. }
             | Error::Unreachable { .. }
@@ -123,7 +127,7 @@ impl Error {
 
     /// Every value [`Error::metric_label`] can return: the `kind` label of
     /// `vcmetrics_run_errors_total`, each exported from the start so an alert on it can fire.
-    pub const METRIC_LABELS: [&'static str; 13] = [
+    pub const METRIC_LABELS: [&'static str; 14] = [
         "usage",
         "config",
         "pipeline",
@@ -131,6 +135,7 @@ impl Error {
         "time_limit",
         "metrics_document",
         "refused",
+        "busy",
         "output",
         "signal",
         "metrics",
@@ -149,6 +154,7 @@ impl Error {
             Error::TimeLimit { .. } => "time_limit",
             Error::MetricsDocument(_) => "metrics_document",
             Error::Refused(_) => "refused",
+            Error::Busy(_) => "busy",
             Error::Output(_) => "output",
             Error::Signal(_) => "signal",
             Error::Metrics(_) => "metrics",

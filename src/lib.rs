@@ -8,6 +8,8 @@
 //!   schedules — the only time arithmetic.
 //! - [`rollup`]: a range of windows → chunks → the bound `pipelines/*.json` → executed through
 //!   the store → what changed in each window's document.
+//! - [`archive`]: moving old audit events into the archive before the TTL deletes them, and the
+//!   record that tells rollups where each event is.
 //! - [`sessions`]: the platform's sessions: the schema's validation rules, its data migration,
 //!   the live gauges' queries.
 //! - [`store`]: the storage trait at the level of the domain, its MongoDB implementation, and
@@ -22,6 +24,7 @@
 //! - [`error`]: the error type and exit codes.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod cli;
 pub mod clock;
 pub mod config;

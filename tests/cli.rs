@@ -164,7 +164,7 @@ fn pipelines_applies_the_retention_guard_of_recompute() {
     assert_clean_failure(
         &o,
         4,
-        "1 daily window(s) start before the audit log's retention horizon 2026-05-02T00:00:00+00:00",
+        "1 daily window(s) start before the retention horizon 2026-05-02T00:00:00+00:00",
     );
     assert!(stderr(&o).contains("narrow --from or pass --force"));
     assert!(o.stdout.is_empty(), "nothing printed");

@@ -1,9 +1,6 @@
 //! `vcmetrics generate`: write realistic audit events into the configured audit collection.
 
-use std::io::IsTerminal;
-
 use futures_util::{StreamExt, TryStreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use super::parse_instant;
@@ -102,16 +99,10 @@ async fn write(store: &MongoStore, plan: &Plan, batch_size: usize) -> Result<()>
     // Late events are written after all the others, as they arrive after their windows closed.
     events.sort_by_key(|e| e.late);
     let late = events.iter().filter(|e| e.late).count();
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(events.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("[{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    let bar = super::progress_bar(
+        events.len() as u64,
+        "[{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}",
+    );
     let total = events.len();
     // Two batches in flight: the server writes one while the next one travels, which keeps
     // generate close to a plain batched insert_many (see the MongoDB benchmark). The documents

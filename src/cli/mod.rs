@@ -1,6 +1,7 @@
 //! The command line: one subcommand, one module, one args struct. Each module is glue between
 //! the arguments, the configuration and the library; the work happens below.
 
+pub mod archive;
 pub mod check;
 pub mod generate;
 pub mod health;
@@ -55,6 +56,8 @@ pub enum Command {
     Roles(roles::Args),
     /// Check the platform's data against the schema's validation rules; exit 3 when broken.
     Check(check::Args),
+    /// Move audit events older than archive.after into the archive before the TTL deletes them.
+    Archive(archive::Args),
 }
 
 /// `--period`, `--from`, `--to`, shared by the range commands.
@@ -139,6 +142,20 @@ impl RangeArgs {
     }
 }
 
+/// A progress bar on stderr when it is a terminal, hidden otherwise (logs, CI, cron), drawn
+/// with `template` (indicatif's).
+pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 pub fn load_config(cli_config: Option<&std::path::Path>) -> Result<Config> {
     Ok(config::load(cli_config, &ProcessEnv)?)
 }
@@ -156,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Health(args) => health::run(&config, args).await,
         Command::Roles(args) => roles::run(&config, args),
         Command::Check(args) => check::run(&config, args).await,
+        Command::Archive(args) => archive::run(&config, args).await,
     }
 }
 

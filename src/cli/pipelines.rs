@@ -7,6 +7,7 @@ use super::{parse_instant, RangeArgs};
 use crate::config::Config;
 use std::io::Write;
 
+use crate::archive::state::ArchiveRead;
 use crate::error::{Error, Result};
 use crate::rollup::late_scan::{object_id_at, LateScan};
 use crate::rollup::pipeline::Target;
@@ -34,6 +35,11 @@ pub struct Args {
     /// windows start (events timestamped before it are late). One aggregate per period.
     #[arg(long)]
     pub late_scan: bool,
+    /// Print the commands as they are for windows whose events `vcmetrics archive` may have
+    /// moved: each scan also reads the archive (`$unionWith`, after copying it into the staging
+    /// collection when it lives in another database).
+    #[arg(long, conflicts_with = "late_scan")]
+    pub archive: bool,
 }
 
 /// Prints a JSON array of `{"database": ..., "command": ...}` objects in relaxed Extended JSON,
@@ -81,6 +87,7 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         range.to,
         now,
         args.dry_run,
+        args.archive,
     )?;
     if commands.is_empty() {
         // Still a valid (empty) JSON array on stdout, for scripts; the reason for people.
@@ -130,15 +137,34 @@ fn commands(
     to: DateTime<Utc>,
     now: DateTime<Utc>,
     dry_run: bool,
+    archive: bool,
 ) -> Result<Vec<Document>> {
     let mut out = Vec::new();
+    let archive = archive.then(ArchiveRead::default);
     for &period in periods {
         let plan = plan_range(config, period, from, to, now);
         let chunk_windows = config.period(period).chunk_windows;
-        for chunk in plan_chunks(config, period, &plan.windows, chunk_windows, now)? {
+        let chunks = plan_chunks(
+            config,
+            period,
+            &plan.windows,
+            chunk_windows,
+            now,
+            archive.as_ref(),
+        )?;
+        for chunk in chunks {
             let c = chunk.commands;
             if dry_run {
-                out.push(doc! {"database": &c.preview.database, "command": c.preview.to_command()});
+                // A copied archive is read from the staging collection; the cleanup removes it.
+                let preview = c.bring.iter().chain([&c.preview]);
+                for command in preview {
+                    out.push(doc! {"database": &command.database, "command": command.to_command()});
+                }
+                if c.bring.is_some() {
+                    out.push(
+                        doc! {"database": &c.cleanup.database, "command": c.cleanup.to_command()},
+                    );
+                }
                 continue;
             }
             for (database, command) in c.in_order() {

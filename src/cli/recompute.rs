@@ -1,9 +1,6 @@
 //! `vcmetrics recompute`: rebuild the metrics of a range of windows from the audit log.
 
-use std::io::IsTerminal;
-
 use chrono::Utc;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{nothing_closed, RangeArgs};
 use crate::config::Config;
@@ -48,7 +45,11 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             Mode::Write
         };
         for plan in &plans {
-            let bar = progress_bar(plan.windows.len(), plan.period.as_str());
+            let bar = super::progress_bar(
+                plan.windows.len() as u64,
+                "{prefix:>8} [{bar:40}] {pos}/{len} windows, eta {eta}",
+            );
+            bar.set_prefix(plan.period.as_str());
             let batch = Batch {
                 period: plan.period,
                 windows: &plan.windows,
@@ -103,19 +104,4 @@ fn print_summary(plan: &RangePlan, s: &Summary, dry_run: bool) {
             ""
         },
     );
-}
-
-/// A bar on stderr when it is a terminal; hidden otherwise (logs, CI, cron).
-fn progress_bar(len: usize, period: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} windows, eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(period.to_owned());
-    bar
 }

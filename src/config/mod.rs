@@ -80,6 +80,40 @@ pub struct Config {
     pub stuck_call_after: Duration,
     /// The session rule gauges count sessions whose `sessionDate` is this recent.
     pub session_rules_lookback: Duration,
+    /// Moving old audit events into an archive before the TTL deletes them (`[archive]`).
+    pub archive: ArchiveConfig,
+}
+
+/// `[archive]`: where `vcmetrics archive` moves audit events before the audit log's TTL deletes
+/// them, and when the daemon runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// The archive collection (`archive.collection`).
+    pub collection: String,
+    /// The archive's database, when it is not `database` (same cluster).
+    pub database: Option<String>,
+    /// Events older than this are archived; default: the audit log's TTL minus 7 days (minus
+    /// half the TTL when it is 14 days or less). Never as long as the TTL.
+    pub after: Option<Duration>,
+    /// A TTL for the archive's `timestamp` index (`migrate` sets it); none by default.
+    pub retention: Option<Duration>,
+    /// When the daemon's leader archives; never unless configured.
+    pub schedule: Option<Schedule>,
+    /// Events copied, confirmed and deleted per batch.
+    pub batch_size: usize,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            collection: "videocallauditlogs_archive".to_owned(),
+            database: None,
+            after: None,
+            retention: None,
+            schedule: None,
+            batch_size: 1000,
+        }
+    }
 }
 
 /// `[late_events]`: each run also looks at the audit events written since its previous run and
@@ -304,7 +338,10 @@ impl<'a, E: Env> Sources<'a, E> {
             .iter()
             .find_map(|name| self.env.var(name).map(|v| (v, *name)))
         {
-            Some((text, name)) => (toml::Value::String(text), format!("{key} (from ${name})")),
+            Some((text, name)) => (
+                toml::Value::String(text),
+                format!("{}{key} (from ${name})", self.prefix),
+            ),
             None => (file_value?, format!("{}{key}", self.prefix)),
         };
         match T::deserialize(value) {
@@ -347,7 +384,7 @@ impl<'a, E: Env> Sources<'a, E> {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 25] = [
+const TOP_LEVEL_KEYS: [&str; 26] = [
     "mongodb_uri",
     "database",
     "audit_collection",
@@ -373,6 +410,7 @@ const TOP_LEVEL_KEYS: [&str; 25] = [
     "late_events",
     "stuck_call_after",
     "session_rules_lookback",
+    "archive",
 ];
 
 /// Validates a parsed file (a TOML table) with the environment applied.
@@ -463,6 +501,8 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
             );
         }
     }
+    let names_in_use: Vec<(String, String)> =
+        names.iter().map(|&(n, s)| (n.clone(), s.clone())).collect();
 
     let tz = file
         .get::<TimeZoneName>("timezone", &["VCMETRICS_TIMEZONE"])
@@ -602,6 +642,7 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         late.finish(&["enabled", "scan_limit", "settle"]);
     }
     let late_events = late_defaults;
+    let archive = archive_config(&mut file, &database, &names_in_use);
     file.finish(&TOP_LEVEL_KEYS);
 
     let problems = problems.into_inner();
@@ -633,7 +674,78 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
         late_events,
         stuck_call_after,
         session_rules_lookback,
+        archive,
     })
+}
+
+/// `[archive]`, checked against the collections in use: an archive in the configured database
+/// must not be one of them.
+fn archive_config<E: Env>(
+    file: &mut Sources<'_, E>,
+    database: &str,
+    names_in_use: &[(String, String)],
+) -> ArchiveConfig {
+    let mut archive = ArchiveConfig::default();
+    let Some(mut table) = file.table("archive") else {
+        // The environment still applies without a table.
+        let mut empty = Sources {
+            table: toml::Table::new(),
+            prefix: "archive.".to_owned(),
+            env: file.env,
+            problems: file.problems,
+        };
+        read_archive(&mut empty, &mut archive, database, names_in_use);
+        return archive;
+    };
+    read_archive(&mut table, &mut archive, database, names_in_use);
+    table.finish(&[
+        "collection",
+        "database",
+        "after",
+        "retention",
+        "schedule",
+        "batch_size",
+    ]);
+    archive
+}
+
+fn read_archive<E: Env>(
+    table: &mut Sources<'_, E>,
+    archive: &mut ArchiveConfig,
+    database: &str,
+    names_in_use: &[(String, String)],
+) {
+    let collection =
+        table.get_sourced::<CollectionName>("collection", &["VCMETRICS_ARCHIVE_COLLECTION"]);
+    let archive_database = table
+        .get::<DatabaseName>("database", &["VCMETRICS_ARCHIVE_DATABASE"])
+        .map(|d| d.0)
+        .filter(|d| d != database);
+    if let Some((name, source)) = collection {
+        archive.collection = name.0;
+        if archive_database.is_none() {
+            if let Some((_, other)) = names_in_use.iter().find(|(n, _)| *n == archive.collection) {
+                table.problem(
+                    &source,
+                    format!(
+                        "names the same collection as {other} ({})",
+                        archive.collection
+                    ),
+                );
+            }
+        }
+    }
+    archive.database = archive_database;
+    archive.after = table
+        .get::<Bounded<RetentionBounds>>("after", &["VCMETRICS_ARCHIVE_AFTER"])
+        .map(|d| d.0);
+    archive.retention = table
+        .get::<Bounded<RetentionBounds>>("retention", &["VCMETRICS_ARCHIVE_RETENTION"])
+        .map(|d| d.0);
+    archive.schedule = table.get::<Schedule>("schedule", &["VCMETRICS_ARCHIVE_SCHEDULE"]);
+    if let Some(n) = table.get::<Count<1, 100_000>>("batch_size", &[]) {
+        archive.batch_size = n.0;
+    }
 }
 
 /// `HOSTNAME` (a pod's name on Kubernetes) and the process id: unique among live replicas.

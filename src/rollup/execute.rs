@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
+use std::time::Duration;
+
 use super::pipeline::{Chunk, Target};
 use super::plan::chunks;
 use super::report::{Outcome, WindowReport};
 use super::window_metrics::WindowMetrics;
+use crate::archive::state::ArchiveRead;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -49,12 +52,12 @@ pub async fn process(
         mode,
         chunk_windows,
     } = batch;
-    let planned = plan_chunks(config, period, windows, chunk_windows, now)?;
+    let target = Target::of(config);
     // The futures are made before they go into the stream: a closure mapping inside it would
     // make the spawned run's future not provably `Send`.
-    let pending: Vec<_> = planned
-        .iter()
-        .map(|chunk| report(store, chunk, mode))
+    let pending: Vec<_> = chunks(windows, chunk_windows)
+        .into_iter()
+        .map(|chunk_windows| report(store, &target, period, chunk_windows, now, mode))
         .collect();
     let mut finished = stream::iter(pending).buffered(config.chunks_in_flight.max(1));
     let mut reports = Vec::with_capacity(windows.len());
@@ -66,36 +69,91 @@ pub async fn process(
 }
 
 /// The chunks of consecutive windows, each with its bound commands: what recompute, verify, the
-/// daemon's runs send, and what `vcmetrics pipelines` prints.
+/// daemon's runs send (reading the archive as its state says at the time), and what
+/// `vcmetrics pipelines` prints.
 pub fn plan_chunks(
     config: &Config,
     period: Period,
     windows: &[Window],
     chunk_windows: usize,
     now: DateTime<Utc>,
+    archive: Option<&ArchiveRead>,
 ) -> Result<Vec<Chunk>> {
     let target = Target::of(config);
     let planned = chunks(windows, chunk_windows)
         .into_iter()
-        .map(|w| Chunk::new(&target, period, w, now))
+        .map(|w| Chunk::new(&target, period, w, now, archive))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(planned)
 }
 
-/// Rolls one chunk up (or computes it) and compares each window with what was stored before.
-async fn report(store: &impl Store, chunk: &Chunk, mode: Mode) -> Result<Vec<WindowReport>> {
-    let period = chunk.period;
-    let starts: Vec<DateTime<Utc>> = chunk.windows.iter().map(|w| w.start).collect();
-    let before = by_date(store.stored_windows(period, &starts).await?)?;
-    let after = match mode {
-        Mode::Write => {
-            store.roll_up(chunk).await?;
-            by_date(store.stored_windows(period, &starts).await?)?
+/// How many times a chunk is read while the archive keeps moving its events, and the longest
+/// wait between two reads.
+const ARCHIVE_ATTEMPTS: u32 = 8;
+const ARCHIVE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Rolls one chunk up (or computes it) so that it counts every event once while the archive
+/// may be moving events: the chunk is built from the archive's state read before (reading the
+/// archive too when some of its events may have moved, leaving out the moving batch where it is
+/// not whole), and is done again when that state changed during the read in a way that concerns
+/// it. Returns the computed documents in preview mode.
+async fn settled(
+    store: &impl Store,
+    target: &Target<'_>,
+    period: Period,
+    windows: &[Window],
+    now: DateTime<Utc>,
+    mode: Mode,
+) -> Result<Vec<bson::Document>> {
+    let from = windows.first().map_or(now, |w| w.start);
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1..=ARCHIVE_ATTEMPTS {
+        let state = store.archive_state().await?;
+        let chunk = Chunk::new(target, period, windows, now, state.read_for(from).as_ref())?;
+        let computed = match mode {
+            Mode::Write => {
+                store.roll_up(&chunk).await?;
+                Vec::new()
+            }
+            Mode::Preview => store.compute(&chunk).await?,
+        };
+        // Events move only below the reach, and only between two changes of `seq`.
+        let after = store.archive_state().await?;
+        if after.seq == state.seq || after.read_for(from).is_none() {
+            return Ok(computed);
         }
-        Mode::Preview => by_date(store.compute(chunk).await?)?,
+        tracing::info!(period = %period, from = %from.to_rfc3339(), attempt,
+            "the archive moved events while this chunk was read; reading it again");
+        if attempt < ARCHIVE_ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(ARCHIVE_WAIT_MAX);
+        }
+    }
+    Err(Error::Busy(format!(
+        "a running archive kept moving events of the {period} windows {} while they were read \
+         ({ARCHIVE_ATTEMPTS} attempts); run this again once `vcmetrics archive` has finished",
+        super::plan::describe(windows)
+    )))
+}
+
+/// Rolls one chunk up (or computes it) and compares each window with what was stored before.
+async fn report(
+    store: &impl Store,
+    target: &Target<'_>,
+    period: Period,
+    windows: &[Window],
+    now: DateTime<Utc>,
+    mode: Mode,
+) -> Result<Vec<WindowReport>> {
+    let starts: Vec<DateTime<Utc>> = windows.iter().map(|w| w.start).collect();
+    let before = by_date(store.stored_windows(period, &starts).await?)?;
+    let computed = settled(store, target, period, windows, now, mode).await?;
+    let after = match mode {
+        Mode::Write => by_date(store.stored_windows(period, &starts).await?)?,
+        Mode::Preview => by_date(computed)?,
     };
-    let mut reports = Vec::with_capacity(chunk.windows.len());
-    for window in &chunk.windows {
+    let mut reports = Vec::with_capacity(windows.len());
+    for window in windows {
         let computed = match after.get(&window.start) {
             Some(doc) => doc.clone(),
             // A preview returns only windows that had events or a stored document.

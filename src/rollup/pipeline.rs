@@ -10,6 +10,7 @@
 use bson::{bson, doc, oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
 
+use crate::archive::state::ArchiveRead;
 use crate::window::{Period, QuantumTable, Window};
 
 /// `pipelines/rollup_counts.json`: the audit log's events of a chunk grouped by window, action,
@@ -203,19 +204,31 @@ pub struct ChunkCommands {
     /// `rollup_counts.json`, `$unionWith` `rollup_users.json`, `rollup_finish.json` without its
     /// `$merge`: the documents a run would merge, written nowhere.
     pub preview: AggregateCommand,
+    /// An archive in another database cannot be `$unionWith`ed: its events of the chunk's range
+    /// are first copied into the staging collection (under their own run id, removed by
+    /// `cleanup`), and the scans read them there.
+    pub bring: Option<AggregateCommand>,
+    /// Whether the scans read the archive besides the audit log.
+    pub reads_archive: bool,
 }
 
 impl ChunkCommands {
     /// The commands in the order a run sends them (`counts` and `users` run concurrently, and
     /// may equally run one after the other), as `(database, command)` pairs.
-    pub fn in_order(&self) -> [(&str, Document); 5] {
-        [
-            (&self.seed.database, self.seed.to_command()),
-            (&self.counts.database, self.counts.to_command()),
-            (&self.users.database, self.users.to_command()),
-            (&self.finish.database, self.finish.to_command()),
-            (&self.cleanup.database, self.cleanup.to_command()),
-        ]
+    pub fn in_order(&self) -> Vec<(&str, Document)> {
+        let bring = self
+            .bring
+            .iter()
+            .map(|b| (b.database.as_str(), b.to_command()));
+        bring
+            .chain([
+                (self.seed.database.as_str(), self.seed.to_command()),
+                (&self.counts.database, self.counts.to_command()),
+                (&self.users.database, self.users.to_command()),
+                (&self.finish.database, self.finish.to_command()),
+                (&self.cleanup.database, self.cleanup.to_command()),
+            ])
+            .collect()
     }
 }
 
@@ -231,19 +244,26 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// The chunk of `windows`, under a new run id.
+    /// The chunk of `windows`, under a new run id, reading the archive too when `archive` says
+    /// so.
     pub fn new(
         target: &Target<'_>,
         period: Period,
         windows: &[Window],
         now: DateTime<Utc>,
+        archive: Option<&ArchiveRead>,
     ) -> Result<Chunk, PipelineError> {
         Ok(Chunk {
             period,
             windows: windows.to_vec(),
             now,
-            commands: chunk_commands(target, period, windows, now, ObjectId::new())?,
+            commands: chunk_commands(target, period, windows, now, ObjectId::new(), archive)?,
         })
+    }
+
+    /// Whether this chunk's scans read the archive besides the audit log.
+    pub fn reads_archive(&self) -> bool {
+        self.commands.reads_archive
     }
 }
 
@@ -257,6 +277,9 @@ pub struct Target<'a> {
     pub staging_collection: &'a str,
     /// Every aggregate's `maxTimeMS` (`aggregate_timeout`).
     pub time_limit: std::time::Duration,
+    /// Where `vcmetrics archive` moves old events: chunks before its reach read it too.
+    pub archive_database: &'a str,
+    pub archive_collection: &'a str,
 }
 
 impl<'a> Target<'a> {
@@ -268,6 +291,12 @@ impl<'a> Target<'a> {
             metrics_collection: &config.metrics_collection,
             staging_collection: &config.staging_collection,
             time_limit: config.aggregate_timeout,
+            archive_database: config
+                .archive
+                .database
+                .as_deref()
+                .unwrap_or(&config.database),
+            archive_collection: &config.archive.collection,
         }
     }
 
@@ -289,19 +318,32 @@ pub fn chunk_commands(
     windows: &[Window],
     now: DateTime<Utc>,
     run: ObjectId,
+    archive: Option<&ArchiveRead>,
 ) -> Result<ChunkCommands, PipelineError> {
     let bindings =
         Bindings::of(target, period, windows, now, run).ok_or(PipelineError::NoWindows)?;
-    let counts = stages(
+    let mut counts = stages(
         "pipelines/rollup_counts.json",
         COUNTS_PIPELINE,
         &bindings.scan(),
     )?;
-    let users = stages(
+    let mut users = stages(
         "pipelines/rollup_users.json",
         USERS_PIPELINE,
         &bindings.scan(),
     )?;
+    let mut bring = None;
+    let mut cleanup_runs = vec![Bson::ObjectId(run)];
+    if let Some(read) = archive {
+        let source = archive_source(target, &counts, read, now)?;
+        if let Some((command, bring_run)) = source.bring {
+            bring = Some(command);
+            cleanup_runs.push(Bson::ObjectId(bring_run));
+        }
+        for scan in [&mut counts, &mut users] {
+            read_archive_too(scan, read, &source.collection, &source.only)?;
+        }
+    }
     let finish = stages(
         "pipelines/rollup_finish.json",
         FINISH_PIPELINE,
@@ -373,10 +415,121 @@ pub fn chunk_commands(
         cleanup: DeleteCommand {
             database: target.database.to_owned(),
             collection: target.staging_collection.to_owned(),
-            filter: this_run,
+            filter: match cleanup_runs.as_slice() {
+                [_] => this_run,
+                _ => doc! {"_id.r": {"$in": cleanup_runs}},
+            },
         },
         preview: target.aggregate(target.audit_collection, preview),
+        bring,
+        reads_archive: archive.is_some(),
     })
+}
+
+/// Where a chunk's scans find the archive's events: the archive itself when it shares the audit
+/// log's database, else their copy in the staging collection (made by `bring`).
+struct ArchiveSource {
+    collection: String,
+    /// What the archive side matches besides the scan's own `$match`.
+    only: Document,
+    /// The copy of an archive in another database, and the run id its copies are staged under.
+    bring: Option<(AggregateCommand, ObjectId)>,
+}
+
+fn archive_source(
+    target: &Target<'_>,
+    counts: &[Document],
+    read: &ArchiveRead,
+    now: DateTime<Utc>,
+) -> Result<ArchiveSource, PipelineError> {
+    let mut only = Document::new();
+    if !read.except_archive.is_empty() {
+        only.insert("_id", doc! {"$nin": read.except_archive.clone()});
+    }
+    if target.archive_database == target.database {
+        return Ok(ArchiveSource {
+            collection: target.archive_collection.to_owned(),
+            only,
+            bring: None,
+        });
+    }
+    // The chunk's timestamp range, exactly as the scans match it.
+    let range = first_match(counts, "pipelines/rollup_counts.json")?
+        .get("timestamp")
+        .cloned()
+        .ok_or(PipelineError::Shape {
+            file: "pipelines/rollup_counts.json",
+            expected: "a first $match on timestamp",
+        })?;
+    let bring_run = ObjectId::new();
+    let mut wanted = only;
+    wanted.insert("timestamp", range);
+    let pipeline = vec![
+        doc! {"$match": wanted},
+        // A staged copy is keyed by this chunk's copy id, so concurrent runs never share one;
+        // `at` lets the staging collection's TTL remove copies a dead run left behind.
+        doc! {"$set": {"_id": {"r": bring_run, "e": "$_id"}, "at": date(now)}},
+        doc! {"$merge": {
+            "into": {"db": target.database, "coll": target.staging_collection},
+            "on": "_id",
+            "whenMatched": "keepExisting",
+            "whenNotMatched": "insert",
+        }},
+    ];
+    Ok(ArchiveSource {
+        collection: target.staging_collection.to_owned(),
+        only: doc! {"_id.r": bring_run},
+        bring: Some((
+            AggregateCommand {
+                database: target.archive_database.to_owned(),
+                collection: target.archive_collection.to_owned(),
+                pipeline,
+                time_limit: target.time_limit,
+            },
+            bring_run,
+        )),
+    })
+}
+
+/// The first stage's `$match` of a scan.
+fn first_match<'d>(
+    scan: &'d [Document],
+    file: &'static str,
+) -> Result<&'d Document, PipelineError> {
+    scan.first()
+        .and_then(|stage| stage.get_document("$match").ok())
+        .ok_or(PipelineError::Shape {
+            file,
+            expected: "a pipeline starting with $match",
+        })
+}
+
+/// Makes a scan read the archive too: its first `$match` leaves out the audit log's side of a
+/// batch being deleted, and a `$unionWith` right after it adds the archive's events that pass
+/// the same `$match` (the same indexed timestamp range), leaving out a batch being copied. The
+/// stages after see one stream, each event once.
+fn read_archive_too(
+    scan: &mut Vec<Document>,
+    read: &ArchiveRead,
+    archive_collection: &str,
+    only: &Document,
+) -> Result<(), PipelineError> {
+    let file = "pipelines/rollup_*.json";
+    let mut archive_match = first_match(scan, file)?.clone();
+    archive_match.extend(only.clone());
+    if !read.except_audit.is_empty() {
+        if let Some(Bson::Document(first)) = scan[0].get_mut("$match") {
+            first.insert("_id", doc! {"$nin": read.except_audit.clone()});
+        }
+    }
+    scan.insert(
+        1,
+        doc! {"$unionWith": {
+            "coll": archive_collection,
+            "pipeline": [{"$match": archive_match}],
+        }},
+    );
+    Ok(())
 }
 
 /// A pipeline file bound: its stages.
@@ -484,6 +637,8 @@ mod tests {
             metrics_collection: "videocallmetrics",
             staging_collection: "videocallmetrics_staging",
             time_limit: std::time::Duration::from_secs(600),
+            archive_database: "app",
+            archive_collection: "videocallauditlogs_archive",
         }
     }
 
@@ -503,6 +658,7 @@ mod tests {
             &windows,
             utc("2026-03-10T12:00:00Z"),
             run(),
+            None,
         )
         .unwrap()
     }
@@ -647,6 +803,7 @@ mod tests {
             &windows,
             utc("2026-11-01T00:00:00Z"),
             run(),
+            None,
         )
         .unwrap();
         for scan in [&c.counts, &c.users] {
@@ -693,6 +850,7 @@ mod tests {
             &[],
             utc("2026-03-10T12:00:00Z"),
             run(),
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, PipelineError::NoWindows));
@@ -731,5 +889,116 @@ mod tests {
         let template = parse("t.json", r#"{"a": 1}"#).unwrap();
         let err = bind(template, "t.json", &[("now", Bson::Null)]).unwrap_err();
         assert_eq!(err.to_string(), "t.json never uses parameter \"now\"");
+    }
+
+    fn commands_reading(target: &Target<'_>, read: &ArchiveRead) -> ChunkCommands {
+        let windows = Calendar::default().windows_covering(
+            Period::Daily,
+            utc("2026-03-01T00:00:00Z"),
+            utc("2026-03-03T00:00:00Z"),
+        );
+        chunk_commands(
+            target,
+            Period::Daily,
+            &windows,
+            utc("2026-03-10T12:00:00Z"),
+            run(),
+            Some(read),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_chunk_reading_the_archive_unions_it_on_the_same_match_and_counts_a_moving_batch_once() {
+        let plain = commands();
+        assert!(!plain.reads_archive);
+        let read = ArchiveRead {
+            except_audit: vec![Bson::Int32(7)],
+            except_archive: vec![Bson::Int32(8)],
+        };
+        let c = commands_reading(&target(), &read);
+        assert!(c.reads_archive && c.bring.is_none());
+        for (scan, plain_scan) in [(&c.counts, &plain.counts), (&c.users, &plain.users)] {
+            let plain_match = plain_scan.pipeline[0].get_document("$match").unwrap();
+            let mut audit_side = plain_match.clone();
+            audit_side.insert("_id", doc! {"$nin": [7]});
+            assert_eq!(scan.pipeline[0], doc! {"$match": audit_side});
+            let mut archive_side = plain_match.clone();
+            archive_side.insert("_id", doc! {"$nin": [8]});
+            assert_eq!(
+                scan.pipeline[1],
+                doc! {"$unionWith": {"coll": "videocallauditlogs_archive",
+                "pipeline": [{"$match": archive_side}]}}
+            );
+            assert_eq!(&scan.pipeline[2..], &plain_scan.pipeline[1..]);
+        }
+        // Nothing moving: the same match on both sides.
+        let c = commands_reading(&target(), &ArchiveRead::default());
+        let first = c.counts.pipeline[0].get_document("$match").unwrap();
+        assert_eq!(
+            first,
+            plain.counts.pipeline[0].get_document("$match").unwrap()
+        );
+        let union = c.counts.pipeline[1].get_document("$unionWith").unwrap();
+        assert_eq!(
+            union.get_array("pipeline").unwrap()[0],
+            Bson::Document(doc! {"$match": first.clone()})
+        );
+        assert_eq!(c.cleanup, plain.cleanup);
+    }
+
+    #[test]
+    fn an_archive_in_another_database_is_copied_into_staging_first_and_cleaned_up() {
+        let mut other = target();
+        other.archive_database = "cold";
+        let read = ArchiveRead {
+            except_audit: Vec::new(),
+            except_archive: vec![Bson::Int32(8)],
+        };
+        let c = commands_reading(&other, &read);
+        let bring = c.bring.as_ref().unwrap();
+        assert_eq!(
+            (bring.database.as_str(), bring.collection.as_str()),
+            ("cold", "videocallauditlogs_archive")
+        );
+        let wanted = bring.pipeline[0].get_document("$match").unwrap();
+        assert_eq!(wanted.get_document("_id").unwrap(), &doc! {"$nin": [8]});
+        assert_eq!(
+            wanted.get("timestamp"),
+            c.counts.pipeline[0]
+                .get_document("$match")
+                .unwrap()
+                .get("timestamp")
+        );
+        let bring_run = bring.pipeline[1]
+            .get_document("$set")
+            .unwrap()
+            .get_document("_id")
+            .unwrap()
+            .get_object_id("r")
+            .unwrap();
+        assert_eq!(
+            bring.pipeline[2]
+                .get_document("$merge")
+                .unwrap()
+                .get_document("into")
+                .unwrap(),
+            &doc! {"db": "app", "coll": "videocallmetrics_staging"}
+        );
+        for scan in [&c.counts, &c.users] {
+            let union = scan.pipeline[1].get_document("$unionWith").unwrap();
+            assert_eq!(union.get_str("coll").unwrap(), "videocallmetrics_staging");
+            let Bson::Document(stage) = &union.get_array("pipeline").unwrap()[0] else {
+                panic!("a $match stage")
+            };
+            let archive_side = stage.get_document("$match").unwrap();
+            assert_eq!(archive_side.get_object_id("_id.r").unwrap(), bring_run);
+        }
+        assert_eq!(
+            c.cleanup.filter,
+            doc! {"_id.r": {"$in": [run(), bring_run]}}
+        );
+        let order: Vec<&str> = c.in_order().iter().map(|(db, _)| *db).collect();
+        assert_eq!(order, ["cold", "app", "app", "app", "app", "app"]);
     }
 }

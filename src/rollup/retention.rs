@@ -1,4 +1,5 @@
-//! The audit log's retention horizon, and the guard that keeps thinned windows from being rebuilt.
+//! The retention horizon (from when the audit log, with its archive, still holds every event),
+//! and the guard that keeps thinned windows from being rebuilt.
 
 use std::time::Duration;
 
@@ -9,8 +10,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// The oldest instant whose audit events are all still stored: `now - retention`, where the
-/// retention is the configured override or else the audit log's TTL. `None` when neither exists.
+/// The oldest instant whose audit events are all still stored. In the audit log alone that is
+/// `now - retention`, where the retention is the configured override or else the audit log's
+/// TTL; once `vcmetrics archive` has run, the point its runs recorded from which audit log and
+/// archive together are complete (`archive::state`). `None`: every event is stored.
 pub async fn retention_horizon(
     store: &impl Store,
     config: &Config,
@@ -20,7 +23,11 @@ pub async fn retention_horizon(
         Some(r) => Some(r),
         None => store.audit_ttl().await?,
     };
-    Ok(horizon(retention, now))
+    let archive = store.archive_state().await?;
+    Ok(archive.complete_from(
+        horizon(retention, now),
+        horizon(config.archive.retention, now),
+    ))
 }
 
 /// `now - retention`; `None` without a retention, or when it reaches before chrono's calendar
@@ -48,9 +55,10 @@ pub fn check_retention(
     }
     let thinned = plan.windows.iter().filter(|w| w.start < horizon).count();
     Err(Error::Refused(format!(
-        "{thinned} {} window(s) start before the audit log's retention horizon {} \
-         (the TTL has deleted part of their events, so rebuilding them would undercount); \
-         narrow --from or pass --force",
+        "{thinned} {} window(s) start before the retention horizon {}, from which the audit \
+         log (with its archive, once `vcmetrics archive` has run) holds every event: the TTL has \
+         deleted part of their events, so rebuilding them would undercount; narrow --from or \
+         pass --force",
         plan.period,
         horizon.to_rfc3339()
     )))

@@ -12,6 +12,7 @@
 
 pub mod indexes;
 mod mongo;
+mod mongo_archive;
 mod mongo_sessions;
 pub mod privileges;
 
@@ -21,9 +22,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
-use bson::Document;
+use bson::{Bson, Document};
 use chrono::{DateTime, Utc};
 
+use crate::archive::{ArchiveState, EventSpan, Finished, MovingBatch};
 use crate::error::Result;
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::Chunk;
@@ -103,6 +105,65 @@ pub trait Store: Send + Sync {
 
     /// Gives the lease up, if `holder` has it.
     fn release_lease(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The archive's record (`archive::state`); the default when nothing was ever archived.
+    fn archive_state(&self) -> impl Future<Output = Result<ArchiveState>> + Send;
+
+    /// Takes (or renews) the archive lock for `holder` until `now + hold` and raises the
+    /// archive's reach to `cutoff`. False when another holder's lock has not expired.
+    fn begin_archive(
+        &self,
+        holder: &str,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        hold: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Records the batch about to move (or none, after it moved), renewing the lock; fails when
+    /// `holder` no longer holds it.
+    fn record_archive_batch(
+        &self,
+        holder: &str,
+        batch: Option<&MovingBatch>,
+        now: DateTime<Utc>,
+        hold: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a finished run and gives the lock up.
+    fn finish_archive(
+        &self,
+        holder: &str,
+        finished: &Finished,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Gives the archive lock up, if `holder` has it (a run that failed or stopped).
+    fn release_archive(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The `_id`s of at most `limit` audit events timestamped before `cutoff`, oldest first.
+    fn archivable(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Bson>>> + Send;
+
+    /// Copies these audit events into the archive, unchanged, server-side; events already
+    /// there are left as they are.
+    fn copy_to_archive(&self, ids: &[Bson]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Which of these `_id`s the archive holds.
+    fn archived(&self, ids: &[Bson]) -> impl Future<Output = Result<Vec<Bson>>> + Send;
+
+    /// Deletes these events from the audit log; how many it deleted.
+    fn delete_audit_events(&self, ids: &[Bson]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The audit events timestamped before `cutoff`: how many, and their span.
+    fn archivable_span(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> impl Future<Output = Result<EventSpan>> + Send;
+
+    /// The archive's events: about how many (the collection's estimate), and their span.
+    fn archive_span(&self) -> impl Future<Output = Result<EventSpan>> + Send;
 }
 
 /// The `_id` of the lease document in the state collection.

@@ -11,6 +11,7 @@ use mongodb::{Client, Database, IndexModel};
 
 use super::indexes::WantedIndex;
 use super::{Store, LEASE_ID};
+use crate::archive::{ArchiveState, EventSpan, Finished, MovingBatch};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
@@ -30,13 +31,16 @@ fn late_mark_id(period: Period) -> String {
 /// [`Store`] on a MongoDB deployment.
 #[derive(Clone)]
 pub struct MongoStore {
-    client: Client,
+    pub(super) client: Client,
     pub(super) database: Database,
-    audit_collection: String,
+    pub(super) audit_collection: String,
     metrics_collection: String,
     staging_collection: String,
     pub(super) state_collection: String,
     pub(super) sessions_collection: String,
+    /// The archive's database (the configured one unless `archive.database` names another).
+    pub(super) archive_database: String,
+    pub(super) archive_collection: String,
     /// The connection string without its password, for "cannot reach" errors.
     address: String,
     /// The driver's server selection timeout: how long an operation waits for a server.
@@ -84,6 +88,12 @@ impl MongoStore {
             staging_collection: config.staging_collection.clone(),
             state_collection: config.state_collection.clone(),
             sessions_collection: config.sessions_collection.clone(),
+            archive_database: config
+                .archive
+                .database
+                .clone()
+                .unwrap_or_else(|| config.database.clone()),
+            archive_collection: config.archive.collection.clone(),
             address: config.redacted_uri(),
             selection_timeout,
             staging_ready: Default::default(),
@@ -240,7 +250,7 @@ fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 26)
 }
 
-fn bson_date(t: DateTime<Utc>) -> Bson {
+pub(super) fn bson_date(t: DateTime<Utc>) -> Bson {
     Bson::DateTime(bson::DateTime::from_chrono(t))
 }
 
@@ -531,6 +541,62 @@ impl Store for MongoStore {
         }
     }
 
+    async fn archive_state(&self) -> Result<ArchiveState> {
+        self.read_archive_state().await
+    }
+
+    async fn begin_archive(
+        &self,
+        holder: &str,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        hold: Duration,
+    ) -> Result<bool> {
+        self.take_archive_lock(holder, cutoff, now, hold).await
+    }
+
+    async fn record_archive_batch(
+        &self,
+        holder: &str,
+        batch: Option<&MovingBatch>,
+        now: DateTime<Utc>,
+        hold: Duration,
+    ) -> Result<()> {
+        self.write_archive_batch(holder, batch, now, hold).await
+    }
+
+    async fn finish_archive(&self, holder: &str, finished: &Finished) -> Result<()> {
+        self.write_archive_finished(holder, finished).await
+    }
+
+    async fn release_archive(&self, holder: &str) -> Result<()> {
+        self.give_archive_lock_up(holder).await
+    }
+
+    async fn archivable(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Bson>> {
+        self.oldest_audit_ids(cutoff, limit).await
+    }
+
+    async fn copy_to_archive(&self, ids: &[Bson]) -> Result<()> {
+        self.copy_audit_events(ids).await
+    }
+
+    async fn archived(&self, ids: &[Bson]) -> Result<Vec<Bson>> {
+        self.archived_ids(ids).await
+    }
+
+    async fn delete_audit_events(&self, ids: &[Bson]) -> Result<u64> {
+        self.delete_audit_ids(ids).await
+    }
+
+    async fn archivable_span(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
+        self.audit_span_before(cutoff).await
+    }
+
+    async fn archive_span(&self) -> Result<EventSpan> {
+        self.archived_span().await
+    }
+
     async fn release_lease(&self, holder: &str) -> Result<()> {
         self.database
             .collection::<Document>(&self.state_collection)
@@ -541,7 +607,7 @@ impl Store for MongoStore {
     }
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match &*e.kind {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
+use vcmetrics::archive::{ArchiveState, EventSpan, Finished, MovingBatch};
 use vcmetrics::error::{Error, Result};
 use vcmetrics::rollup::late_scan::{
     object_id_at, LateBucket, LateScan, LateScanQuery, LateScanResult, BUCKET_MS,
@@ -59,6 +60,20 @@ pub struct FakeState {
     pub aggregate_time: Duration,
     /// The audit log's TTL, as `listIndexes` would report it.
     pub audit_ttl: Option<Duration>,
+    /// The archive's record, as the store keeps it.
+    pub archive_state: ArchiveState,
+    /// Timestamps of the call_start events moved into the archive; chunks reading the archive
+    /// count them too.
+    pub archive: Vec<DateTime<Utc>>,
+    /// Indexes into `calls` of the batch copied and not yet deleted (ids are those indexes).
+    pub copied: Vec<i64>,
+    /// The next this-many deletes from the audit log fail (a run dying after its copy).
+    pub failing_archive_deletes: usize,
+    /// The next this-many roll-ups and previews see the archive's `seq` change while they read,
+    /// as when a run moves a batch meanwhile.
+    pub archive_moves_during_reads: usize,
+    /// Every `begin_archive`, as (holder, cutoff).
+    pub archive_runs: Vec<(String, DateTime<Utc>)>,
 }
 
 /// An in-memory [`Store`] whose "audit log" is a list of call_start instants: a window's
@@ -98,6 +113,15 @@ impl FakeStore {
 
     fn computed(&self, chunk: &Chunk) -> Vec<Document> {
         self.with(|s| {
+            if s.archive_moves_during_reads > 0 {
+                s.archive_moves_during_reads -= 1;
+                s.archive_state.seq += 1;
+            }
+            let archived: &[DateTime<Utc>] = if chunk.reads_archive() {
+                &s.archive
+            } else {
+                &[]
+            };
             chunk
                 .windows
                 .iter()
@@ -105,6 +129,7 @@ impl FakeStore {
                     let calls = s
                         .calls
                         .iter()
+                        .chain(archived)
                         .filter(|t| w.start <= **t && **t < w.end)
                         .count();
                     window_document(chunk.period.as_str(), w.start, calls as i32)
@@ -361,4 +386,159 @@ impl Store for FakeStore {
         });
         Ok(())
     }
+
+    async fn archive_state(&self) -> Result<ArchiveState> {
+        self.gate("find (archive state)").await?;
+        Ok(self.with(|s| s.archive_state.clone()))
+    }
+
+    async fn begin_archive(
+        &self,
+        holder: &str,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        hold: Duration,
+    ) -> Result<bool> {
+        self.gate("update (archive lock)").await?;
+        Ok(self.with(|s| {
+            let a = &mut s.archive_state;
+            if a.holder
+                .as_ref()
+                .is_some_and(|(h, until)| h != holder && *until > now)
+            {
+                return false;
+            }
+            a.holder = Some((
+                holder.to_owned(),
+                now + chrono::Duration::from_std(hold).unwrap(),
+            ));
+            a.reach = a.reach.max(Some(cutoff));
+            a.seq += 1;
+            s.archive_runs.push((holder.to_owned(), cutoff));
+            true
+        }))
+    }
+
+    async fn record_archive_batch(
+        &self,
+        holder: &str,
+        batch: Option<&MovingBatch>,
+        _: DateTime<Utc>,
+        _: Duration,
+    ) -> Result<()> {
+        self.gate("update (archive batch)").await?;
+        self.with(|s| {
+            let a = &mut s.archive_state;
+            if a.holder.as_ref().is_none_or(|(h, _)| h != holder) {
+                return Err(Error::Busy("lost the archive lock".into()));
+            }
+            a.batch = batch.cloned();
+            a.seq += 1;
+            Ok(())
+        })
+    }
+
+    async fn finish_archive(&self, holder: &str, finished: &Finished) -> Result<()> {
+        self.gate("update (archive finished)").await?;
+        self.with(|s| {
+            let a = &mut s.archive_state;
+            if a.holder.as_ref().is_some_and(|(h, _)| h == holder) {
+                a.finished = Some(*finished);
+                a.holder = None;
+            }
+        });
+        Ok(())
+    }
+
+    async fn release_archive(&self, holder: &str) -> Result<()> {
+        self.gate("update (archive lock)").await?;
+        self.with(|s| {
+            if s.archive_state
+                .holder
+                .as_ref()
+                .is_some_and(|(h, _)| h == holder)
+            {
+                s.archive_state.holder = None;
+            }
+        });
+        Ok(())
+    }
+
+    /// The `_id`s are indexes into `calls`, oldest first.
+    async fn archivable(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Bson>> {
+        self.gate("find (events to archive)").await?;
+        Ok(self.with(|s| {
+            let mut old: Vec<(DateTime<Utc>, usize)> = s
+                .calls
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t < cutoff)
+                .map(|(i, t)| (*t, i))
+                .collect();
+            old.sort();
+            old.into_iter()
+                .take(limit)
+                .map(|(_, i)| Bson::Int64(i as i64))
+                .collect()
+        }))
+    }
+
+    async fn copy_to_archive(&self, ids: &[Bson]) -> Result<()> {
+        self.gate("aggregate (copy to archive)").await?;
+        self.with(|s| {
+            for id in ids {
+                let i = id.as_i64().unwrap();
+                if !s.copied.contains(&i) {
+                    s.copied.push(i);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn archived(&self, ids: &[Bson]) -> Result<Vec<Bson>> {
+        self.gate("find (archived events)").await?;
+        Ok(self.with(|s| {
+            ids.iter()
+                .filter(|id| s.copied.contains(&id.as_i64().unwrap()))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    /// Moves the copied calls into `archive` (so no call is ever in both).
+    async fn delete_audit_events(&self, ids: &[Bson]) -> Result<u64> {
+        self.gate("delete (archived events)").await?;
+        self.injected_failure("delete (archived events)", |s| {
+            &mut s.failing_archive_deletes
+        })?;
+        Ok(self.with(|s| {
+            let mut gone: Vec<usize> = ids.iter().map(|id| id.as_i64().unwrap() as usize).collect();
+            gone.sort_unstable_by(|a, b| b.cmp(a));
+            for i in &gone {
+                let t = s.calls.remove(*i);
+                s.archive.push(t);
+            }
+            s.copied.clear();
+            gone.len() as u64
+        }))
+    }
+
+    async fn archivable_span(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
+        self.gate("count (events to archive)").await?;
+        Ok(self.with(|s| span(s.calls.iter().filter(|t| **t < cutoff))))
+    }
+
+    async fn archive_span(&self) -> Result<EventSpan> {
+        self.gate("count (archive)").await?;
+        Ok(self.with(|s| span(s.archive.iter())))
+    }
+}
+
+fn span<'a>(times: impl Iterator<Item = &'a DateTime<Utc>>) -> EventSpan {
+    times.fold(EventSpan::default(), |span, t| EventSpan {
+        count: span.count + 1,
+        oldest: Some(span.oldest.map_or(*t, |o| o.min(*t))),
+        newest: Some(span.newest.map_or(*t, |n| n.max(*t))),
+    })
 }

@@ -1,0 +1,197 @@
+//! One archive run: every audit event timestamped before the cutoff goes into the archive, in
+//! batches of `archive.batch_size`.
+//!
+//! A batch is recorded, copied (server-side, keeping what is already there), checked (which of
+//! its `_id`s the archive holds), recorded again, and only the confirmed events are deleted from
+//! the audit log. Killed at any point, a run loses nothing (nothing is deleted before it is in
+//! the archive) and duplicates nothing (the archive keys on `_id`; the next run finishes the
+//! recorded batch first, and readers count it once meanwhile, see `archive::state`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::info;
+
+use super::state::{complete_from_after_run, Finished, MovingBatch, Phase};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::rollup::retention::horizon;
+use crate::store::Store;
+
+/// How long a run holds the archive lock without renewing it; every batch renews it.
+pub const ARCHIVE_HOLD: Duration = Duration::from_secs(600);
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveOutcome {
+    pub cutoff: DateTime<Utc>,
+    /// Events deleted from the audit log after they were confirmed in the archive.
+    pub moved: u64,
+    pub batches: u64,
+    /// A batch a previous run left half-way was finished first.
+    pub resumed: bool,
+    /// What the run recorded; `None` when it was stopped (shutdown) before the cutoff.
+    pub finished: Option<Finished>,
+}
+
+/// Moves the audit events timestamped before `cutoff` into the archive, as `holder`.
+/// `stop` is asked between batches (a shutdown); `progress` gets the events moved so far.
+pub async fn archive(
+    store: &impl Store,
+    config: &Config,
+    clock: &impl Clock,
+    holder: &str,
+    cutoff: DateTime<Utc>,
+    stop: impl Fn() -> bool,
+    mut progress: impl FnMut(u64),
+) -> Result<ArchiveOutcome> {
+    let started = clock.now();
+    if let Some(retention) = config.archive.retention {
+        let kept_from = horizon(Some(retention), started);
+        if kept_from.is_some_and(|k| k >= cutoff) {
+            return Err(Error::Usage(format!(
+                "archive.retention ({}) must be longer than the age of the events archived \
+                 (archive.after or --before): the archive would delete them as they arrive",
+                super::state::in_days(retention)
+            )));
+        }
+    }
+    let ttl = match config.audit_retention {
+        Some(r) => Some(r),
+        None => store.audit_ttl().await?,
+    };
+    // The audit log is complete from here as the run starts: what the run's record builds on.
+    let audit_horizon = horizon(ttl, started);
+    let previous = store.archive_state().await?;
+    if !store
+        .begin_archive(holder, cutoff, started, ARCHIVE_HOLD)
+        .await?
+    {
+        let held = store.archive_state().await?.holder;
+        let (who, until) = held.map_or_else(
+            || ("another run".to_owned(), String::from("it stops")),
+            |(who, until)| (who, until.to_rfc3339()),
+        );
+        return Err(Error::Busy(format!(
+            "{who} holds the archive lock until {until}; one archive run at a time"
+        )));
+    }
+    let moved = move_batches(
+        store,
+        config,
+        clock,
+        holder,
+        cutoff,
+        &previous,
+        &stop,
+        &mut progress,
+    )
+    .await;
+    let outcome = match moved {
+        Ok((moved, batches, stopped)) => {
+            let finished = (!stopped).then(|| Finished {
+                archived_before: previous
+                    .finished
+                    .map_or(cutoff, |f| f.archived_before.max(cutoff)),
+                complete_from: complete_from_after_run(previous.finished.as_ref(), audit_horizon),
+                at: clock.now(),
+                moved,
+            });
+            Ok(ArchiveOutcome {
+                cutoff,
+                moved,
+                batches,
+                resumed: previous.batch.is_some(),
+                finished,
+            })
+        }
+        Err(e) => Err(e),
+    };
+    match &outcome {
+        Ok(ArchiveOutcome {
+            finished: Some(finished),
+            ..
+        }) => store.finish_archive(holder, finished).await?,
+        // A failed or stopped run leaves its batch recorded (readers count it once) and gives
+        // the lock up for the next run, which finishes the batch first.
+        _ => {
+            if let Err(e) = store.release_archive(holder).await {
+                tracing::warn!(error = %e, "could not give the archive lock up; it expires on its own");
+            }
+        }
+    }
+    outcome
+}
+
+/// The batches of one run: `(moved, batches, stopped)`.
+#[allow(clippy::too_many_arguments)]
+async fn move_batches(
+    store: &impl Store,
+    config: &Config,
+    clock: &impl Clock,
+    holder: &str,
+    cutoff: DateTime<Utc>,
+    previous: &super::ArchiveState,
+    stop: &impl Fn() -> bool,
+    progress: &mut impl FnMut(u64),
+) -> Result<(u64, u64, bool)> {
+    let (mut moved, mut batches) = (0, 0);
+    // A run that stopped half-way left its batch recorded: it goes first.
+    let mut left_over = previous.batch.as_ref().map(|b| b.ids.clone());
+    if let Some(ids) = &left_over {
+        info!(
+            events = ids.len(),
+            "finishing the batch a previous archive run left half-way"
+        );
+    }
+    loop {
+        if stop() {
+            return Ok((moved, batches, true));
+        }
+        let resumed = left_over.is_some();
+        let ids = match left_over.take() {
+            Some(ids) => ids,
+            None => store.archivable(cutoff, config.archive.batch_size).await?,
+        };
+        if ids.is_empty() {
+            return Ok((moved, batches, false));
+        }
+        let copying = MovingBatch {
+            ids,
+            phase: Phase::Copying,
+        };
+        store
+            .record_archive_batch(holder, Some(&copying), clock.now(), ARCHIVE_HOLD)
+            .await?;
+        store.copy_to_archive(&copying.ids).await?;
+        let deleting = MovingBatch {
+            ids: store.archived(&copying.ids).await?,
+            phase: Phase::Deleting,
+        };
+        // Without this, the same events would come back as the next batch forever.
+        if deleting.ids.is_empty() && !resumed {
+            return Err(Error::MongoWrite {
+                operation: "aggregate (copy to archive)",
+                message: format!(
+                    "after copying a batch of {} events the archive holds none of them; nothing was deleted",
+                    copying.ids.len()
+                ),
+            });
+        }
+        store
+            .record_archive_batch(holder, Some(&deleting), clock.now(), ARCHIVE_HOLD)
+            .await?;
+        let deleted = if deleting.ids.is_empty() {
+            0
+        } else {
+            store.delete_audit_events(&deleting.ids).await?
+        };
+        store
+            .record_archive_batch(holder, None, clock.now(), ARCHIVE_HOLD)
+            .await?;
+        moved += deleted;
+        batches += 1;
+        progress(moved);
+    }
+}

@@ -1,0 +1,188 @@
+//! `vcmetrics archive`: move audit events older than `archive.after` (or `--before`) into the
+//! archive collection before the audit log's TTL deletes them.
+
+use chrono::{DateTime, Utc};
+
+use super::parse_instant;
+use crate::archive::state::{cutoff, in_days};
+use crate::archive::{archive, ArchiveOutcome, ArchiveState, EventSpan};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::error::Result;
+use crate::rollup::retention::horizon;
+use crate::store::{MongoStore, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Archive the events timestamped before this instant instead of those older than
+    /// archive.after: RFC 3339, a date or local date-time in the configured time zone, `now`
+    /// or `now-<duration>`.
+    #[arg(long)]
+    pub before: Option<String>,
+    /// Move nothing; print how many events would move, their span, and where the archive
+    /// stands.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<()> {
+    let now = Utc::now();
+    let before = args
+        .before
+        .as_deref()
+        .map(|s| parse_instant("--before", s, config.calendar.time_zone()))
+        .transpose()?;
+    let store = MongoStore::connect(config).await?;
+    let result = archive_command(&store, config, now, before, args.dry_run).await;
+    store.shutdown().await;
+    result
+}
+
+async fn archive_command(
+    store: &MongoStore,
+    config: &Config,
+    now: DateTime<Utc>,
+    before: Option<DateTime<Utc>>,
+    dry_run: bool,
+) -> Result<()> {
+    let ttl = match config.audit_retention {
+        Some(r) => Some(r),
+        None => store.audit_ttl().await?,
+    };
+    let cutoff = cutoff(now, config.archive.after, ttl, before)?;
+    let target = archive_name(config);
+    let waiting = store.archivable_span(cutoff).await?;
+    if dry_run {
+        println!(
+            "would move {} into {target} (timestamped before {}){}",
+            describe_events(&waiting),
+            cutoff.to_rfc3339(),
+            ttl.map_or(String::new(), |t| format!(
+                "; the audit log's TTL is {}",
+                in_days(t)
+            ))
+        );
+        let state = print_state(store, config, ttl, now).await?;
+        if let Some((holder, until)) = &state.holder {
+            println!(
+                "a run ({holder}) holds the archive lock until {}",
+                until.to_rfc3339()
+            );
+        }
+        println!("(dry run: nothing moved)");
+        return Ok(());
+    }
+    let bar = super::progress_bar(
+        waiting.count,
+        "[{bar:40}] {pos}/{len} events archived, {per_sec}, eta {eta}",
+    );
+    let outcome = archive(
+        store,
+        config,
+        &SystemClock,
+        &config.instance_id,
+        cutoff,
+        || false,
+        |moved| bar.set_position(moved),
+    )
+    .await;
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    print_summary(&outcome, &target, &waiting);
+    print_state(store, config, ttl, now).await?;
+    Ok(())
+}
+
+/// Prints where the archive stands (see [`describe_state`]); returns its record.
+async fn print_state(
+    store: &MongoStore,
+    config: &Config,
+    ttl: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) -> Result<ArchiveState> {
+    let state = store.archive_state().await?;
+    let complete_from =
+        state.complete_from(horizon(ttl, now), horizon(config.archive.retention, now));
+    let archived = store.archive_span().await?;
+    println!("{}", describe_state(&state, &archived, complete_from));
+    Ok(state)
+}
+
+/// `database.collection` of the archive.
+fn archive_name(config: &Config) -> String {
+    format!(
+        "{}.{}",
+        config
+            .archive
+            .database
+            .as_deref()
+            .unwrap_or(&config.database),
+        config.archive.collection
+    )
+}
+
+fn describe_events(span: &EventSpan) -> String {
+    match (span.oldest, span.newest) {
+        (Some(oldest), Some(newest)) => format!(
+            "{} audit events, {} .. {}",
+            span.count,
+            oldest.to_rfc3339(),
+            newest.to_rfc3339()
+        ),
+        _ => format!("{} audit events", span.count),
+    }
+}
+
+fn print_summary(outcome: &ArchiveOutcome, target: &str, waiting: &EventSpan) {
+    println!(
+        "moved {} of {} into {target} in {} batches{}",
+        outcome.moved,
+        describe_events(waiting),
+        outcome.batches,
+        if outcome.resumed {
+            " (after finishing the batch a previous run left half-way)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Where the archive stands: what it holds, what is archived, from when the audit log and the
+/// archive together are complete, and a batch left half-way.
+fn describe_state(
+    state: &ArchiveState,
+    archived: &EventSpan,
+    complete_from: Option<DateTime<Utc>>,
+) -> String {
+    let mut lines = vec![format!(
+        "archive: about {}",
+        describe_events(archived).replace(" audit", "")
+    )];
+    match &state.finished {
+        Some(f) => {
+            lines.push(format!(
+                "last run finished {}, moved {} events; every event before {} is archived",
+                f.at.to_rfc3339(),
+                f.moved,
+                f.archived_before.to_rfc3339()
+            ));
+        }
+        None => lines.push("no archive run has finished yet".to_owned()),
+    }
+    lines.push(match complete_from {
+        Some(from) => format!(
+            "audit log and archive together hold every event from {}: recompute and verify \
+             rebuild windows from there on",
+            from.to_rfc3339()
+        ),
+        None => "audit log and archive together hold every event ever written".to_owned(),
+    });
+    if let Some(batch) = &state.batch {
+        lines.push(format!(
+            "a batch of {} events is {} (a run stopped half-way; the next run finishes it)",
+            batch.ids.len(),
+            batch.phase.as_str()
+        ));
+    }
+    lines.join("\n")
+}
