@@ -50,14 +50,16 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
     let mut refusals = Vec::new();
     let mut existing_by_collection = std::collections::BTreeMap::new();
     for w in &wanted {
-        if !existing_by_collection.contains_key(&w.collection) {
-            let existing = store.list_indexes(&w.collection).await?;
-            existing_by_collection.insert(w.collection.clone(), existing);
+        let namespace = (w.database.clone(), w.collection.clone());
+        if let std::collections::btree_map::Entry::Vacant(entry) =
+            existing_by_collection.entry(namespace)
+        {
+            entry.insert(store.list_indexes_in(&w.database, &w.collection).await?);
         }
     }
     for w in &wanted {
         let existing = existing_by_collection
-            .get(&w.collection)
+            .get(&(w.database.clone(), w.collection.clone()))
             .map(Vec::as_slice)
             .unwrap_or_default();
         let place = format!("{}.{}", w.collection, w.name);
@@ -75,7 +77,9 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
                 );
                 if args.update_ttl {
                     if let Some(ttl) = w.expire_after {
-                        store.set_ttl(&w.collection, &name, ttl).await?;
+                        store
+                            .set_ttl(&w.database, &w.collection, &name, ttl)
+                            .await?;
                     }
                     println!(
                         "updated  {}.{name}: {existing_text} -> expireAfterSeconds {wanted_secs}",
@@ -84,8 +88,8 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
                 } else {
                     println!("differs  {}.{name}: {existing_text}, config wants expireAfterSeconds {wanted_secs}", w.collection);
                     refusals.push(format!(
-                        "{}.{name} has {existing_text} but audit_ttl is {wanted_secs}s; set audit_ttl to match, or pass --update-ttl to change it",
-                        w.collection
+                        "{}.{name} has {existing_text} but {} is {wanted_secs}s; set {} to match, or pass --update-ttl to change it",
+                        w.collection, w.ttl_setting, w.ttl_setting
                     ));
                 }
             }

@@ -18,6 +18,7 @@
 //!
 //! Correctness comes from the watermark and the window arithmetic, never from when ticks fire.
 
+pub mod archive_job;
 pub mod late_events;
 pub mod lease;
 pub mod reachability;
@@ -86,6 +87,13 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             self.store.clone(),
             self.status.clone(),
             self.config.metrics_refresh,
+            shutdown.clone(),
+        ));
+        background.spawn(archive_job::archive_on_schedule(
+            self.store.clone(),
+            self.config.clone(),
+            self.clock.clone(),
+            self.status.clone(),
             shutdown.clone(),
         ));
         // The lease is given up only after running runs have drained, so no standby starts the

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use prometheus::Registry;
 use tokio::sync::watch;
 
+use crate::archive::{ArchiveOutcome, ArchiveState, EventSpan};
 use crate::daemon::lease::Leadership;
 use crate::exporter::self_metrics::SelfMetrics;
 use crate::window::Period;
@@ -81,6 +82,20 @@ pub struct LateReport {
     pub scan_duration: Option<Duration>,
     /// The write time of the new mark: where the next scan starts.
     pub mark: Option<DateTime<Utc>>,
+}
+
+/// Where the archive stands, as one read of the store shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveView {
+    pub state: ArchiveState,
+    /// The archive's events (count estimated).
+    pub archived: EventSpan,
+    /// From when audit log and archive together hold every event; `None`: from the first.
+    pub complete_from: Option<DateTime<Utc>>,
+    /// The audit log's oldest event: events still there when they reach the TTL are lost.
+    pub audit_oldest: Option<DateTime<Utc>>,
+    /// The audit log's retention (TTL or `audit_retention`).
+    pub audit_retention: Option<Duration>,
 }
 
 /// A period's watermark as this replica knows it.
@@ -216,6 +231,20 @@ impl Status {
     /// After a run's late-event part (before its [`Status::record_run`]).
     pub fn record_late(&self, period: Period, report: &LateReport) {
         self.metrics.late_events_scanned(period, report);
+    }
+
+    /// After a scheduled archive run: its outcome, or the error's label.
+    pub fn record_archive_run(
+        &self,
+        result: std::result::Result<&ArchiveOutcome, &'static str>,
+        duration: Duration,
+        finished_at: DateTime<Utc>,
+    ) {
+        self.metrics.archive_run(result, duration, finished_at);
+    }
+
+    pub fn set_archive_view(&self, view: &ArchiveView) {
+        self.metrics.set_archive_view(view);
     }
 
     pub fn record_run(&self, record: RunRecord, finished_at: DateTime<Utc>) {

@@ -8,8 +8,12 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::daemon::status::{LateReport, RunOutcome, RunRecord, SkipReason};
+use crate::archive::ArchiveOutcome;
+use crate::daemon::status::{ArchiveView, LateReport, RunOutcome, RunRecord, SkipReason};
 use crate::window::Period;
+
+/// The one series of a family without labels, made when first set.
+const NO_LABELS: &[&str] = &[];
 
 fn unix_seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
@@ -35,6 +39,20 @@ pub struct SelfMetrics {
     late_oldest_age: GaugeVec,
     late_scan_duration: HistogramVec,
     late_mark: GaugeVec,
+    archive_runs: IntCounterVec,
+    archive_errors: IntCounterVec,
+    archive_events: IntCounterVec,
+    archive_duration: HistogramVec,
+    /// Gauges without labels that exist once known (the archive's are read only when
+    /// `archive.schedule` is set).
+    archive_last_success: GaugeVec,
+    archive_oldest: GaugeVec,
+    archive_newest: GaugeVec,
+    archive_archived_before: GaugeVec,
+    archive_complete_from: GaugeVec,
+    archive_batch_pending: GaugeVec,
+    audit_oldest: GaugeVec,
+    audit_retention: GaugeVec,
 }
 
 impl SelfMetrics {
@@ -110,7 +128,63 @@ impl SelfMetrics {
                 Opts::new("vcmetrics_late_scan_mark_timestamp_seconds", "Write time (from the _id) where the period's next late-event scan starts (Unix time)."),
                 &["period"],
             )?)?,
+            archive_runs: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_archive_runs_total", "Finished scheduled archive runs by outcome (success, failed)."),
+                &["outcome"],
+            )?)?,
+            archive_errors: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_archive_errors_total", "Failed scheduled archive runs by kind of error."),
+                &["kind"],
+            )?)?,
+            archive_events: add(registry, IntCounterVec::new(
+                Opts::new("vcmetrics_archive_events_total", "Audit events moved into the archive by scheduled runs (copied, confirmed, deleted from the audit log)."),
+                &[],
+            )?)?,
+            archive_duration: add(registry, HistogramVec::new(
+                HistogramOpts::new("vcmetrics_archive_duration_seconds", "Duration of scheduled archive runs, in seconds.")
+                    .buckets(vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0]),
+                &[],
+            )?)?,
+            archive_last_success: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_archive_last_success_timestamp_seconds", "When the last archive run that reached its cutoff finished (Unix time)."),
+                &[],
+            )?)?,
+            archive_oldest: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_archive_oldest_event_timestamp_seconds", "Timestamp of the archive's oldest event (Unix time)."),
+                &[],
+            )?)?,
+            archive_newest: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_archive_newest_event_timestamp_seconds", "Timestamp of the archive's newest event (Unix time)."),
+                &[],
+            )?)?,
+            archive_archived_before: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_archive_archived_before_timestamp_seconds", "Every audit event before this instant is archived, as of the last finished run (Unix time)."),
+                &[],
+            )?)?,
+            archive_complete_from: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_archive_complete_from_timestamp_seconds", "Audit log and archive together hold every event from this instant: recompute and verify rebuild windows from here (Unix time)."),
+                &[],
+            )?)?,
+            archive_batch_pending: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_archive_batch_pending", "1 while a batch is recorded as moving: a run in progress, or one that stopped half-way (the next run finishes it)."),
+                &[],
+            )?)?,
+            audit_oldest: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_audit_oldest_event_timestamp_seconds", "Timestamp of the audit log's oldest event (Unix time): it must be archived before it reaches the TTL."),
+                &[],
+            )?)?,
+            audit_retention: add(registry, GaugeVec::new(
+                Opts::new("vcmetrics_audit_retention_seconds", "The audit log's retention: its TTL (or audit_retention), in seconds."),
+                &[],
+            )?)?,
         };
+        for outcome in [RunOutcome::Success, RunOutcome::Failed] {
+            metrics.archive_runs.with_label_values(&[outcome.as_str()]);
+        }
+        for kind in crate::error::Error::METRIC_LABELS {
+            metrics.archive_errors.with_label_values(&[kind]);
+        }
+        metrics.archive_events.with_label_values(NO_LABELS);
         // Every bounded combination exists from the start at zero, so `rate()` and alerts see
         // a series before the first event rather than nothing.
         for period in Period::ALL.map(Period::as_str) {
@@ -166,7 +240,7 @@ impl SelfMetrics {
     /// Every family the daemon declares, including those a scrape shows only after their first
     /// sample (the watermark, lag and last-success gauges appear after a period's first run).
     pub fn declared_families(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 16] = [
+        let collectors: [&dyn Collector; 28] = [
             &self.runs,
             &self.run_errors,
             &self.run_duration,
@@ -183,6 +257,18 @@ impl SelfMetrics {
             &self.late_oldest_age,
             &self.late_scan_duration,
             &self.late_mark,
+            &self.archive_runs,
+            &self.archive_errors,
+            &self.archive_events,
+            &self.archive_duration,
+            &self.archive_last_success,
+            &self.archive_oldest,
+            &self.archive_newest,
+            &self.archive_archived_before,
+            &self.archive_complete_from,
+            &self.archive_batch_pending,
+            &self.audit_oldest,
+            &self.audit_retention,
         ];
         collectors
             .iter()
@@ -245,6 +331,64 @@ impl SelfMetrics {
             self.late_mark
                 .with_label_values(&period)
                 .set(unix_seconds(mark));
+        }
+    }
+
+    pub fn archive_run(
+        &self,
+        result: std::result::Result<&ArchiveOutcome, &'static str>,
+        duration: std::time::Duration,
+        finished_at: DateTime<Utc>,
+    ) {
+        self.archive_duration
+            .with_label_values(NO_LABELS)
+            .observe(duration.as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                self.archive_runs
+                    .with_label_values(&[RunOutcome::Success.as_str()])
+                    .inc();
+                self.archive_events
+                    .with_label_values(NO_LABELS)
+                    .inc_by(outcome.moved);
+                if outcome.finished.is_some() {
+                    self.archive_last_success
+                        .with_label_values(NO_LABELS)
+                        .set(unix_seconds(finished_at));
+                }
+            }
+            Err(kind) => {
+                self.archive_runs
+                    .with_label_values(&[RunOutcome::Failed.as_str()])
+                    .inc();
+                self.archive_errors.with_label_values(&[kind]).inc();
+            }
+        }
+    }
+
+    /// Where the archive stands; what is unknown (nothing archived yet) is left out.
+    pub fn set_archive_view(&self, view: &ArchiveView) {
+        let set = |gauge: &GaugeVec, t: Option<DateTime<Utc>>| {
+            if let Some(t) = t {
+                gauge.with_label_values(NO_LABELS).set(unix_seconds(t));
+            }
+        };
+        set(&self.archive_oldest, view.archived.oldest);
+        set(&self.archive_newest, view.archived.newest);
+        let finished = view.state.finished;
+        set(
+            &self.archive_archived_before,
+            finished.map(|f| f.archived_before),
+        );
+        set(&self.archive_complete_from, view.complete_from);
+        set(&self.audit_oldest, view.audit_oldest);
+        self.archive_batch_pending
+            .with_label_values(NO_LABELS)
+            .set(if view.state.batch.is_some() { 1.0 } else { 0.0 });
+        if let Some(retention) = view.audit_retention {
+            self.audit_retention
+                .with_label_values(NO_LABELS)
+                .set(retention.as_secs_f64());
         }
     }
 

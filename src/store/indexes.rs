@@ -16,6 +16,7 @@ use crate::store::ExistingIndex;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WantedIndex {
+    pub database: String,
     pub collection: String,
     pub name: String,
     pub keys: Document,
@@ -23,6 +24,8 @@ pub struct WantedIndex {
     /// Only documents that have the keys are indexed (a unique index then allows many without).
     pub sparse: bool,
     pub expire_after: Option<Duration>,
+    /// The configuration key the TTL comes from (for messages).
+    pub ttl_setting: &'static str,
 }
 
 /// What to do about one wanted index.
@@ -57,28 +60,34 @@ pub const STAGED_DOCUMENT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
     let audit = |name: &str, keys: Document, ttl: Option<Duration>| WantedIndex {
+        database: config.database.clone(),
         collection: config.audit_collection.clone(),
         name: name.to_owned(),
         keys,
         unique: false,
         sparse: false,
         expire_after: ttl,
+        ttl_setting: "audit_ttl",
     };
     let sessions = |name: &str, keys: Document| WantedIndex {
+        database: config.database.clone(),
         collection: config.sessions_collection.clone(),
         name: name.to_owned(),
         keys,
         unique: false,
         sparse: false,
         expire_after: None,
+        ttl_setting: "",
     };
     let metrics = |name: &str, keys: Document, unique: bool| WantedIndex {
+        database: config.database.clone(),
         collection: config.metrics_collection.clone(),
         name: name.to_owned(),
         keys,
         unique,
         sparse: false,
         expire_after: None,
+        ttl_setting: "",
     };
     vec![
         // Single-field indexes from `index: true` in the schema. `timestamp: 1` is also the TTL
@@ -114,12 +123,14 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
         // A rollup deletes its staged documents when it ends; this removes those of a run that
         // died first (`at` is the run's time).
         WantedIndex {
+            database: config.database.clone(),
             collection: config.staging_collection.clone(),
             name: "at_1".to_owned(),
             keys: doc! {"at": 1},
             unique: false,
             sparse: false,
             expire_after: Some(STAGED_DOCUMENT_TTL),
+            ttl_setting: "the staging TTL (24h)",
         },
         // The platform's sessions: the video-call fields' indexes of the schema, and its query
         // patterns (a client's or psychologist's sessions by date, sessions by status and date).
@@ -143,6 +154,22 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
             doc! {"status": 1, "sessionDate": 1},
         ),
         sessions("createdAt_1", doc! {"createdAt": 1}),
+        // The archive: the timestamp range every rollup reading it matches (and `archive`'s
+        // oldest-first batches and spans); a TTL only when archive.retention is set.
+        WantedIndex {
+            database: config
+                .archive
+                .database
+                .clone()
+                .unwrap_or_else(|| config.database.clone()),
+            collection: config.archive.collection.clone(),
+            name: "timestamp_1".to_owned(),
+            keys: doc! {"timestamp": 1},
+            unique: false,
+            sparse: false,
+            expire_after: config.archive.retention,
+            ttl_setting: "archive.retention",
+        },
     ]
 }
 

@@ -164,6 +164,9 @@ pub trait Store: Send + Sync {
 
     /// The archive's events: about how many (the collection's estimate), and their span.
     fn archive_span(&self) -> impl Future<Output = Result<EventSpan>> + Send;
+
+    /// The timestamp of the audit log's oldest event (one read along the timestamp index).
+    fn oldest_audit_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
 }
 
 /// The `_id` of the lease document in the state collection.

@@ -128,8 +128,18 @@ impl MongoStore {
     }
 
     pub async fn list_indexes(&self, collection: &str) -> Result<Vec<ExistingIndex>> {
+        self.list_indexes_in(self.database.name(), collection).await
+    }
+
+    /// The indexes of a collection in `database` (the archive may live in another one).
+    pub async fn list_indexes_in(
+        &self,
+        database: &str,
+        collection: &str,
+    ) -> Result<Vec<ExistingIndex>> {
         let cursor = match self
-            .database
+            .client
+            .database(database)
             .collection::<Document>(collection)
             .list_indexes()
             .await
@@ -169,7 +179,8 @@ impl MongoStore {
             .keys(wanted.keys.clone())
             .options(options)
             .build();
-        self.database
+        self.client
+            .database(&wanted.database)
             .collection::<Document>(&wanted.collection)
             .create_index(model)
             .await
@@ -178,9 +189,16 @@ impl MongoStore {
     }
 
     /// Sets (or adds) the TTL of an existing single-field index with `collMod`.
-    pub async fn set_ttl(&self, collection: &str, index: &str, ttl: Duration) -> Result<()> {
+    pub async fn set_ttl(
+        &self,
+        database: &str,
+        collection: &str,
+        index: &str,
+        ttl: Duration,
+    ) -> Result<()> {
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        self.database
+        self.client
+            .database(database)
             .run_command(doc! {
                 "collMod": collection,
                 "index": {"name": index, "expireAfterSeconds": seconds},
@@ -595,6 +613,10 @@ impl Store for MongoStore {
 
     async fn archive_span(&self) -> Result<EventSpan> {
         self.archived_span().await
+    }
+
+    async fn oldest_audit_event(&self) -> Result<Option<DateTime<Utc>>> {
+        self.oldest_audit_timestamp().await
     }
 
     async fn release_lease(&self, holder: &str) -> Result<()> {

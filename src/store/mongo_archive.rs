@@ -307,6 +307,20 @@ impl MongoStore {
         })
     }
 
+    pub(super) async fn oldest_audit_timestamp(&self) -> Result<Option<DateTime<Utc>>> {
+        let found = self
+            .audit()
+            .find_one(doc! {"timestamp": {"$type": "date"}})
+            .sort(doc! {"timestamp": 1})
+            .projection(doc! {"_id": 0, "timestamp": 1})
+            .await
+            .map_err(self.failed("find (oldest audit event)"))?;
+        Ok(found.and_then(|d| match d.get("timestamp") {
+            Some(Bson::DateTime(t)) => Some(t.to_chrono()),
+            _ => None,
+        }))
+    }
+
     pub(super) async fn archived_span(&self) -> Result<EventSpan> {
         let count = self
             .archive()

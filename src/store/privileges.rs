@@ -14,11 +14,23 @@ use bson::{doc, Bson, Document};
 
 use crate::config::Config;
 
-/// `actions` on one collection of the configured database.
+/// `actions` on one collection of the configured database (or of `database`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Privilege {
+    /// Another database than the configured one (an archive in `archive.database`).
+    pub database: Option<String>,
     pub collection: String,
     pub actions: &'static [&'static str],
+}
+
+impl Privilege {
+    fn on(collection: &str, actions: &'static [&'static str]) -> Privilege {
+        Privilege {
+            database: None,
+            collection: collection.to_owned(),
+            actions,
+        }
+    }
 }
 
 /// A custom role: its name and privileges.
@@ -43,7 +55,7 @@ impl Role {
             .iter()
             .map(|p| {
                 Bson::Document(doc! {
-                    "resource": {"db": database, "collection": &p.collection},
+                    "resource": {"db": p.database.as_deref().unwrap_or(database), "collection": &p.collection},
                     "actions": p.actions.to_vec(),
                 })
             })
@@ -52,77 +64,86 @@ impl Role {
     }
 }
 
-/// What the daemon, `recompute` and `verify` need.
+/// What the daemon, `recompute`, `verify`, `check` and (with `archive.schedule` set) `archive`
+/// need.
 pub fn daemon_role(config: &Config) -> Role {
+    let archiving = config.archive.schedule.is_some();
+    let mut privileges = vec![
+        // The events; listIndexes: the audit log's TTL index is the retention horizon. The
+        // archive deletes the events it has confirmed in the archive.
+        Privilege::on(
+            &config.audit_collection,
+            if archiving {
+                &["find", "listIndexes", "remove"]
+            } else {
+                &["find", "listIndexes"]
+            },
+        ),
+        // `$merge` inserts new windows and updates existing ones; the reports read them back.
+        Privilege::on(&config.metrics_collection, &["find", "insert", "update"]),
+        // A chunk's two scans stage one document per window, the finish reads them, the
+        // cleanup deletes them; the store creates the collection before the first chunk.
+        Privilege::on(
+            &config.staging_collection,
+            &["find", "insert", "update", "remove", "createCollection"],
+        ),
+        // Watermarks, late-event marks, the leader lease (released with a delete), the
+        // archive's record.
+        Privilege::on(
+            &config.state_collection,
+            &["find", "insert", "update", "remove"],
+        ),
+        // The live session gauges and `check sessions`: counts, read only.
+        Privilege::on(&config.sessions_collection, &["find"]),
+    ];
+    if archiving {
+        // Rollups of archived windows read it; the archive's `$merge` copies events into it.
+        privileges.push(Privilege {
+            database: config.archive.database.clone(),
+            ..Privilege::on(&config.archive.collection, &["find", "insert", "update"])
+        });
+    }
     Role {
         name: "vcmetricsDaemon",
-        privileges: vec![
-            // The events; listIndexes: the audit log's TTL index is the retention horizon.
-            Privilege {
-                collection: config.audit_collection.clone(),
-                actions: &["find", "listIndexes"],
-            },
-            // `$merge` inserts new windows and updates existing ones; the reports read them back.
-            Privilege {
-                collection: config.metrics_collection.clone(),
-                actions: &["find", "insert", "update"],
-            },
-            // A chunk's two scans stage one document per window, the finish reads them, the
-            // cleanup deletes them; the store creates the collection before the first chunk.
-            Privilege {
-                collection: config.staging_collection.clone(),
-                actions: &["find", "insert", "update", "remove", "createCollection"],
-            },
-            // Watermarks, late-event marks and the leader lease (released with a delete).
-            Privilege {
-                collection: config.state_collection.clone(),
-                actions: &["find", "insert", "update", "remove"],
-            },
-            // The live session gauges and `check sessions`: counts, read only.
-            Privilege {
-                collection: config.sessions_collection.clone(),
-                actions: &["find"],
-            },
-        ],
+        privileges,
     }
 }
 
 /// What `migrate` needs: listing and creating indexes (which may create the collection),
-/// `collMod` on the audit log for `--update-ttl`, and for `--data` reading and updating the
-/// sessions and recording the run in the state collection.
+/// `collMod` on the audit log and the archive for `--update-ttl`, and for `--data` reading and
+/// updating the sessions and recording the run in the state collection.
 pub fn migrate_role(config: &Config) -> Role {
     const INDEXES: &[&str] = &["listIndexes", "createIndex", "createCollection"];
     Role {
         name: "vcmetricsMigrate",
         privileges: vec![
-            Privilege {
-                collection: config.audit_collection.clone(),
-                actions: &["listIndexes", "createIndex", "createCollection", "collMod"],
-            },
-            Privilege {
-                collection: config.metrics_collection.clone(),
-                actions: INDEXES,
-            },
-            Privilege {
-                collection: config.staging_collection.clone(),
-                actions: INDEXES,
-            },
+            Privilege::on(
+                &config.audit_collection,
+                &["listIndexes", "createIndex", "createCollection", "collMod"],
+            ),
+            Privilege::on(&config.metrics_collection, INDEXES),
+            Privilege::on(&config.staging_collection, INDEXES),
             // Indexes, and the named data migration (`--data`): find the sessions it applies
             // to, count them for --dry-run, update them.
-            Privilege {
-                collection: config.sessions_collection.clone(),
-                actions: &[
+            Privilege::on(
+                &config.sessions_collection,
+                &[
                     "listIndexes",
                     "createIndex",
                     "createCollection",
                     "find",
                     "update",
                 ],
-            },
+            ),
             // The data migration's record.
+            Privilege::on(&config.state_collection, &["find", "insert", "update"]),
+            // The archive's timestamp index (with archive.retention, its TTL).
             Privilege {
-                collection: config.state_collection.clone(),
-                actions: &["find", "insert", "update"],
+                database: config.archive.database.clone(),
+                ..Privilege::on(
+                    &config.archive.collection,
+                    &["listIndexes", "createIndex", "createCollection", "collMod"],
+                )
             },
         ],
     }
@@ -158,5 +179,28 @@ mod tests {
         assert!(migrate.allows("events", "collMod"));
         assert!(migrate.allows("sessions", "createIndex"));
         assert!(!migrate.allows("events", "find"));
+        assert!(migrate.allows("videocallauditlogs_archive", "createIndex"));
+        // Archiving, where it is scheduled: deleting archived events, copying into the archive.
+        assert!(!daemon.allows("events", "remove"));
+        assert!(!daemon.allows("videocallauditlogs_archive", "find"));
+        let archiving = crate::config::from_toml(
+            "database = \"platform\"\n[archive]\nschedule = \"0 0 3 * * *\"\ndatabase = \"cold\"",
+            &[],
+        )
+        .unwrap();
+        let daemon = daemon_role(&archiving);
+        assert!(daemon.allows("videocallauditlogs", "remove"));
+        assert!(daemon.allows("videocallauditlogs_archive", "insert"));
+        let last = daemon
+            .create_command("platform")
+            .get_array("privileges")
+            .unwrap()[5]
+            .as_document()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            last.get_document("resource").unwrap(),
+            &doc! {"db": "cold", "collection": "videocallauditlogs_archive"}
+        );
     }
 }

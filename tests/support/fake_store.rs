@@ -533,6 +533,11 @@ impl Store for FakeStore {
         self.gate("count (archive)").await?;
         Ok(self.with(|s| span(s.archive.iter())))
     }
+
+    async fn oldest_audit_event(&self) -> Result<Option<DateTime<Utc>>> {
+        self.gate("find (oldest audit event)").await?;
+        Ok(self.with(|s| s.calls.iter().min().copied()))
+    }
 }
 
 fn span<'a>(times: impl Iterator<Item = &'a DateTime<Utc>>) -> EventSpan {
