@@ -12,6 +12,15 @@ use crate::error::Result;
 use crate::rollup::retention::horizon;
 use crate::store::{MongoStore, Store};
 
+/// `println!` that stops quietly when stdout is closed (`vcmetrics archive | head`): the
+/// archive's work is done by then.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Archive the events timestamped before this instant instead of those older than
@@ -53,7 +62,7 @@ async fn archive_command(
     let target = archive_name(config);
     let waiting = store.archivable_span(cutoff).await?;
     if dry_run {
-        println!(
+        say!(
             "would move {} into {target} (timestamped before {}){}",
             describe_events(&waiting),
             cutoff.to_rfc3339(),
@@ -64,12 +73,12 @@ async fn archive_command(
         );
         let state = print_state(store, config, ttl, now).await?;
         if let Some((holder, until)) = &state.holder {
-            println!(
+            say!(
                 "a run ({holder}) holds the archive lock until {}",
                 until.to_rfc3339()
             );
         }
-        println!("(dry run: nothing moved)");
+        say!("(dry run: nothing moved)");
         return Ok(());
     }
     let bar = super::progress_bar(
@@ -104,7 +113,7 @@ async fn print_state(
     let complete_from =
         state.complete_from(horizon(ttl, now), horizon(config.archive.retention, now));
     let archived = store.archive_span().await?;
-    println!("{}", describe_state(&state, &archived, complete_from));
+    say!("{}", describe_state(&state, &archived, complete_from));
     Ok(state)
 }
 
@@ -134,7 +143,7 @@ fn describe_events(span: &EventSpan) -> String {
 }
 
 fn print_summary(outcome: &ArchiveOutcome, target: &str, waiting: &EventSpan) {
-    println!(
+    say!(
         "moved {} of {} into {target} in {} batches{}",
         outcome.moved,
         describe_events(waiting),

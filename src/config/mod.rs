@@ -743,7 +743,8 @@ fn read_archive<E: Env>(
         .get::<Bounded<RetentionBounds>>("retention", &["VCMETRICS_ARCHIVE_RETENTION"])
         .map(|d| d.0);
     archive.schedule = table.get::<Schedule>("schedule", &["VCMETRICS_ARCHIVE_SCHEDULE"]);
-    if let Some(n) = table.get::<Count<1, 100_000>>("batch_size", &[]) {
+    if let Some(n) = table.get::<Count<1, 100_000>>("batch_size", &["VCMETRICS_ARCHIVE_BATCH_SIZE"])
+    {
         archive.batch_size = n.0;
     }
 }
@@ -886,6 +887,50 @@ mod tests {
     }
 
     #[test]
+    fn the_archive_is_off_by_default_and_its_keys_are_checked() {
+        let c = from_toml("", &[]).unwrap();
+        assert_eq!(c.archive, ArchiveConfig::default());
+        assert_eq!(c.archive.collection, "videocallauditlogs_archive");
+        assert!(c.archive.schedule.is_none() && c.archive.after.is_none());
+        let c = from_toml(
+            "database = \"app\"\n[archive]\ncollection = \"old_events\"\ndatabase = \"cold\"\n\
+             after = \"150d\"\nretention = \"5y\"\nschedule = \"0 30 3 * * *\"\nbatch_size = 500",
+            &[("VCMETRICS_ARCHIVE_BATCH_SIZE", "2000")],
+        )
+        .unwrap();
+        assert_eq!(c.archive.collection, "old_events");
+        assert_eq!(c.archive.database.as_deref(), Some("cold"));
+        assert_eq!(c.archive.after, Some(Duration::from_secs(150 * 86_400)));
+        assert!(c.archive.retention.is_some());
+        assert_eq!(c.archive.schedule.unwrap().to_string(), "0 30 3 * * *");
+        assert_eq!(c.archive.batch_size, 2000);
+        // The configured database named again is the same database.
+        let c = from_toml("database = \"app\"\n[archive]\ndatabase = \"app\"", &[]).unwrap();
+        assert_eq!(c.archive.database, None);
+        let err = from_toml(
+            "[archive]\ncollection = \"videocallmetrics\"\nbatch_size = 0\nschedule = \"soon\"\nttl = \"1d\"",
+            &[("VCMETRICS_ARCHIVE_AFTER", "forever")],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "archive.collection: names the same collection as metrics_collection",
+            "archive.batch_size: must be between 1 and 100000, got 0",
+            "archive.schedule",
+            "archive.after (from $VCMETRICS_ARCHIVE_AFTER)",
+            "archive.ttl: unknown key",
+        ] {
+            assert!(err.contains(key), "{key} missing in: {err}");
+        }
+        // In another database the name is free.
+        from_toml(
+            "[archive]\ncollection = \"videocallmetrics\"\ndatabase = \"cold\"",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn late_events_are_on_by_default_and_their_keys_are_checked() {
         let c = from_toml("", &[]).unwrap();
         assert_eq!(c.late_events, LateEventsConfig::default());
@@ -996,7 +1041,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("top_error_codes: invalid type: string"),
+            err.contains("top_error_codes: expected a whole number, got \"many\""),
             "{err}"
         );
         assert!(

@@ -195,7 +195,20 @@ pub struct Count<const MIN: usize, const MAX: usize>(pub usize);
 
 impl<'de, const MIN: usize, const MAX: usize> Deserialize<'de> for Count<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(deserializer)?;
+        // A number in the file; its text from an environment variable.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NumberOrText {
+            Number(i64),
+            Text(String),
+        }
+        let n = match NumberOrText::deserialize(deserializer)? {
+            NumberOrText::Number(n) => n,
+            NumberOrText::Text(text) => text
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| de::Error::custom(format!("expected a whole number, got {text:?}")))?,
+        };
         match usize::try_from(n) {
             Ok(n) if (MIN..=MAX).contains(&n) => Ok(Count(n)),
             _ => Err(de::Error::custom(format!(

@@ -345,6 +345,15 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Removes a chunk's staged documents (and copied archive events). They are scratch work: a
+    /// failed cleanup leaves them to the staging collection's TTL index and takes nothing from
+    /// the merged metrics.
+    async fn clean_up(&self, chunk: &Chunk) {
+        if let Err(e) = self.delete(&chunk.commands.cleanup).await {
+            tracing::warn!(error = %e, "could not delete a chunk's staged documents");
+        }
+    }
+
     /// Creates the staging collection unless it exists. Two `$merge`s creating the same
     /// collection at once run one after the other on DocumentDB 0.108 (measured), so a chunk's
     /// two scans would no longer overlap the first time.
@@ -371,6 +380,12 @@ impl Store for MongoStore {
         let c = &chunk.commands;
         self.ensure_staging().await?;
         let started = std::time::Instant::now();
+        if let Some(bring) = &c.bring {
+            if let Err(e) = self.aggregate(bring).await {
+                self.clean_up(chunk).await;
+                return Err(e);
+            }
+        }
         self.seed_windows(&c.seed).await?;
         let seeded = started.elapsed();
         // Both scans run to their end, even when one fails, so that the cleanup below comes after
@@ -385,11 +400,7 @@ impl Store for MongoStore {
             (Ok(_), Ok(_)) => self.aggregate(&c.finish).await.map(|_| ()),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        // Staged documents are scratch work; a failed cleanup leaves them to the staging
-        // collection's TTL index and takes nothing from the merged metrics.
-        if let Err(e) = self.delete(&c.cleanup).await {
-            tracing::warn!(error = %e, "could not delete a chunk's staged documents");
-        }
+        self.clean_up(chunk).await;
         tracing::debug!(period = %chunk.period, windows = chunk.windows.len(),
             seeded_ms = seeded.as_millis(), counts_ms = counts_at.as_millis(),
             users_ms = users_at.as_millis(), total_ms = started.elapsed().as_millis(),
@@ -398,7 +409,18 @@ impl Store for MongoStore {
     }
 
     async fn compute(&self, chunk: &Chunk) -> Result<Vec<Document>> {
-        self.aggregate(&chunk.commands.preview).await
+        let Some(bring) = &chunk.commands.bring else {
+            return self.aggregate(&chunk.commands.preview).await;
+        };
+        // An archive in another database: its copy in the staging collection is read, then
+        // removed.
+        self.ensure_staging().await?;
+        let computed = match self.aggregate(bring).await {
+            Ok(_) => self.aggregate(&chunk.commands.preview).await,
+            Err(e) => Err(e),
+        };
+        self.clean_up(chunk).await;
+        computed
     }
 
     async fn stored_windows(

@@ -1,0 +1,442 @@
+//! Issue 12 on a real server: `vcmetrics archive` killed half-way and re-run loses and
+//! duplicates nothing, and rollups of archived windows read the archive (in the audit log's
+//! database, or in another one) while the retention guard moves to where audit log and archive
+//! together are complete.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::Collection;
+use support::{assert_success, bson_date, day_of, describe, Scratch};
+
+fn days(n: i64) -> chrono::Duration {
+    chrono::Duration::days(n)
+}
+
+/// Every event's `_id`, by day of its timestamp (UTC), in one collection.
+async fn events_by_day(collection: &Collection<Document>) -> BTreeMap<DateTime<Utc>, Vec<Bson>> {
+    let docs: Vec<Document> = collection
+        .find(doc! {})
+        .projection(doc! {"timestamp": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut by_day: BTreeMap<DateTime<Utc>, Vec<Bson>> = BTreeMap::new();
+    for d in docs {
+        let day = match d.get("timestamp") {
+            Some(Bson::DateTime(t)) => day_of(t.to_chrono()),
+            // Malformed timestamps (the generator writes some) have their own bucket.
+            _ => DateTime::<Utc>::MIN_UTC,
+        };
+        by_day
+            .entry(day)
+            .or_default()
+            .push(d.get("_id").unwrap().clone());
+    }
+    by_day
+}
+
+/// The number of events by day over the audit log and the archive together, and the `_id`s
+/// found in both.
+async fn counted_over_both(
+    audit: &Collection<Document>,
+    archive: &Collection<Document>,
+) -> (BTreeMap<DateTime<Utc>, usize>, BTreeSet<String>) {
+    let (in_audit, in_archive) = (events_by_day(audit).await, events_by_day(archive).await);
+    let mut counts = BTreeMap::new();
+    for (day, ids) in in_audit.iter().chain(in_archive.iter()) {
+        *counts.entry(*day).or_insert(0) += ids.len();
+    }
+    let audit_ids: BTreeSet<String> = in_audit.values().flatten().map(|b| b.to_string()).collect();
+    let both = in_archive
+        .values()
+        .flatten()
+        .map(|id| id.to_string())
+        .filter(|id| audit_ids.contains(id))
+        .collect();
+    (counts, both)
+}
+
+async fn generate(scratch: &Scratch, events: &str, from: DateTime<Utc>, to: DateTime<Utc>) {
+    let out = scratch
+        .vcmetrics(
+            &[
+                "generate",
+                "--events",
+                events,
+                "--from",
+                &from.to_rfc3339(),
+                "--to",
+                &to.to_rfc3339(),
+                "--seed",
+                "12",
+            ],
+            &[],
+        )
+        .await;
+    assert_success("generate", &out);
+}
+
+async fn archive_state(scratch: &Scratch) -> Document {
+    scratch
+        .state()
+        .find_one(doc! {"_id": "archive"})
+        .await
+        .unwrap()
+        .expect("the archive's state document")
+}
+
+/// As if the lock of a killed run had expired.
+async fn expire_lock(scratch: &Scratch) {
+    scratch
+        .state()
+        .update_one(
+            doc! {"_id": "archive"},
+            doc! {"$set": {"holdUntil": bson_date(Utc::now() - days(1))}},
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the archive lock's `holdUntil` has passed. A killed run's last lock renewal may
+/// still reach DocumentDB after the kill (and after [`expire_lock`]): the server finishes the
+/// command of a connection that died.
+async fn wait_for_lock(scratch: &Scratch) {
+    let state = archive_state(scratch).await;
+    if let Ok(until) = state.get_datetime("holdUntil") {
+        let left = (until.to_chrono() - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        eprintln!("the lock of a killed run is held for {left:?} more; waiting");
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
+}
+
+/// `vcmetrics archive` started, once it holds the lock (a run that finds it held waits for it).
+async fn spawn_archive(
+    scratch: &Scratch,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    loop {
+        let mut child = scratch.command(args, env).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match child.try_wait().unwrap() {
+            Some(status) if status.code() == Some(5) => wait_for_lock(scratch).await,
+            Some(status) => panic!("archive ended at once: {status}"),
+            None => return child,
+        }
+    }
+}
+
+fn recompute_args(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+    [
+        "recompute",
+        "--period",
+        "all",
+        "--from",
+        &from.to_rfc3339(),
+        "--to",
+        &to.to_rfc3339(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MONGODB_URI"]
+async fn archive_killed_half_way_and_rerun_loses_nothing_and_duplicates_nothing() {
+    let scratch = Scratch::new("archive_kill").await;
+    scratch.migrate().await;
+    let now = Utc::now();
+    let (from, to) = (day_of(now) - days(20), day_of(now) - days(1));
+    generate(&scratch, "6000", from, to).await;
+    let recompute = recompute_args(from, to);
+    let recompute: Vec<&str> = recompute.iter().map(String::as_str).collect();
+    assert_success("recompute", &scratch.vcmetrics(&recompute, &[]).await);
+    let archive = scratch
+        .db
+        .collection::<Document>("videocallauditlogs_archive");
+    let (before, _) = counted_over_both(&scratch.audit(), &archive).await;
+    let cutoff = day_of(now) - days(8);
+    let waiting = scratch
+        .audit()
+        .count_documents(doc! {"timestamp": {"$lt": bson_date(cutoff)}})
+        .await
+        .unwrap();
+    assert!(waiting > 1000, "{waiting} events to archive");
+
+    // Three runs killed (SIGKILL) at growing points, in whatever phase a batch is then.
+    let batch = [("VCMETRICS_ARCHIVE_BATCH_SIZE", "50")];
+    let args = ["archive", "--before", &cutoff.to_rfc3339()];
+    for round in 1..=3_u64 {
+        let mut child = spawn_archive(&scratch, &args, &batch).await;
+        let target = round * waiting / 5;
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while archive.count_documents(doc! {}).await.unwrap() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no progress"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: the run ended before it was killed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let state = archive_state(&scratch).await;
+        eprintln!(
+            "round {round}: killed with {} events archived, batch left: {:?}",
+            archive.count_documents(doc! {}).await.unwrap(),
+            state.get_document("batch").ok().map(|b| (
+                b.get_str("phase").unwrap().to_owned(),
+                b.get_array("ids").unwrap().len()
+            ))
+        );
+        // Half-way, rollups count every event once: the stored metrics still verify.
+        scratch.assert_verified("daily", from, to).await;
+        scratch
+            .assert_verified("hourly", cutoff - days(3), cutoff + days(1))
+            .await;
+        // The killed run keeps its lock until it expires: the next run says so and stops.
+        if round == 1 {
+            let out = scratch.vcmetrics(&args, &batch).await;
+            assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("holds the archive lock until"),
+                "{}",
+                describe(&out)
+            );
+        }
+        expire_lock(&scratch).await;
+    }
+
+    let out = loop {
+        let out = scratch.vcmetrics(&args, &batch).await;
+        if out.status.code() != Some(5) {
+            break out;
+        }
+        wait_for_lock(&scratch).await;
+    };
+    assert_success("archive (the run after the kills)", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("every event before"), "{stdout}");
+
+    let (after, both) = counted_over_both(&scratch.audit(), &archive).await;
+    assert!(
+        both.is_empty(),
+        "{} events are in both collections",
+        both.len()
+    );
+    assert_eq!(after, before, "events by day over audit log + archive");
+    let left = scratch
+        .audit()
+        .count_documents(doc! {"timestamp": {"$lt": bson_date(cutoff)}})
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "events before the cutoff left in the audit log");
+    assert_eq!(
+        archive
+            .count_documents(doc! {"timestamp": {"$gte": bson_date(cutoff)}})
+            .await
+            .unwrap(),
+        0,
+        "events at or after the cutoff archived"
+    );
+    let state = scratch
+        .state()
+        .find_one(doc! {"_id": "archive"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.get("batch"), Some(&Bson::Null), "{state}");
+    assert_eq!(state.get("holder"), Some(&Bson::Null), "{state}");
+    for period in ["hourly", "daily", "weekly", "monthly"] {
+        scratch.assert_verified(period, from, to).await;
+    }
+    // Nothing left to move: a second run moves nothing and says so.
+    let out = scratch.vcmetrics(&args, &[]).await;
+    assert_success("archive (nothing left)", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("moved 0 of 0"),
+        "{}",
+        describe(&out)
+    );
+    scratch.finish().await;
+}
+
+/// Archive with `audit_retention` 10 days and `archive.after` 5 days, then rebuild archived
+/// windows; in `archive_database` when given.
+async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<&str>) {
+    let env_with = |retention: &'static str| {
+        let mut env = vec![
+            ("VCMETRICS_AUDIT_RETENTION", retention),
+            ("VCMETRICS_ARCHIVE_AFTER", "5d"),
+        ];
+        if let Some(db) = archive_database {
+            env.push(("VCMETRICS_ARCHIVE_DATABASE", db));
+        }
+        env
+    };
+    let migrate = scratch.vcmetrics(&["migrate"], &env_with("30d")).await;
+    assert_success("migrate", &migrate);
+    let archive = scratch
+        .client
+        .database(archive_database.unwrap_or(&scratch.name))
+        .collection::<Document>("videocallauditlogs_archive");
+    let indexes: Vec<String> = archive.list_index_names().await.unwrap();
+    assert!(indexes.contains(&"timestamp_1".to_owned()), "{indexes:?}");
+
+    let now = Utc::now();
+    let (from, to) = (day_of(now) - days(13), day_of(now) - days(1));
+    generate(scratch, "4000", from, to).await;
+    let recompute = recompute_args(from, to);
+    let recompute: Vec<&str> = recompute.iter().map(String::as_str).collect();
+    assert_success(
+        "recompute",
+        &scratch.vcmetrics(&recompute, &env_with("30d")).await,
+    );
+    let stored: Vec<Document> = scratch
+        .metrics()
+        .find(doc! {"period": "daily"})
+        .projection(doc! {"_id": 0, "createdAt": 0, "updatedAt": 0})
+        .sort(doc! {"date": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+
+    let out = scratch.vcmetrics(&["archive"], &env_with("10d")).await;
+    assert_success("archive", &out);
+    let moved = archive.count_documents(doc! {}).await.unwrap();
+    assert!(moved > 1000, "{moved} events archived\n{}", describe(&out));
+    let state = scratch
+        .state()
+        .find_one(doc! {"_id": "archive"})
+        .await
+        .unwrap()
+        .unwrap();
+    let complete_from = state.get_datetime("completeFrom").unwrap().to_chrono();
+    assert!(
+        (complete_from - (now - days(10))).num_minutes().abs() < 5,
+        "{state}"
+    );
+
+    // Every window verifies: archived windows are read from the archive.
+    for period in ["hourly", "daily", "weekly", "monthly"] {
+        let out = scratch
+            .vcmetrics(
+                &[
+                    "verify",
+                    "--period",
+                    period,
+                    "--from",
+                    &from.to_rfc3339(),
+                    "--to",
+                    &to.to_rfc3339(),
+                ],
+                &env_with("10d"),
+            )
+            .await;
+        assert_success(&format!("verify {period}"), &out);
+    }
+
+    // Days later the TTL has passed the archived days (as if: a 7-day retention now), and their
+    // documents are lost: recompute rebuilds them from the archive, where the guard of the
+    // audit log alone (now - 7d) would have refused.
+    let rebuilt_from = day_of(now) - days(9);
+    scratch
+        .metrics()
+        .delete_many(doc! {"date": {"$gte": bson_date(rebuilt_from), "$lt": bson_date(day_of(now) - days(5))}})
+        .await
+        .unwrap();
+    let out = scratch
+        .vcmetrics(
+            &[
+                "recompute",
+                "--period",
+                "daily",
+                "--from",
+                &rebuilt_from.to_rfc3339(),
+                "--to",
+                &to.to_rfc3339(),
+            ],
+            &env_with("7d"),
+        )
+        .await;
+    assert_success("recompute of archived windows", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("daily: 8 windows"),
+        "{}",
+        describe(&out)
+    );
+    let rebuilt: Vec<Document> = scratch
+        .metrics()
+        .find(doc! {"period": "daily"})
+        .projection(doc! {"_id": 0, "createdAt": 0, "updatedAt": 0})
+        .sort(doc! {"date": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        rebuilt, stored,
+        "daily documents rebuilt from audit log + archive"
+    );
+    // The staging collection keeps nothing of the copies an archive in another database needs.
+    let staged = scratch
+        .db
+        .collection::<Document>("videocallmetrics_staging")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(staged, 0);
+
+    // Before the point of completeness the guard refuses, and says where the point is.
+    let out = scratch
+        .vcmetrics(
+            &[
+                "recompute",
+                "--period",
+                "daily",
+                "--from",
+                &(day_of(now) - days(12)).to_rfc3339(),
+                "--to",
+                &to.to_rfc3339(),
+            ],
+            &env_with("7d"),
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&complete_from.to_rfc3339()), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MONGODB_URI"]
+async fn recompute_and_verify_read_the_archive_and_the_guard_moves_to_its_completeness() {
+    let scratch = Scratch::new("archive_read").await;
+    rebuild_across_the_archive(&scratch, None).await;
+    scratch.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MONGODB_URI"]
+async fn an_archive_in_another_database_is_read_through_the_staging_collection() {
+    let scratch = Scratch::new("archive_db").await;
+    let cold = format!("{}_cold", scratch.name);
+    rebuild_across_the_archive(&scratch, Some(&cold)).await;
+    scratch.client.database(&cold).drop().await.unwrap();
+    scratch.finish().await;
+}
