@@ -964,3 +964,222 @@ async fn session_gauges_keep_their_last_values_when_a_read_fails() {
     shutdown.send(true).unwrap();
     refresher.await.unwrap();
 }
+
+/// Issue 12: calls every 6 hours over January 1–20 and an archive at 03:00 daily of what is
+/// older than 10 days (audit retention 15 days).
+fn archiving(instance: &str) -> Config {
+    config(
+        instance,
+        &ticks_by_hand(
+            "audit_retention = \"15d\"\n[archive]\nafter = \"10d\"\nschedule = \"0 0 3 * * *\"\n\
+             batch_size = 7",
+        ),
+    )
+}
+
+fn calls_every_6_hours(store: &FakeStore) -> usize {
+    store.with(|s| {
+        let mut t = utc("2026-01-01T00:00:00Z");
+        while t < utc("2026-01-21T00:00:00Z") {
+            s.calls.push(t);
+            t += chrono::Duration::hours(6);
+        }
+        s.calls.len()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leader_archives_on_schedule_and_every_replica_reports_the_archive() {
+    let store = Arc::new(FakeStore::default());
+    let total = calls_every_6_hours(&store);
+    let clock = TestClock::starting_at("2026-01-25T02:00:00Z");
+    let a = start(&store, archiving("a"), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    let b = start(&store, archiving("b"), clock.clone());
+    // Before 03:00 nothing moves; both replicas already export the audit log's oldest event.
+    sleep(minutes(30)).await;
+    assert!(store.with(|s| s.archive.is_empty()));
+    let jan_1 = utc("2026-01-01T00:00:00Z").timestamp() as f64;
+    for d in [&a, &b] {
+        assert_eq!(
+            metric(
+                &d.status,
+                "vcmetrics_audit_oldest_event_timestamp_seconds",
+                &[]
+            ),
+            jan_1
+        );
+        assert_eq!(
+            metric(&d.status, "vcmetrics_audit_retention_seconds", &[]),
+            15.0 * 86_400.0
+        );
+    }
+    sleep(minutes(45)).await;
+    // At 03:00 the leader moved everything before January 15, 03:00 (in batches of 7).
+    let cutoff = utc("2026-01-15T03:00:00Z");
+    let moved = store.with(|s| s.archive.len());
+    assert_eq!(moved, 4 * 14 + 1, "January 1-14 and the 15th's 00:00 call");
+    assert!(store.with(|s| s.calls.iter().all(|t| *t >= cutoff)));
+    assert_eq!(store.with(|s| s.calls.len()) + moved, total);
+    assert_eq!(
+        store.with(|s| s.archive_runs.clone()),
+        [("a".to_owned(), cutoff)]
+    );
+    assert_eq!(
+        metric(
+            &a.status,
+            "vcmetrics_archive_runs_total",
+            &[("outcome", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&a.status, "vcmetrics_archive_events_total", &[]),
+        moved as f64
+    );
+    assert_eq!(
+        metric(
+            &b.status,
+            "vcmetrics_archive_runs_total",
+            &[("outcome", "success")]
+        ),
+        0.0
+    );
+    // The standby reads where the archive stands at its next refresh.
+    sleep(minutes(1)).await;
+    for d in [&a, &b] {
+        assert_eq!(
+            metric(
+                &d.status,
+                "vcmetrics_archive_archived_before_timestamp_seconds",
+                &[]
+            ),
+            cutoff.timestamp() as f64
+        );
+        assert_eq!(
+            metric(
+                &d.status,
+                "vcmetrics_audit_oldest_event_timestamp_seconds",
+                &[]
+            ),
+            utc("2026-01-15T06:00:00Z").timestamp() as f64
+        );
+        assert_eq!(
+            metric(&d.status, "vcmetrics_archive_batch_pending", &[]),
+            0.0
+        );
+        // Complete from the audit log's horizon when archiving began: 02:... minus 15 days.
+        let complete_from = metric(
+            &d.status,
+            "vcmetrics_archive_complete_from_timestamp_seconds",
+            &[],
+        );
+        assert_eq!(
+            complete_from,
+            utc("2026-01-10T03:00:00Z").timestamp() as f64
+        );
+    }
+    for d in [a, b] {
+        d.shutdown.send(true).unwrap();
+        d.handle.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_archive_run_is_counted_and_the_next_one_finishes_its_batch() {
+    let store = Arc::new(FakeStore::default());
+    let total = calls_every_6_hours(&store);
+    store.with(|s| s.failing_archive_deletes = 1);
+    let clock = TestClock::starting_at("2026-01-25T02:59:00Z");
+    let a = start(&store, archiving("a"), clock.clone());
+    sleep(minutes(2)).await;
+    // The first batch was copied, then its delete failed: recorded, lock given up, counted.
+    let batch = store
+        .with(|s| s.archive_state.batch.clone())
+        .expect("the batch stays recorded");
+    assert_eq!(batch.ids.len(), 7);
+    assert!(store.with(|s| s.archive_state.holder.is_none()));
+    assert_eq!(
+        metric(
+            &a.status,
+            "vcmetrics_archive_runs_total",
+            &[("outcome", "failed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &a.status,
+            "vcmetrics_archive_errors_total",
+            &[("kind", "mongodb")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&a.status, "vcmetrics_archive_batch_pending", &[]),
+        1.0
+    );
+    assert!(store.with(|s| s.archive.is_empty()));
+    // The next day's run finishes the batch first, then the rest; nothing lost or doubled.
+    sleep(chrono::Duration::days(1).to_std().unwrap()).await;
+    assert_eq!(
+        metric(
+            &a.status,
+            "vcmetrics_archive_runs_total",
+            &[("outcome", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&a.status, "vcmetrics_archive_batch_pending", &[]),
+        0.0
+    );
+    let (left, moved) = store.with(|s| (s.calls.len(), s.archive.len()));
+    assert_eq!(left + moved, total);
+    assert_eq!(moved, 4 * 15 + 1, "up to January 16, 03:00");
+    a.shutdown.send(true).unwrap();
+    a.handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_an_archive_run_between_batches() {
+    let store = Arc::new(FakeStore::default());
+    calls_every_6_hours(&store);
+    // Each batch's copy takes a second: the run is long enough to interrupt.
+    store.with(|s| s.archive_copy_time = Duration::from_secs(1));
+    let clock = TestClock::starting_at("2026-01-25T02:59:59Z");
+    let a = start(&store, archiving("a"), clock);
+    sleep(Duration::from_secs(3)).await;
+    a.shutdown.send(true).unwrap();
+    a.handle.await.unwrap().unwrap();
+    let state = store.with(|s| s.archive_state.clone());
+    assert!(state.holder.is_none(), "the lock is given up");
+    assert!(state.finished.is_none(), "a stopped run records no end");
+    let moved = store.with(|s| s.archive.len());
+    assert!(moved > 0 && moved < 4 * 14 + 1, "{moved} moved");
+    assert!(state.batch.is_none(), "stopped between batches");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_archive_batch_stuck_on_mongodb_does_not_hold_shutdown_past_its_grace() {
+    let store = Arc::new(FakeStore::default());
+    calls_every_6_hours(&store);
+    store.with(|s| s.archive_copy_time = Duration::from_secs(1));
+    let clock = TestClock::starting_at("2026-01-25T02:59:59Z");
+    let a = start(&store, archiving("a"), clock);
+    sleep(Duration::from_secs(3)).await;
+    store.with(|s| s.hang = true);
+    let asked = tokio::time::Instant::now();
+    a.shutdown.send(true).unwrap();
+    a.handle.await.unwrap().unwrap();
+    // shutdown_grace (30 s by default), not forever.
+    assert!(
+        asked.elapsed() <= Duration::from_secs(31),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        store.with(|s| s.archive_state.batch.is_some()),
+        "the stuck batch stays recorded"
+    );
+}

@@ -138,3 +138,72 @@ async fn preview_writes_nothing_and_zero_fills_windows_without_events() {
     );
     assert_eq!(store.total_calls("hourly", "2026-01-01T01:00:00Z"), Some(3));
 }
+
+/// Issue 12: a chunk that starts before the archive's reach reads the archive too; one that
+/// starts after it does not (the double counts archived calls only when read).
+#[tokio::test]
+async fn chunks_before_the_archive_reach_count_archived_events() {
+    let store = FakeStore::default();
+    calls(&store, &["2026-01-01T02:30:00Z"]);
+    store.with(|s| {
+        s.archive = vec![utc("2026-01-01T00:30:00Z"), utc("2026-01-01T00:40:00Z")];
+        s.archive_state.reach = Some(utc("2026-01-01T01:00:00Z"));
+    });
+    let windows = hours("2026-01-01T00:00:00Z", "2026-01-01T03:00:00Z");
+    process(&store, &config(), batch(&windows, Mode::Write), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(store.total_calls("hourly", "2026-01-01T00:00:00Z"), Some(2));
+    assert_eq!(store.total_calls("hourly", "2026-01-01T02:00:00Z"), Some(1));
+    // The second chunk (02:00) starts after the reach: it never reads the archive.
+    store.with(|s| s.archive.push(utc("2026-01-01T02:10:00Z")));
+    process(&store, &config(), batch(&windows, Mode::Write), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(store.total_calls("hourly", "2026-01-01T02:00:00Z"), Some(1));
+}
+
+/// A chunk read while the archive moved events (its `seq` changed) is read again, after a
+/// growing wait; a chunk that kept meeting a moving archive ends the command as busy (exit 5).
+#[tokio::test(start_paused = true)]
+async fn a_chunk_read_while_the_archive_moved_events_is_read_again_then_busy() {
+    let store = FakeStore::default();
+    calls(&store, &["2026-01-01T00:10:00Z"]);
+    store.with(|s| {
+        s.archive_state.reach = Some(utc("2026-01-02T00:00:00Z"));
+        s.archive_moves_during_reads = 2;
+    });
+    let windows = hours("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
+    let started = tokio::time::Instant::now();
+    let reports = process(&store, &config(), batch(&windows, Mode::Preview), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(store.with(|s| s.previews.len()), 3, "read twice more");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1 + 2),
+        "waits of 1 s, then 2 s"
+    );
+    assert_eq!(reports[0].outcome, Outcome::Created);
+
+    // A chunk after the reach is not concerned by moves: one read.
+    store.with(|s| {
+        s.previews.clear();
+        s.archive_state.reach = Some(utc("2026-01-01T00:00:00Z"));
+        s.archive_moves_during_reads = 1;
+    });
+    process(&store, &config(), batch(&windows, Mode::Preview), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(store.with(|s| s.previews.len()), 1);
+
+    store.with(|s| {
+        s.archive_state.reach = Some(utc("2026-01-02T00:00:00Z"));
+        s.archive_moves_during_reads = 100;
+    });
+    let err = process(&store, &config(), batch(&windows, Mode::Write), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 5);
+    assert!(err.to_string().contains("8 attempts"), "{err}");
+}

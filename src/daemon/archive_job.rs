@@ -52,7 +52,20 @@ pub async fn archive_on_schedule<S: Store, C: Clock>(
             } else if !status.is_leader() {
                 // Standby: the leader archives.
             } else {
-                run_once(&*store, &config, &clock, &status, &shutdown).await;
+                // At shutdown the run stops after its batch; a batch stuck on MongoDB is dropped
+                // after `shutdown_grace` (it stays recorded, and the lock expires on its own).
+                let mut signal = shutdown.clone();
+                let grace = async {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(config.shutdown_grace).await;
+                };
+                tokio::select! {
+                    _ = run_once(&*store, &config, &clock, &status, &shutdown) => {}
+                    _ = grace => {
+                        warn!("the archive run did not stop within shutdown_grace; dropped (its batch stays recorded)");
+                        return;
+                    }
+                }
                 refresh(&*store, &config, &status, clock.now()).await;
             }
         }

@@ -87,14 +87,18 @@ export class Database {
 }
 
 /** Asks the real binary for the commands of a range, exactly as a run would bind them. */
-export function commandsFor({ timezone = "UTC", period, from, to, now, dryRun = false }) {
+export function commandsFor({ timezone = "UTC", period, from, to, now, dryRun = false, archive = false }) {
   const dir = mkdtempSync(join(tmpdir(), "vcmetrics-conformance-"));
   const config = join(dir, "vcmetrics.toml");
   writeFileSync(config, `timezone = "${timezone}"\ndatabase = "app"\n`);
   const out = execFileSync(
     binary,
     // --force: the fixtures lie before the retention horizon of NOW; the guard has its own test.
-    ["--config", config, "pipelines", "--force", "--period", period, "--from", from, "--to", to, "--now", now, ...(dryRun ? ["--dry-run"] : [])],
+    [
+      "--config", config, "pipelines", "--force", "--period", period, "--from", from, "--to", to, "--now", now,
+      ...(dryRun ? ["--dry-run"] : []),
+      ...(archive ? ["--archive"] : []),
+    ],
     { encoding: "utf8", env: { PATH: process.env.PATH } },
   );
   return EJSON.parse(out, { relaxed: true });

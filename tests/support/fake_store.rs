@@ -72,6 +72,8 @@ pub struct FakeState {
     /// The next this-many roll-ups and previews see the archive's `seq` change while they read,
     /// as when a run moves a batch meanwhile.
     pub archive_moves_during_reads: usize,
+    /// How long copying a batch into the archive takes (paused time).
+    pub archive_copy_time: Duration,
     /// Every `begin_archive`, as (holder, cutoff).
     pub archive_runs: Vec<(String, DateTime<Utc>)>,
 }
@@ -485,6 +487,8 @@ impl Store for FakeStore {
 
     async fn copy_to_archive(&self, ids: &[Bson]) -> Result<()> {
         self.gate("aggregate (copy to archive)").await?;
+        let delay = self.with(|s| s.archive_copy_time);
+        tokio::time::sleep(delay).await;
         self.with(|s| {
             for id in ids {
                 let i = id.as_i64().unwrap();
