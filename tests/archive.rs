@@ -421,6 +421,38 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&complete_from.to_rfc3339()), "{stderr}");
+
+    // The oldest archived days dumped elsewhere and dropped: the guard moves up to them.
+    let dropped = day_of(now) - days(8);
+    let out = scratch
+        .vcmetrics(
+            &["archive", "--drop-before", &dropped.to_rfc3339()],
+            &env_with("7d"),
+        )
+        .await;
+    assert_success("archive --drop-before", &out);
+    let left = archive
+        .count_documents(doc! {"timestamp": {"$lt": bson_date(dropped)}})
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let out = scratch
+        .vcmetrics(
+            &[
+                "recompute",
+                "--period",
+                "daily",
+                "--from",
+                &rebuilt_from.to_rfc3339(),
+                "--to",
+                &to.to_rfc3339(),
+            ],
+            &env_with("7d"),
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&dropped.to_rfc3339()), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -35,7 +35,7 @@ use vcmetrics::exporter::session_metrics::SessionMetricsCache;
 use vcmetrics::rollup::{plan_range, process, retention_horizon, Batch, Mode};
 use vcmetrics::sessions::rules::SessionRule;
 use vcmetrics::store::privileges::{daemon_role, migrate_role, Role};
-use vcmetrics::store::MongoStore;
+use vcmetrics::store::{MongoStore, Store};
 use vcmetrics::window::Period;
 
 /// Every command a client started: (database, command document).
@@ -229,6 +229,22 @@ async fn daemon_work(store: MongoStore, config: &Config) {
         )
         .await
         .unwrap();
+    // The archive (scheduled in this configuration): a run over the events older than 4 hours,
+    // what the CLI and the gauges read; the rollup below then reads the archive too.
+    vcmetrics::archive::archive(
+        &*store,
+        &config,
+        &SystemClock,
+        "roles-test",
+        now - chrono::Duration::hours(4),
+        || false,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    store.archivable_span(now).await.unwrap();
+    store.archive_span().await.unwrap();
+    store.oldest_audit_event().await.unwrap();
     retention_horizon(&*store, &config, now).await.unwrap();
     let plan = plan_range(
         &config,
@@ -261,7 +277,7 @@ async fn item_9_every_command_of_the_daemon_and_of_migrate_is_granted_by_its_rol
         "mongodb_uri = {:?}\ndatabase = {:?}\nstart_from = \"{}\"\naudit_ttl = \"3650d\"\n\
          instance_id = \"roles-test\"\n[periods.hourly]\nschedule = \"{IDLE}\"\n\
          [periods.daily]\nschedule = \"{IDLE}\"\n[periods.weekly]\nschedule = \"{IDLE}\"\n\
-         [periods.monthly]\nschedule = \"{IDLE}\"\n",
+         [periods.monthly]\nschedule = \"{IDLE}\"\n[archive]\nschedule = \"{IDLE}\"\n",
         scratch.uri,
         scratch.name,
         start.to_rfc3339()

@@ -28,6 +28,9 @@ pub struct ArchiveState {
     pub finished: Option<Finished>,
     /// The run holding the archive lock, and until when.
     pub holder: Option<(String, DateTime<Utc>)>,
+    /// Archived events before this were dropped from the archive (`archive --drop-before`,
+    /// after a dump to cheaper storage): windows before it can no longer be rebuilt.
+    pub dropped_before: Option<DateTime<Utc>>,
 }
 
 /// Where a batch is in its move.
@@ -132,9 +135,10 @@ impl ArchiveState {
         archive_horizon: Option<DateTime<Utc>>,
     ) -> Option<DateTime<Utc>> {
         match &self.finished {
-            Some(f) if audit_horizon.is_none_or(|h| f.archived_before >= h) => {
-                f.complete_from.max(archive_horizon)
-            }
+            Some(f) if audit_horizon.is_none_or(|h| f.archived_before >= h) => f
+                .complete_from
+                .max(archive_horizon)
+                .max(self.dropped_before),
             _ => audit_horizon,
         }
     }
@@ -318,6 +322,15 @@ mod tests {
         assert_eq!(
             state.complete_from(keeping_up, archive_horizon),
             archive_horizon
+        );
+        // Dropped from the archive after a dump: not rebuildable any more.
+        let dropped = ArchiveState {
+            dropped_before: Some(utc("2025-12-20T00:00:00Z")),
+            ..state.clone()
+        };
+        assert_eq!(
+            dropped.complete_from(keeping_up, archive_horizon),
+            Some(utc("2025-12-20T00:00:00Z"))
         );
         let fallen_behind = Some(utc("2026-01-09T00:00:00Z"));
         assert_eq!(state.complete_from(fallen_behind, None), fallen_behind);

@@ -26,8 +26,13 @@ pub struct Args {
     /// Archive the events timestamped before this instant instead of those older than
     /// archive.after: RFC 3339, a date or local date-time in the configured time zone, `now`
     /// or `now-<duration>`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "drop_before")]
     pub before: Option<String>,
+    /// Instead of archiving: delete the archived events timestamped before this instant from
+    /// the archive, after they were dumped elsewhere (`mongodump --query`, see the README's
+    /// archival runbook). Recorded first: recompute then refuses windows before it.
+    #[arg(long)]
+    pub drop_before: Option<String>,
     /// Move nothing; print how many events would move, their span, and where the archive
     /// stands.
     #[arg(long)]
@@ -41,8 +46,16 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         .as_deref()
         .map(|s| parse_instant("--before", s, config.calendar.time_zone()))
         .transpose()?;
+    let drop_before = args
+        .drop_before
+        .as_deref()
+        .map(|s| parse_instant("--drop-before", s, config.calendar.time_zone()))
+        .transpose()?;
     let store = MongoStore::connect(config).await?;
-    let result = archive_command(&store, config, now, before, args.dry_run).await;
+    let result = match drop_before {
+        Some(before) => drop_command(&store, config, before, args.dry_run).await,
+        None => archive_command(&store, config, now, before, args.dry_run).await,
+    };
     store.shutdown().await;
     result
 }
@@ -117,6 +130,33 @@ async fn print_state(
     Ok(state)
 }
 
+/// `--drop-before`: the archive's oldest part goes (it was dumped elsewhere), and the record
+/// says so before it goes.
+async fn drop_command(
+    store: &MongoStore,
+    config: &Config,
+    before: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<()> {
+    let target = archive_name(config);
+    let count = store.count_archived_before(before).await?;
+    if dry_run {
+        say!(
+            "would drop {count} archived events timestamped before {} from {target}; windows \
+             before then could no longer be rebuilt (dry run: nothing dropped)",
+            before.to_rfc3339()
+        );
+        return Ok(());
+    }
+    let dropped = store.drop_archived_before(before).await?;
+    say!(
+        "dropped {dropped} archived events timestamped before {} from {target}; recompute now \
+         refuses windows before then",
+        before.to_rfc3339()
+    );
+    Ok(())
+}
+
 /// `database.collection` of the archive.
 fn archive_name(config: &Config) -> String {
     format!(
@@ -186,6 +226,12 @@ fn describe_state(
         ),
         None => "audit log and archive together hold every event ever written".to_owned(),
     });
+    if let Some(dropped) = state.dropped_before {
+        lines.push(format!(
+            "archived events before {} were dropped (archive --drop-before)",
+            dropped.to_rfc3339()
+        ));
+    }
     if let Some(batch) = &state.batch {
         lines.push(format!(
             "a batch of {} events is {} (a run stopped half-way; the next run finishes it)",

@@ -165,6 +165,13 @@ pub trait Store: Send + Sync {
     /// The archive's events: about how many (the collection's estimate), and their span.
     fn archive_span(&self) -> impl Future<Output = Result<EventSpan>> + Send;
 
+    /// Records that archived events before `before` are dropped, then deletes them from the
+    /// archive (after they were dumped elsewhere); how many it deleted.
+    fn drop_archived_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// The timestamp of the audit log's oldest event (one read along the timestamp index).
     fn oldest_audit_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
 }

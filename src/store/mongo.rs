@@ -637,6 +637,10 @@ impl Store for MongoStore {
         self.archived_span().await
     }
 
+    async fn drop_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.drop_archived(before).await
+    }
+
     async fn oldest_audit_event(&self) -> Result<Option<DateTime<Utc>>> {
         self.oldest_audit_timestamp().await
     }

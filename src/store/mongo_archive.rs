@@ -83,6 +83,7 @@ fn parse_state(d: &Document) -> Result<ArchiveState> {
         _ => None,
     };
     Ok(ArchiveState {
+        dropped_before: optional_date(d, "droppedBefore")?,
         reach: optional_date(d, "reach")?,
         seq,
         batch,
@@ -305,6 +306,31 @@ impl MongoStore {
             oldest,
             newest,
         })
+    }
+
+    /// Archived events timestamped before `before` (what `archive --drop-before` would drop).
+    pub async fn count_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.archive()
+            .count_documents(doc! {"timestamp": {"$lt": bson_date(before)}})
+            .await
+            .map_err(self.failed("count (archive)"))
+    }
+
+    pub(super) async fn drop_archived(&self, before: DateTime<Utc>) -> Result<u64> {
+        // Recorded first: the guard refuses those windows before their events disappear.
+        self.archive_record()
+            .update_one(
+                doc! {"_id": ARCHIVE_STATE_ID},
+                doc! {"$max": {"droppedBefore": bson_date(before)}},
+            )
+            .upsert(true)
+            .await
+            .map_err(self.failed("update (archive state)"))?;
+        self.archive()
+            .delete_many(doc! {"timestamp": {"$lt": bson_date(before)}})
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(self.failed("delete (dropped archive events)"))
     }
 
     pub(super) async fn oldest_audit_timestamp(&self) -> Result<Option<DateTime<Utc>>> {

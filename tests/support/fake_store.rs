@@ -538,6 +538,16 @@ impl Store for FakeStore {
         Ok(self.with(|s| span(s.archive.iter())))
     }
 
+    async fn drop_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.gate("delete (dropped archive events)").await?;
+        Ok(self.with(|s| {
+            s.archive_state.dropped_before = s.archive_state.dropped_before.max(Some(before));
+            let kept = s.archive.len();
+            s.archive.retain(|t| *t >= before);
+            (kept - s.archive.len()) as u64
+        }))
+    }
+
     async fn oldest_audit_event(&self) -> Result<Option<DateTime<Utc>>> {
         self.gate("find (oldest audit event)").await?;
         Ok(self.with(|s| s.calls.iter().min().copied()))
