@@ -21,6 +21,10 @@
 //!    extra time, and how many runs drain them); neither may grow with the history's size.
 //! 4. Distinct users: one monthly window with `BENCH_DISTINCT_USERS` (default 1000000) distinct
 //!    users must complete and count them all.
+//! 5. (Run on section 1's audit log before it is dropped.) The archive: `vcmetrics archive` of
+//!    the events older than 20 days (events/s), what an archived event costs in storage
+//!    (`collStats`), and a daily recompute of 9 archived days before and after (reading the
+//!    archive through `$unionWith`).
 //!
 //! A figure an engine does not give is printed as "not reported by this engine".
 
@@ -415,6 +419,60 @@ async fn late_cost(
     }
 }
 
+/// Section 5: the archive on section 1's audit log. `vcmetrics archive` of the events older than
+/// 20 days (throughput), what an archived event costs in storage, and a daily recompute of the
+/// archived days before and after (the `$unionWith`'s cost).
+async fn archive_cost(
+    uri: &str,
+    name: &str,
+    db: &mongodb::Database,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let cutoff = Calendar::default().window_start(Period::Daily, now - chrono::Duration::days(20));
+    let days_from =
+        Calendar::default().window_start(Period::Daily, now - chrono::Duration::days(29));
+    let audit = db.collection::<Document>("videocallauditlogs");
+    let moving = audit
+        .count_documents(doc! {"timestamp": {"$lt": bson::DateTime::from_chrono(cutoff)}})
+        .await?;
+    println!("\n5. archive: the {moving} events older than 20 days, then daily recompute of 9 archived days");
+    let (before, _) = recompute(uri, name, Period::Daily, days_from, cutoff)?;
+    let (took, peak) = vcmetrics(uri, name, &["archive", "--before", &cutoff.to_rfc3339()])?;
+    let archive = db.collection::<Document>("videocallauditlogs_archive");
+    let archived = archive.count_documents(doc! {}).await?;
+    anyhow::ensure!(archived == moving, "archived {archived} of {moving}");
+    println!(
+        "   vcmetrics archive       {:>8.1} s  {:>9.0} events/s  peak RSS {:.1} MiB (batches of 1,000)",
+        took.as_secs_f64(),
+        moving as f64 / took.as_secs_f64(),
+        peak as f64 / 1024.0
+    );
+    let stats = db
+        .run_command(doc! {"collStats": "videocallauditlogs_archive"})
+        .await?;
+    let per_event = |key: &str| {
+        stats
+            .get(key)
+            .and_then(vcmetrics::rollup::window_metrics::number)
+            .map(|bytes| format!("{:.0} bytes", bytes / archived.max(1) as f64))
+            .unwrap_or_else(|| "not reported by this engine".to_owned())
+    };
+    println!(
+        "   per archived event: data {}, storage {}, indexes {}",
+        per_event("size"),
+        per_event("storageSize"),
+        per_event("totalIndexSize")
+    );
+    let (after, _) = recompute(uri, name, Period::Daily, days_from, cutoff)?;
+    println!(
+        "   daily recompute of the 9 days: {:.2} s from the audit log, {:.2} s from the archive ({:.2}x)",
+        before.as_secs_f64(),
+        after.as_secs_f64(),
+        after.as_secs_f64() / before.as_secs_f64()
+    );
+    Ok(())
+}
+
 fn or_unreported(v: Option<i64>, unit: &str) -> String {
     v.map_or("not reported by this engine".to_owned(), |v| {
         format!("{v} {unit}")
@@ -553,6 +611,8 @@ async fn run(uri: String) -> anyhow::Result<()> {
             .collect();
         println!("   {:>8}: {}", period.as_str(), parts.join(", "));
     }
+
+    archive_cost(&uri, &name, &db, now).await?;
     db.drop().await?;
     store.shutdown().await;
 

@@ -152,6 +152,7 @@ async fn move_batches(
             return Ok((moved, batches, true));
         }
         let resumed = left_over.is_some();
+        let started = std::time::Instant::now();
         let ids = match left_over.take() {
             Some(ids) => ids,
             None => store.archivable(cutoff, config.archive.batch_size).await?,
@@ -166,11 +167,14 @@ async fn move_batches(
         store
             .record_archive_batch(holder, Some(&copying), clock.now(), ARCHIVE_HOLD)
             .await?;
+        let recorded = started.elapsed();
         store.copy_to_archive(&copying.ids).await?;
+        let copied = started.elapsed();
         let deleting = MovingBatch {
             ids: store.archived(&copying.ids).await?,
             phase: Phase::Deleting,
         };
+        let confirmed = started.elapsed();
         // Without this, the same events would come back as the next batch forever.
         if deleting.ids.is_empty() && !resumed {
             return Err(Error::MongoWrite {
@@ -192,6 +196,15 @@ async fn move_batches(
         store
             .record_archive_batch(holder, None, clock.now(), ARCHIVE_HOLD)
             .await?;
+        tracing::debug!(
+            events = copying.ids.len(),
+            deleted,
+            selected_and_recorded_ms = recorded.as_millis() as u64,
+            copied_ms = copied.as_millis() as u64,
+            confirmed_ms = confirmed.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "archive batch moved"
+        );
         moved += deleted;
         batches += 1;
         progress(moved);
