@@ -18,6 +18,16 @@ fn days(n: i64) -> chrono::Duration {
     chrono::Duration::days(n)
 }
 
+async fn all(collection: &Collection<Document>) -> Vec<Document> {
+    collection
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// Every event's `_id`, by day of its timestamp (UTC), in one collection.
 async fn events_by_day(collection: &Collection<Document>) -> BTreeMap<DateTime<Utc>, Vec<Bson>> {
     let docs: Vec<Document> = collection
@@ -165,6 +175,11 @@ async fn archive_killed_half_way_and_rerun_loses_nothing_and_duplicates_nothing(
         .db
         .collection::<Document>("videocallauditlogs_archive");
     let (before, _) = counted_over_both(&scratch.audit(), &archive).await;
+    let originals: BTreeMap<String, Document> = all(&scratch.audit())
+        .await
+        .into_iter()
+        .map(|d| (d.get("_id").unwrap().to_string(), d))
+        .collect();
     let cutoff = day_of(now) - days(8);
     let waiting = scratch
         .audit()
@@ -237,6 +252,11 @@ async fn archive_killed_half_way_and_rerun_loses_nothing_and_duplicates_nothing(
         "{} events are in both collections",
         both.len()
     );
+    // Unchanged: the same _id and the same fields, value for value.
+    for moved in all(&archive).await {
+        let id = moved.get("_id").unwrap().to_string();
+        assert_eq!(Some(&moved), originals.get(&id), "archived event {id}");
+    }
     assert_eq!(after, before, "events by day over audit log + archive");
     let left = scratch
         .audit()

@@ -9,7 +9,7 @@ use crate::archive::{archive, ArchiveOutcome, ArchiveState, EventSpan};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::Result;
-use crate::rollup::retention::horizon;
+use crate::rollup::retention::{audit_retention, horizon};
 use crate::store::{MongoStore, Store};
 
 /// `println!` that stops quietly when stdout is closed (`vcmetrics archive | head`): the
@@ -67,10 +67,7 @@ async fn archive_command(
     before: Option<DateTime<Utc>>,
     dry_run: bool,
 ) -> Result<()> {
-    let ttl = match config.audit_retention {
-        Some(r) => Some(r),
-        None => store.audit_ttl().await?,
-    };
+    let ttl = audit_retention(store, config).await?;
     let cutoff = cutoff(now, config.archive.after, ttl, before)?;
     let target = archive_name(config);
     let waiting = store.archivable_span(cutoff).await?;

@@ -6,7 +6,6 @@
 //! finishes it). A failed run is logged and counted; the next fire time retries it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -20,7 +19,7 @@ use crate::archive::{archive, ArchiveOutcome};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Result};
-use crate::rollup::retention::horizon;
+use crate::rollup::retention::{audit_retention, horizon};
 use crate::store::Store;
 
 /// Runs the archive at each fire time of `archive.schedule` (none: returns at once), and reads
@@ -41,7 +40,12 @@ pub async fn archive_on_schedule<S: Store, C: Clock>(
     loop {
         let now = clock.now();
         if now >= next_refresh {
-            refresh(&*store, &config, &status, now).await;
+            // A read stuck on MongoDB must not hold shutdown.
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                _ = refresh(&*store, &config, &status, now) => {}
+            }
             next_refresh =
                 now + chrono::Duration::from_std(config.metrics_refresh).unwrap_or_default();
         }
@@ -66,7 +70,11 @@ pub async fn archive_on_schedule<S: Store, C: Clock>(
                         return;
                     }
                 }
-                refresh(&*store, &config, &status, clock.now()).await;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    _ = refresh(&*store, &config, &status, clock.now()) => {}
+                }
             }
         }
         let now = clock.now();
@@ -92,10 +100,7 @@ async fn run_once<S: Store, C: Clock>(
     let started = Instant::now();
     let stop = || *shutdown.borrow() || !status.is_leader();
     let result: Result<ArchiveOutcome> = async {
-        let ttl = match config.audit_retention {
-            Some(r) => Some(r),
-            None => store.audit_ttl().await?,
-        };
+        let ttl = audit_retention(store, config).await?;
         let cutoff = cutoff(clock.now(), config.archive.after, ttl, None)?;
         archive(
             store,
@@ -139,10 +144,7 @@ async fn refresh(store: &impl Store, config: &Config, status: &Status, now: Date
 }
 
 async fn read_view(store: &impl Store, config: &Config, now: DateTime<Utc>) -> Result<ArchiveView> {
-    let ttl: Option<Duration> = match config.audit_retention {
-        Some(r) => Some(r),
-        None => store.audit_ttl().await?,
-    };
+    let ttl = audit_retention(store, config).await?;
     let state = store.archive_state().await?;
     Ok(ArchiveView {
         complete_from: state

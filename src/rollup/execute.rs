@@ -2,11 +2,10 @@
 //! document before and after.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
-
-use std::time::Duration;
 
 use super::pipeline::{Chunk, Target};
 use super::plan::chunks;

@@ -19,15 +19,21 @@ pub async fn retention_horizon(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>> {
-    let retention = match config.audit_retention {
-        Some(r) => Some(r),
-        None => store.audit_ttl().await?,
-    };
+    let retention = audit_retention(store, config).await?;
     let archive = store.archive_state().await?;
     Ok(archive.complete_from(
         horizon(retention, now),
         horizon(config.archive.retention, now),
     ))
+}
+
+/// How long the audit log keeps events: `audit_retention` if configured, else the TTL of its
+/// `timestamp` index; `None` when neither exists.
+pub async fn audit_retention(store: &impl Store, config: &Config) -> Result<Option<Duration>> {
+    match config.audit_retention {
+        Some(r) => Ok(Some(r)),
+        None => store.audit_ttl().await,
+    }
 }
 
 /// `now - retention`; `None` without a retention, or when it reaches before chrono's calendar

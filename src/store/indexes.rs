@@ -266,6 +266,33 @@ mod tests {
     }
 
     #[test]
+    fn the_archive_gets_its_timestamp_index_with_a_ttl_only_when_configured() {
+        let archive_index = |toml: &str| {
+            let config = crate::config::from_toml(toml, &[]).unwrap();
+            wanted_indexes(&config)
+                .into_iter()
+                .find(|w| w.collection == "videocallauditlogs_archive")
+                .unwrap()
+        };
+        let plain = archive_index("database = \"app\"");
+        assert_eq!(
+            (
+                plain.database.as_str(),
+                plain.name.as_str(),
+                plain.expire_after
+            ),
+            ("app", "timestamp_1", None)
+        );
+        assert_eq!(plain.keys, doc! {"timestamp": 1});
+        let kept = archive_index(
+            "database = \"app\"\n[archive]\nretention = \"730d\"\ndatabase = \"cold\"",
+        );
+        assert_eq!(kept.database, "cold");
+        assert_eq!(kept.expire_after, Some(Duration::from_secs(730 * 86_400)));
+        assert_eq!(kept.ttl_setting, "archive.retention");
+    }
+
+    #[test]
     fn missing_indexes_are_created_and_present_ones_recognised_by_keys() {
         let w = wanted("userId_1_timestamp_-1");
         assert_eq!(plan(&w, &[]), IndexAction::Create);
