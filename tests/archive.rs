@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
@@ -146,18 +147,17 @@ async fn spawn_archive(
     }
 }
 
-fn recompute_args(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
-    [
-        "recompute",
-        "--period",
-        "all",
-        "--from",
-        &from.to_rfc3339(),
-        "--to",
-        &to.to_rfc3339(),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+/// `vcmetrics <command> --period <period> --from <from> --to <to>` against the scratch database.
+async fn over_range(
+    scratch: &Scratch,
+    command: &str,
+    period: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    env: &[(&str, &str)],
+) -> Output {
+    let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
+    let args = [command, "--period", period, "--from", &from, "--to", &to];
+    scratch.vcmetrics(&args, env).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,9 +168,8 @@ async fn archive_killed_half_way_and_rerun_loses_nothing_and_duplicates_nothing(
     let now = Utc::now();
     let (from, to) = (day_of(now) - days(20), day_of(now) - days(1));
     generate(&scratch, "6000", from, to).await;
-    let recompute = recompute_args(from, to);
-    let recompute: Vec<&str> = recompute.iter().map(String::as_str).collect();
-    assert_success("recompute", &scratch.vcmetrics(&recompute, &[]).await);
+    let out = over_range(&scratch, "recompute", "all", (from, to), &[]).await;
+    assert_success("recompute", &out);
     let archive = scratch
         .db
         .collection::<Document>("videocallauditlogs_archive");
@@ -319,12 +318,8 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
     let now = Utc::now();
     let (from, to) = (day_of(now) - days(13), day_of(now) - days(1));
     generate(scratch, "4000", from, to).await;
-    let recompute = recompute_args(from, to);
-    let recompute: Vec<&str> = recompute.iter().map(String::as_str).collect();
-    assert_success(
-        "recompute",
-        &scratch.vcmetrics(&recompute, &env_with("30d")).await,
-    );
+    let out = over_range(scratch, "recompute", "all", (from, to), &env_with("30d")).await;
+    assert_success("recompute", &out);
     let stored: Vec<Document> = scratch
         .metrics()
         .find(doc! {"period": "daily"})
@@ -354,20 +349,7 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
 
     // Every window verifies: archived windows are read from the archive.
     for period in ["hourly", "daily", "weekly", "monthly"] {
-        let out = scratch
-            .vcmetrics(
-                &[
-                    "verify",
-                    "--period",
-                    period,
-                    "--from",
-                    &from.to_rfc3339(),
-                    "--to",
-                    &to.to_rfc3339(),
-                ],
-                &env_with("10d"),
-            )
-            .await;
+        let out = over_range(scratch, "verify", period, (from, to), &env_with("10d")).await;
         assert_success(&format!("verify {period}"), &out);
     }
 
@@ -380,20 +362,14 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
         .delete_many(doc! {"date": {"$gte": bson_date(rebuilt_from), "$lt": bson_date(day_of(now) - days(5))}})
         .await
         .unwrap();
-    let out = scratch
-        .vcmetrics(
-            &[
-                "recompute",
-                "--period",
-                "daily",
-                "--from",
-                &rebuilt_from.to_rfc3339(),
-                "--to",
-                &to.to_rfc3339(),
-            ],
-            &env_with("7d"),
-        )
-        .await;
+    let out = over_range(
+        scratch,
+        "recompute",
+        "daily",
+        (rebuilt_from, to),
+        &env_with("7d"),
+    )
+    .await;
     assert_success("recompute of archived windows", &out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("daily: 8 windows"),
@@ -424,20 +400,14 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
     assert_eq!(staged, 0);
 
     // Before the point of completeness the guard refuses, and says where the point is.
-    let out = scratch
-        .vcmetrics(
-            &[
-                "recompute",
-                "--period",
-                "daily",
-                "--from",
-                &(day_of(now) - days(12)).to_rfc3339(),
-                "--to",
-                &to.to_rfc3339(),
-            ],
-            &env_with("7d"),
-        )
-        .await;
+    let out = over_range(
+        scratch,
+        "recompute",
+        "daily",
+        (day_of(now) - days(12), to),
+        &env_with("7d"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&complete_from.to_rfc3339()), "{stderr}");
@@ -456,20 +426,14 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
         .await
         .unwrap();
     assert_eq!(left, 0);
-    let out = scratch
-        .vcmetrics(
-            &[
-                "recompute",
-                "--period",
-                "daily",
-                "--from",
-                &rebuilt_from.to_rfc3339(),
-                "--to",
-                &to.to_rfc3339(),
-            ],
-            &env_with("7d"),
-        )
-        .await;
+    let out = over_range(
+        scratch,
+        "recompute",
+        "daily",
+        (rebuilt_from, to),
+        &env_with("7d"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&dropped.to_rfc3339()), "{stderr}");
