@@ -58,6 +58,9 @@ pub enum Error {
     /// A safety guard stopped the command: it would have destroyed or hidden data.
     #[error("refused: {0}")]
     Refused(String),
+    /// A command stopped by SIGINT or SIGTERM before it was done (what it did is kept).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Another run holds what this one needs (the archive lock), or kept changing it.
     #[error("busy: {0}")]
     Busy(String),
@@ -111,6 +114,7 @@ impl Error {
             Error::Drift { .. } | Error::RulesBroken { .. } => 3,
             Error::Refused(_) => 4,
             Error::Busy(_) => 5,
+            Error::Interrupted(_) => 130,
             Error::Pipeline(_)
             | Error::Mongo { .. }
             | Error::Unreachable { .. }
@@ -156,7 +160,7 @@ impl Error {
             Error::Refused(_) => "refused",
             Error::Busy(_) => "busy",
             Error::Output(_) => "output",
-            Error::Signal(_) => "signal",
+            Error::Signal(_) | Error::Interrupted(_) => "signal",
             Error::Metrics(_) => "metrics",
             Error::Unhealthy(_) => "unhealthy",
             Error::Listen { .. } => "listen",

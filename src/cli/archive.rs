@@ -95,18 +95,33 @@ async fn archive_command(
         waiting.count,
         "[{bar:40}] {pos}/{len} events archived, {per_sec}, eta {eta}",
     );
+    // Ctrl-C or SIGTERM: stop after the current batch and give the lock up, so the next run
+    // can start at once; a second signal exits at once (the batch stays recorded).
+    let (signalled, stop) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(super::forward_signals(signalled));
     let outcome = archive(
         store,
         config,
         &SystemClock,
         &config.instance_id,
         cutoff,
-        || false,
+        || *stop.borrow(),
         |moved| bar.set_position(moved),
     )
     .await;
+    signals.abort();
     bar.finish_and_clear();
     let outcome = outcome?;
+    if outcome.finished.is_none() {
+        say!(
+            "stopped by a signal after {} events in {} batches; run it again to go on",
+            outcome.moved,
+            outcome.batches
+        );
+        return Err(crate::error::Error::Interrupted(
+            "the archive run stopped after its current batch; nothing is half-moved".to_owned(),
+        ));
+    }
     print_summary(&outcome, &target, &waiting);
     print_state(store, config, ttl, now).await?;
     Ok(())

@@ -156,6 +156,29 @@ pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// The first SIGTERM or SIGINT starts a graceful shutdown (`run`) or stops after the current
+/// batch (`archive`); a second one exits at once (130).
+pub(crate) async fn forward_signals(shutdown: tokio::sync::watch::Sender<bool>) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        tracing::warn!("cannot listen for SIGTERM; stop with SIGINT");
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown.send(true);
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    let _ = shutdown.send(true);
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}
+
 pub fn load_config(cli_config: Option<&std::path::Path>) -> Result<Config> {
     Ok(config::load(cli_config, &ProcessEnv)?)
 }

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -50,7 +49,7 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
     let status = Arc::new(Status::new()?);
     let config = Arc::new(config.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(forward_signals(shutdown_tx));
+    tokio::spawn(super::forward_signals(shutdown_tx));
 
     let calls = Arc::new(CallMetricsCache::default());
     let sessions = Arc::new(SessionMetricsCache::new()?);
@@ -85,25 +84,4 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
     }
     info!("stopped");
     result
-}
-
-/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
-async fn forward_signals(shutdown: watch::Sender<bool>) {
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        warn!("cannot listen for SIGTERM; stop with SIGINT");
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = shutdown.send(true);
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-    }
-    let _ = shutdown.send(true);
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    warn!("second signal: exiting now");
-    std::process::exit(130);
 }
