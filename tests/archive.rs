@@ -159,6 +159,20 @@ async fn spawn_archive(
     }
 }
 
+/// The daily metrics documents, oldest first, without `_id`, `createdAt` and `updatedAt`.
+async fn daily_documents(scratch: &Scratch) -> Vec<Document> {
+    scratch
+        .metrics()
+        .find(doc! {"period": "daily"})
+        .projection(doc! {"_id": 0, "createdAt": 0, "updatedAt": 0})
+        .sort(doc! {"date": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// `vcmetrics <command> --period <period> --from <from> --to <to>` against the scratch database.
 async fn over_range(
     scratch: &Scratch,
@@ -352,16 +366,7 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
     generate(scratch, "4000", from, to).await;
     let out = over_range(scratch, "recompute", "all", (from, to), &env_with("30d")).await;
     assert_success("recompute", &out);
-    let stored: Vec<Document> = scratch
-        .metrics()
-        .find(doc! {"period": "daily"})
-        .projection(doc! {"_id": 0, "createdAt": 0, "updatedAt": 0})
-        .sort(doc! {"date": 1})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let stored = daily_documents(scratch).await;
 
     let out = scratch.vcmetrics(&["archive"], &env_with("10d")).await;
     assert_success("archive", &out);
@@ -408,16 +413,7 @@ async fn rebuild_across_the_archive(scratch: &Scratch, archive_database: Option<
         "{}",
         describe(&out)
     );
-    let rebuilt: Vec<Document> = scratch
-        .metrics()
-        .find(doc! {"period": "daily"})
-        .projection(doc! {"_id": 0, "createdAt": 0, "updatedAt": 0})
-        .sort(doc! {"date": 1})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let rebuilt = daily_documents(scratch).await;
     assert_eq!(
         rebuilt, stored,
         "daily documents rebuilt from audit log + archive"
