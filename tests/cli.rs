@@ -226,7 +226,8 @@ fn an_unreachable_server_is_named_with_its_cause_and_redacted_address() {
         assert_eq!(
             last,
             "error: cannot reach MongoDB at mongodb://vcuser:****@127.0.0.1:1/platform?serverSelectionTimeoutMS=300 \
-             (connection refused) after 300ms",
+             (connection refused) after 300ms; set MONGODB_URI (or mongodb_uri in the --config \
+             file) to where MongoDB runs",
             "{command:?}: {err}"
         );
         assert!(

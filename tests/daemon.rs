@@ -151,8 +151,10 @@ async fn fire_times_follow_the_zone_across_dst_changes() {
         .iter()
         .map(|a| a.at.format("%d %H:%M").to_string())
         .collect();
-    // 04:00 CET is 03:00 UTC; from 2026-03-29 04:00 CEST is 02:00 UTC: on time, once each.
+    // At start, then: 04:00 CET is 03:00 UTC; from 2026-03-29 04:00 CEST is 02:00 UTC: on
+    // time, once each.
     let expected = [
+        "2026-03-27T12:00:00Z",
         "2026-03-28T03:00:00Z",
         "2026-03-29T02:00:00Z",
         "2026-03-30T02:00:00Z",
@@ -161,7 +163,7 @@ async fn fire_times_follow_the_zone_across_dst_changes() {
     let at: Vec<DateTime<Utc>> = daily.iter().map(|a| a.at).collect();
     assert_eq!(at, expected.map(utc), "{fired:?}");
     // The run after the change covers the 23-hour day 2026-03-29 as its own window.
-    let after_change = &daily[2].windows;
+    let after_change = &daily[3].windows;
     assert!(after_change.contains(&utc("2026-03-28T23:00:00Z")));
     assert!(after_change.contains(&utc("2026-03-29T22:00:00Z")));
     assert_eq!(
@@ -192,18 +194,28 @@ async fn no_schedule_fires_twice_in_the_repeated_hour_of_an_autumn_change() {
         |period| -> Vec<DateTime<Utc>> { store.aggregates(period).iter().map(|a| a.at).collect() };
     let hourly = at("hourly");
     assert_eq!(
-        &hourly[..3],
+        &hourly[..4],
         [
+            "2026-10-24T23:45:00Z", // at start
             "2026-10-25T00:30:00Z",
             "2026-10-25T02:30:00Z",
             "2026-10-25T03:30:00Z"
         ]
         .map(utc)
     );
-    assert_eq!(hourly.len(), 47, "every hour once, but the repeated one");
+    assert_eq!(
+        hourly.len(),
+        48,
+        "at start, then every hour once, but the repeated one"
+    );
     assert_eq!(
         at("daily"),
-        ["2026-10-25T03:00:00Z", "2026-10-26T03:00:00Z"].map(utc)
+        [
+            "2026-10-24T23:45:00Z",
+            "2026-10-25T03:00:00Z",
+            "2026-10-26T03:00:00Z"
+        ]
+        .map(utc)
     );
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();
@@ -267,9 +279,11 @@ async fn a_daemon_that_never_succeeds_exports_lag_last_success_and_error_kinds()
             assert_eq!(series, 1, "{period} {kind}");
         }
     }
-    // Once the stored watermark is known it replaces the assumed start, even an older one.
+    // Once the stored watermark is known it replaces the assumed start, even an older one (read
+    // by a standby here, so that no run of its own moves it).
     store.with(|s| {
         s.down = false;
+        s.lease = Some(("b".to_owned(), utc("2027-01-01T00:00:00Z")));
         s.watermarks
             .insert(Period::Hourly, utc("2026-03-01T00:00:00Z"));
     });
@@ -313,19 +327,20 @@ async fn catch_up_after_a_three_day_outage_refreshes_exactly_the_missing_windows
         s.watermarks
             .insert(Period::Hourly, utc("2026-03-10T12:00:00Z"));
     });
-    // Down for three days: the daemon starts again at 12:07 on the 13th.
+    // Down for three days: the daemon starts again at 12:07 on the 13th, and catches up at once,
+    // with no tick: two runs back to back.
     let daemon = start(
         &store,
         config("a", &ticks_by_hand("")),
         TestClock::starting_at("2026-03-13T12:07:00Z"),
     );
     sleep(Duration::from_secs(1)).await;
-    for _ in 0..3 {
-        daemon.ticks.send(Period::Hourly).await.unwrap();
-        sleep(Duration::from_secs(1)).await;
-    }
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
     let runs = store.aggregates("hourly");
     assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0].at, utc("2026-03-13T12:07:00Z"));
+    assert_eq!(runs[1].at, utc("2026-03-13T12:07:00Z"));
     // First run: the oldest 48 missing hours, nothing else (max_windows_per_run = 48).
     assert_eq!(runs[0].windows.len(), 48);
     assert_eq!(runs[0].windows[0], utc("2026-03-10T12:00:00Z"));
@@ -395,11 +410,10 @@ async fn a_tick_during_a_run_of_the_same_period_is_skipped() {
     store.with(|s| s.aggregate_time = minutes(7));
     let daemon = start(
         &store,
-        config("a", &ticks_by_hand("")),
+        config("a", &ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"")),
         TestClock::starting_at("2026-03-10T12:07:00Z"),
     );
-    sleep(Duration::from_secs(1)).await;
-    daemon.ticks.send(Period::Hourly).await.unwrap();
+    // The run at start takes seven minutes.
     sleep(minutes(5)).await;
     daemon.ticks.send(Period::Hourly).await.unwrap(); // the first run is still going
     sleep(minutes(5)).await;
@@ -417,17 +431,18 @@ async fn a_tick_during_a_run_of_the_same_period_is_skipped() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_run_does_not_advance_the_watermark_nor_stop_other_periods() {
     let store = Arc::new(FakeStore::default());
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await; // the runs at start
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 1);
     store.with(|s| {
         s.watermarks
             .insert(Period::Hourly, utc("2026-03-10T09:00:00Z"));
         s.failing_aggregates = 1;
     });
-    let daemon = start(
-        &store,
-        config("a", &ticks_by_hand("")),
-        TestClock::starting_at("2026-03-10T12:07:00Z"),
-    );
-    sleep(Duration::from_secs(1)).await;
     daemon.ticks.send(Period::Hourly).await.unwrap();
     sleep(Duration::from_secs(1)).await;
     assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 1);
@@ -448,8 +463,8 @@ async fn a_failing_run_does_not_advance_the_watermark_nor_stop_other_periods() {
     daemon.ticks.send(Period::Daily).await.unwrap();
     daemon.ticks.send(Period::Hourly).await.unwrap();
     sleep(Duration::from_secs(1)).await;
-    assert_eq!(runs(&daemon.status, Period::Daily, RunOutcome::Success), 1);
-    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 1);
+    assert_eq!(runs(&daemon.status, Period::Daily, RunOutcome::Success), 2);
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 2);
     assert_eq!(
         store.with(|s| s.watermarks[&Period::Hourly]),
         utc("2026-03-10T12:00:00Z")
@@ -462,9 +477,10 @@ async fn a_failing_run_does_not_advance_the_watermark_nor_stop_other_periods() {
 async fn two_daemons_share_one_lease_and_only_the_leader_runs() {
     let store = Arc::new(FakeStore::default());
     let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
-    let a = start(&store, config("a", &ticks_by_hand("")), clock.clone());
+    let recent = ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"");
+    let a = start(&store, config("a", &recent), clock.clone());
     sleep(Duration::from_secs(1)).await;
-    let b = start(&store, config("b", &ticks_by_hand("")), clock);
+    let b = start(&store, config("b", &recent), clock);
     sleep(Duration::from_secs(1)).await;
     for _ in 0..3 {
         a.ticks.send(Period::Hourly).await.unwrap();
@@ -472,10 +488,11 @@ async fn two_daemons_share_one_lease_and_only_the_leader_runs() {
         sleep(minutes(5)).await;
     }
     assert!(a.status.is_leader() && !b.status.is_leader());
-    assert_eq!(runs(&a.status, Period::Hourly, RunOutcome::Success), 3);
+    // The leader's run at start, then one per tick; the standby none.
+    assert_eq!(runs(&a.status, Period::Hourly, RunOutcome::Success), 4);
     assert_eq!(runs(&b.status, Period::Hourly, RunOutcome::Success), 0);
     assert_eq!(skipped(&b.status, Period::Hourly, SkipReason::Standby), 3);
-    assert_eq!(store.aggregates("hourly").len(), 3);
+    assert_eq!(store.aggregates("hourly").len(), 4);
     for d in [a, b] {
         d.shutdown.send(true).unwrap();
         d.handle.await.unwrap().unwrap();
@@ -519,9 +536,20 @@ async fn the_standby_takes_over_within_a_ttl_when_the_leader_dies() {
         "{}",
         took_over - died
     );
+    // Taking over starts work at once: every period runs within a second of it, no tick needed.
+    sleep(Duration::from_secs(1)).await;
+    for period in Period::ALL {
+        assert_eq!(runs(&b.status, period, RunOutcome::Success), 1, "{period}");
+        let last = store.aggregates(period.as_str()).pop().unwrap();
+        assert!(
+            last.at - took_over <= chrono::Duration::seconds(1),
+            "{period}: {}",
+            last.at
+        );
+    }
     b.ticks.send(Period::Hourly).await.unwrap();
     sleep(Duration::from_secs(1)).await;
-    assert_eq!(runs(&b.status, Period::Hourly, RunOutcome::Success), 1);
+    assert_eq!(runs(&b.status, Period::Hourly, RunOutcome::Success), 2);
     b.shutdown.send(true).unwrap();
     b.handle.await.unwrap().unwrap();
 }
@@ -603,8 +631,7 @@ async fn shutdown_during_a_run_lets_it_finish_releases_the_lease_and_returns_ok(
         config("a", &ticks_by_hand("")),
         TestClock::starting_at("2026-03-10T12:07:00Z"),
     );
-    sleep(Duration::from_secs(1)).await;
-    daemon.ticks.send(Period::Hourly).await.unwrap();
+    // The run at start takes 20 s.
     sleep(Duration::from_secs(5)).await;
     daemon.shutdown.send(true).unwrap();
     let stopped_in = tokio::time::Instant::now();
@@ -682,10 +709,15 @@ async fn catch_up_never_writes_windows_past_the_audit_logs_retention() {
         config("a", &ticks_by_hand("")),
         TestClock::starting_at(now),
     );
+    // The run at start, and the ones that follow it at once until the backlog is gone.
     sleep(Duration::from_secs(1)).await;
-    daemon.ticks.send(Period::Daily).await.unwrap();
-    sleep(Duration::from_secs(1)).await;
-    let run = store.aggregates("daily").pop().unwrap();
+    let daily = store.aggregates("daily");
+    assert!(daily.iter().all(|a| a.at == utc(now)), "{daily:?}");
+    assert_eq!(
+        daily.last().unwrap().windows.last(),
+        Some(&utc("2026-07-20T00:00:00Z"))
+    );
+    let run = &daily[0];
     let horizon = utc(now) - chrono::Duration::seconds(15_552_000);
     assert_eq!(
         run.windows[0],
@@ -1182,4 +1214,146 @@ async fn an_archive_batch_stuck_on_mongodb_does_not_hold_shutdown_past_its_grace
         store.with(|s| s.archive_state.batch.is_some()),
         "the stuck batch stays recorded"
     );
+}
+
+fn daemon_calendar() -> vcmetrics::window::Calendar {
+    vcmetrics::window::Calendar::default()
+}
+
+/// #21, item 3: with the default schedules (hourly every 5 minutes, weekly and monthly hourly),
+/// a daemon that starts runs every period at once, catch-up and the open window included, and
+/// then follows its schedule.
+#[tokio::test(start_paused = true)]
+async fn work_starts_at_start_with_the_default_schedules() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.calls.push(utc("2026-03-10T12:01:00Z")));
+    let clock = TestClock::starting_at("2026-03-10T12:02:00Z");
+    let daemon = start(&store, config("a", ""), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    for period in Period::ALL {
+        let done = store.aggregates(period.as_str());
+        assert!(!done.is_empty(), "{period} ran at start");
+        assert!(
+            done.iter().all(|a| a.at == utc("2026-03-10T12:02:00Z")),
+            "{period}: {done:?}"
+        );
+        // Caught up (from the month's start) up to and with the open window.
+        let windows: Vec<DateTime<Utc>> = done.iter().flat_map(|a| a.windows.clone()).collect();
+        assert!(
+            windows[0] <= utc("2026-03-01T00:00:00Z"),
+            "{period}: from the month's start"
+        );
+        let open = daemon_calendar()
+            .window_containing(period, clock.now())
+            .start;
+        assert_eq!(windows.last(), Some(&open), "{period}: to the open window");
+        assert_eq!(runs(&daemon.status, period, RunOutcome::Failed), 0);
+    }
+    let hourly = store.aggregates("hourly");
+    assert_eq!(hourly[0].windows[0], utc("2026-03-01T00:00:00Z"));
+    assert_eq!(
+        store.with(
+            |s| s.docs[&("hourly".to_owned(), utc("2026-03-10T12:00:00Z"))]
+                .get_i32("totalCalls")
+                .unwrap()
+        ),
+        1,
+        "the open hour's event is counted within a second of start"
+    );
+    // Then the schedule: the next hourly run at 12:05:00.
+    let started = hourly.len();
+    sleep(minutes(3)).await;
+    let next = &store.aggregates("hourly")[started..];
+    assert_eq!(
+        next.iter().map(|a| a.at).collect::<Vec<_>>(),
+        [utc("2026-03-10T12:05:00Z")]
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// #21, item 3: MongoDB answering again after an outage starts the due work at once, not at the
+/// next tick.
+#[tokio::test(start_paused = true)]
+async fn mongodb_answering_again_starts_the_due_work_at_once() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.down = true);
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"")),
+        clock.clone(),
+    );
+    sleep(minutes(10)).await;
+    assert!(store.aggregates("hourly").is_empty());
+    store.with(|s| s.down = false);
+    while !daemon.status.mongodb_up() {
+        sleep(Duration::from_millis(100)).await;
+    }
+    let back = clock.now();
+    sleep(Duration::from_secs(1)).await;
+    for period in Period::ALL {
+        let done = store.aggregates(period.as_str());
+        assert_eq!(done.len(), 1, "{period}: {done:?}");
+        assert!(
+            done[0].at - back <= chrono::Duration::seconds(1),
+            "{period}: {}",
+            done[0].at
+        );
+    }
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// #21, item 1: a database without the indexes runs need is said at start (status, metric,
+/// readiness), runs fail with the server's words naming `vcmetrics migrate`, and once someone
+/// migrates, the next check clears it.
+#[tokio::test(start_paused = true)]
+async fn a_database_without_its_indexes_is_named_and_cleared_after_migrate() {
+    let store = Arc::new(FakeStore::default());
+    store.with(|s| s.absent_indexes = vec!["period_1_date_1".to_owned()]);
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"")),
+        TestClock::starting_at("2026-03-10T12:07:00Z"),
+    );
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        daemon.status.missing_indexes(),
+        ["videocallmetrics {period: 1, date: 1} (unique)"]
+    );
+    assert_eq!(
+        metric(&daemon.status, "vcmetrics_database_missing_indexes", &[]),
+        1.0
+    );
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 1);
+    assert_eq!(
+        metric(
+            &daemon.status,
+            "vcmetrics_run_errors_total",
+            &[("period", "hourly"), ("kind", "setup")]
+        ),
+        1.0
+    );
+    // Someone runs `vcmetrics migrate`: within metrics_refresh (30 s) the daemon sees it.
+    store.with(|s| s.absent_indexes.clear());
+    sleep(Duration::from_secs(31)).await;
+    assert!(daemon.status.missing_indexes().is_empty());
+    assert_eq!(
+        metric(&daemon.status, "vcmetrics_database_missing_indexes", &[]),
+        0.0
+    );
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Success), 1);
+
+    // An index dropped later: the next run that fails for it has the check look again at once,
+    // not after its five-minute pause.
+    store.with(|s| s.absent_indexes = vec!["period_1_date_1".to_owned()]);
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 2);
+    assert_eq!(daemon.status.missing_indexes().len(), 1);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
 }

@@ -287,7 +287,7 @@ async fn item_9_every_command_of_the_daemon_and_of_migrate_is_granted_by_its_rol
 
     // migrate, then migrate --update-ttl after the TTL changed (collMod).
     let (migrator, recorded) = store(&config, None).await;
-    vcmetrics::cli::migrate::migrate(&migrator, &config, &Default::default())
+    vcmetrics::cli::migrate::migrate(&migrator, &config, &Default::default(), &mut |_| {})
         .await
         .unwrap();
     let shorter = from_toml(&toml_text.replace("3650d", "3000d"), &[]).unwrap();
@@ -298,6 +298,7 @@ async fn item_9_every_command_of_the_daemon_and_of_migrate_is_granted_by_its_rol
             update_ttl: true,
             ..Default::default()
         },
+        &mut |_| {},
     )
     .await
     .unwrap();

@@ -37,15 +37,21 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let store = MongoStore::connect(config).await?;
     let result = match &args.data {
-        None => migrate(&store, config, &args).await,
+        None => migrate(&store, config, &args, &mut |line| println!("{line}")).await,
         Some(_) => migrate_data(&store, &args).await,
     };
     store.shutdown().await;
     result
 }
 
-/// Creates what is missing and reports the rest, on a store the caller connected.
-pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result<()> {
+/// Creates what is missing and reports the rest, on a store the caller connected: one line per
+/// index to `say` (`created`, `exists`, `updated`, `differs`, `conflict`).
+pub async fn migrate(
+    store: &MongoStore,
+    config: &Config,
+    args: &Args,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<()> {
     let wanted = wanted_indexes(config);
     let mut refusals = Vec::new();
     let mut existing_by_collection = std::collections::BTreeMap::new();
@@ -66,9 +72,11 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
         match plan(w, existing) {
             IndexAction::Create => {
                 store.create_index(w).await?;
-                println!("created  {place} {}", w.keys);
+                say(format!("created  {place} {}", w.keys));
             }
-            IndexAction::Exists { name } => println!("exists   {}.{name} {}", w.collection, w.keys),
+            IndexAction::Exists { name } => {
+                say(format!("exists   {}.{name} {}", w.collection, w.keys))
+            }
             IndexAction::TtlDiffers { name, existing } => {
                 let wanted_secs = w.expire_after.map_or(0, |d| d.as_secs());
                 let existing_text = existing.map_or_else(
@@ -81,12 +89,12 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
                             .set_ttl(&w.database, &w.collection, &name, ttl)
                             .await?;
                     }
-                    println!(
+                    say(format!(
                         "updated  {}.{name}: {existing_text} -> expireAfterSeconds {wanted_secs}",
                         w.collection
-                    );
+                    ));
                 } else {
-                    println!("differs  {}.{name}: {existing_text}, config wants expireAfterSeconds {wanted_secs}", w.collection);
+                    say(format!("differs  {}.{name}: {existing_text}, config wants expireAfterSeconds {wanted_secs}", w.collection));
                     refusals.push(format!(
                         "{}.{name} has {existing_text} but {} is {wanted_secs}s; set {} to match, or pass --update-ttl to change it",
                         w.collection, w.ttl_setting, w.ttl_setting
@@ -98,10 +106,10 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
                 existing,
                 wanted,
             } => {
-                println!(
+                say(format!(
                     "differs  {}.{name}: {existing}, vcmetrics wants {wanted}",
                     w.collection
-                );
+                ));
                 refusals.push(format!(
                     "{}.{name} has {existing} but vcmetrics wants {wanted}; it is never replaced: \
                      drop it and rerun migrate if the platform agrees",
@@ -109,7 +117,7 @@ pub async fn migrate(store: &MongoStore, config: &Config, args: &Args) -> Result
                 ));
             }
             IndexAction::Conflict { reason } => {
-                println!("conflict {place}: {reason}");
+                say(format!("conflict {place}: {reason}"));
                 refusals.push(format!("{place}: {reason}"));
             }
         }

@@ -1,16 +1,19 @@
 //! `vcmetrics run`: the long-running daemon.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::cli::migrate;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::daemon::reachability::MAX_BACKOFF;
 use crate::daemon::status::Status;
 use crate::daemon::Daemon;
-use crate::error::{Error, Result};
+use crate::error::{Chain, Error, Result};
 use crate::exporter::call_metrics_cache::{keep_fresh, CallMetricsCache};
 use crate::exporter::server::{serve, Endpoint, Security};
 use crate::exporter::session_metrics::SessionMetricsCache;
@@ -18,9 +21,15 @@ use crate::store::MongoStore;
 use crate::window::Period;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// First create the indexes vcmetrics needs, as `vcmetrics migrate` does (idempotent; waits
+    /// for MongoDB to answer; never changes an existing TTL). Needs a user that may create
+    /// indexes: with the least-privilege daemon role, run `vcmetrics migrate` as its own job.
+    #[arg(long)]
+    pub migrate: bool,
+}
 
-pub async fn run(config: &Config, _args: Args) -> Result<()> {
+pub async fn run(config: &Config, args: Args) -> Result<()> {
     info!(
         uri = %config.redacted_uri(),
         database = %config.database,
@@ -67,6 +76,10 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
         shutdown_rx.clone(),
     ));
 
+    let mut migrate_shutdown = shutdown_rx.clone();
+    if args.migrate {
+        migrate_when_reachable(&store, &config, &mut migrate_shutdown).await?;
+    }
     for period in Period::ALL {
         info!(period = %period, schedule = %config.period(period).schedule, "scheduled");
     }
@@ -84,4 +97,42 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
     }
     info!("stopped");
     result
+}
+
+/// `--migrate`: `vcmetrics migrate`'s index step, its lines logged, retried with backoff (1 s
+/// doubling to 60 s) while MongoDB does not answer, given up at shutdown. Indexes it will not
+/// change on its own (a differing TTL) are logged and the daemon starts anyway; any other
+/// failure (for example a user not allowed to create indexes) stops the start.
+async fn migrate_when_reachable(
+    store: &MongoStore,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = Duration::from_secs(1);
+    let defaults = migrate::Args::default();
+    let mut log = |line: String| info!("migrate: {line}");
+    loop {
+        let attempt = migrate::migrate(store, config, &defaults, &mut log);
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ok(()),
+            result = attempt => result,
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(Error::Refused(reason)) => {
+                warn!(%reason, "--migrate left indexes it does not change on its own; starting anyway");
+                return Ok(());
+            }
+            Err(e @ Error::Unreachable { .. }) => {
+                warn!(error = %Chain(&e), "--migrate waits for MongoDB; retrying in {}s", backoff.as_secs());
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -31,6 +31,9 @@ pub const SCHEMA_AUDIT_TTL: Duration = Duration::from_secs(15_552_000);
 /// `aggregate_timeout`'s default.
 pub const DEFAULT_AGGREGATE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://localhost:27017";
+/// What an operator sets to point vcmetrics at another server, for "cannot reach" messages.
+pub const WHERE_TO_SET_URI: &str =
+    "set MONGODB_URI (or mongodb_uri in the --config file) to where MongoDB runs";
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9465);
 

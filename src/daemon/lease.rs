@@ -22,6 +22,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default)]
 pub struct Leadership {
     valid_until: Arc<Mutex<Option<Instant>>>,
+    /// Signalled when this replica becomes leader.
+    gained: Arc<tokio::sync::Notify>,
 }
 
 impl Leadership {
@@ -37,7 +39,16 @@ impl Leadership {
 
     /// Leader until `until` (`None`: not leader). The lease task calls this after each attempt.
     pub fn set(&self, until: Option<Instant>) {
+        let was_leader = self.is_leader();
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+        if !was_leader && self.is_leader() {
+            self.gained.notify_one();
+        }
+    }
+
+    /// Resolves when this replica becomes leader (at once if it did since the last call).
+    pub async fn gained(&self) {
+        self.gained.notified().await;
     }
 }
 

@@ -9,8 +9,12 @@
 //! tokio-cron-scheduler). A period whose fire time passed while the process could not run (a
 //! suspended VM) fires once; what it missed is made good by the watermark.
 //!
-//! A tick starts a run only when MongoDB answers, this replica holds the lease, and the period's
-//! previous run has finished; otherwise it is skipped and counted. A run (`run`) plans its
+//! Work starts at start: a replica that starts, or becomes leader, or sees MongoDB answer again
+//! after it did not, runs every period at once (as soon as MongoDB answers and it leads), and a
+//! run that leaves a backlog is followed at once by the next, until the period has caught up;
+//! then the schedules take over. A tick starts a run only when MongoDB answers, this replica
+//! holds the lease, and the period's previous run has finished; otherwise it is skipped and
+//! counted. A run (`run`) plans its
 //! windows from the watermark (`run_plan`), rolls them up (`rollup`), and advances the watermark
 //! only after that succeeded; then it refreshes the older windows that events written since its
 //! previous run fall in (`late_events`). A failed run is logged, counted and retried at the next tick; it
@@ -24,6 +28,7 @@ pub mod lease;
 pub mod reachability;
 pub mod run;
 pub mod run_plan;
+pub mod setup;
 pub mod status;
 pub mod watermarks;
 
@@ -43,7 +48,7 @@ use crate::store::Store;
 use crate::window::Period;
 use lease::hold_lease;
 use reachability::watch_mongodb;
-use run::run_period;
+use run::{run_period, RunEnd};
 use status::{SkipReason, Status};
 
 /// The longest the daemon sleeps before it looks at the clock again.
@@ -89,6 +94,12 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             self.config.metrics_refresh,
             shutdown.clone(),
         ));
+        background.spawn(setup::watch_setup(
+            self.store.clone(),
+            self.config.clone(),
+            self.status.clone(),
+            shutdown.clone(),
+        ));
         background.spawn(archive_job::archive_on_schedule(
             self.store.clone(),
             self.config.clone(),
@@ -130,8 +141,29 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
         let mut due: [Option<DateTime<Utc>>; 4] = Period::ALL.map(|p| next_fire(p, now));
         let mut extra_ticks = Some(extra_ticks);
         let mut runs = JoinSet::new();
+        // Periods to run as soon as MongoDB answers and this replica leads: all of them at
+        // start, again on becoming leader or on MongoDB answering again, and one whose run left
+        // a backlog.
+        let mut now_due = [true; 4];
+        let mut was_leader = false;
+        let mut mongodb_was_up = false;
 
         loop {
+            let (leader, mongodb_up) = (self.status.is_leader(), self.status.mongodb_up());
+            if (leader && !was_leader) || (mongodb_up && !mongodb_was_up) {
+                now_due = [true; 4];
+            }
+            (was_leader, mongodb_was_up) = (leader, mongodb_up);
+            if leader && mongodb_up {
+                for period in Period::ALL {
+                    if now_due[period.index()]
+                        && !self.running[period.index()].load(Ordering::Acquire)
+                    {
+                        now_due[period.index()] = false;
+                        self.fire(period, &mut runs);
+                    }
+                }
+            }
             let now = self.clock.now();
             let sleep = due
                 .iter()
@@ -152,6 +184,9 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
                     Some(period) => self.fire(period, &mut runs),
                     None => extra_ticks = None,
                 },
+                // Taking over, or MongoDB answering again, starts work at once (at the top).
+                _ = self.status.leadership().gained() => {}
+                _ = self.status.mongodb_back() => {}
                 _ = tokio::time::sleep(sleep) => {
                     let now = self.clock.now();
                     for period in Period::ALL {
@@ -161,12 +196,15 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
                         }
                     }
                 }
-                Some(finished) = runs.join_next(), if !runs.is_empty() => {
-                    if let Err(e) = finished {
-                        // A panicking run is a bug; its period's flag was cleared on unwind.
-                        error!(error = %e, "a run panicked; the next tick retries its period");
+                Some(finished) = runs.join_next(), if !runs.is_empty() => match finished {
+                    // Catching up: the next part of the backlog at once.
+                    Ok((period, RunEnd::Succeeded { backlog })) if backlog > 0 => {
+                        now_due[period.index()] = true;
                     }
-                }
+                    Ok(_) => {}
+                    // A panicking run is a bug; its period's flag was cleared on unwind.
+                    Err(e) => error!(error = %e, "a run panicked; the next tick retries its period"),
+                },
             }
         }
 
@@ -194,7 +232,7 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
         Ok(())
     }
 
-    fn fire(&self, period: Period, runs: &mut JoinSet<()>) {
+    fn fire(&self, period: Period, runs: &mut JoinSet<(Period, RunEnd)>) {
         let skip = if !self.status.mongodb_up() {
             Some(SkipReason::MongodbUnavailable)
         } else if !self.status.is_leader() {
@@ -220,7 +258,10 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
         );
         runs.spawn(async move {
             let _running = running;
-            run_period(&*store, &config, &clock, &status, period).await;
+            (
+                period,
+                run_period(&*store, &config, &clock, &status, period).await,
+            )
         });
     }
 }

@@ -8,10 +8,20 @@ use super::run_plan::{initial_watermark, plan_run, respect_retention};
 use super::status::{RunOutcome, RunRecord, Status};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::error::{Chain, Result};
+use crate::error::{Chain, Error, Result};
 use crate::rollup::{self, retention_horizon, Batch, Mode, Summary};
 use crate::store::Store;
 use crate::window::Period;
+
+/// How a run ended, for the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Succeeded; closed windows still waiting (a backlog larger than one run takes).
+    Succeeded {
+        backlog: usize,
+    },
+    Failed,
+}
 
 /// One run of one period: plan from the watermark, roll up, advance the watermark, record.
 pub async fn run_period(
@@ -20,7 +30,7 @@ pub async fn run_period(
     clock: &impl Clock,
     status: &Status,
     period: Period,
-) {
+) -> RunEnd {
     let started = Instant::now();
     let now = clock.now();
     let mut windows_planned = Vec::new();
@@ -102,6 +112,7 @@ pub async fn run_period(
                 "run finished"
             );
             status.record_run(record(RunOutcome::Success, None), clock.now());
+            RunEnd::Succeeded { backlog }
         }
         Err(e) => {
             warn!(
@@ -109,10 +120,14 @@ pub async fn run_period(
                 duration_ms = duration.as_millis() as u64, outcome = "failed",
                 error = %Chain(&e), "run failed; retried at the next tick"
             );
+            if matches!(e, Error::NotMigrated { .. }) {
+                status.setup_suspect();
+            }
             status.record_run(
                 record(RunOutcome::Failed, Some(e.metric_label())),
                 clock.now(),
             );
+            RunEnd::Failed
         }
     }
 }

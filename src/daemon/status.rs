@@ -126,6 +126,13 @@ pub struct Status {
     runs_finished: watch::Sender<u64>,
     /// Read live: leadership ends when its validity runs out, even while a renewal hangs.
     leadership: Leadership,
+    /// What the database lacks of the indexes runs need (`daemon::setup`); empty when set up or
+    /// not yet checked.
+    missing_indexes: Mutex<Vec<String>>,
+    /// Asks the setup check to look again now (a run failed for want of an index).
+    setup_suspect: tokio::sync::Notify,
+    /// Signalled when MongoDB answers after it did not (or for the first time).
+    mongodb_back: tokio::sync::Notify,
 }
 
 impl Status {
@@ -137,6 +144,9 @@ impl Status {
             watermarks: Mutex::new(BTreeMap::new()),
             runs_finished: watch::Sender::new(0),
             leadership: Leadership::default(),
+            missing_indexes: Mutex::new(Vec::new()),
+            setup_suspect: tokio::sync::Notify::new(),
+            mongodb_back: tokio::sync::Notify::new(),
         })
     }
 
@@ -161,7 +171,45 @@ impl Status {
 
     pub fn set_mongodb_up(&self, up: bool) {
         self.metrics.set_mongodb_up(up);
-        self.mongodb_up.store(up, Ordering::Release);
+        let was_up = self.mongodb_up.swap(up, Ordering::AcqRel);
+        if up && !was_up {
+            self.mongodb_back.notify_one();
+        }
+    }
+
+    /// Resolves when MongoDB answers after it did not (at once if it did since the last call).
+    pub async fn mongodb_back(&self) {
+        self.mongodb_back.notified().await;
+    }
+
+    /// The indexes runs need that the database lacks, as the last setup check found them.
+    pub fn missing_indexes(&self) -> Vec<String> {
+        self.missing_indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the setup check's finding; true when it differs from the previous one.
+    pub fn set_missing_indexes(&self, missing: Vec<String>) -> bool {
+        self.metrics.set_missing_indexes(missing.len());
+        let mut known = self
+            .missing_indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let changed = *known != missing;
+        *known = missing;
+        changed
+    }
+
+    /// A run failed for want of an index: the setup check looks again at once.
+    pub fn setup_suspect(&self) {
+        self.setup_suspect.notify_one();
+    }
+
+    /// Resolves at the next [`Status::setup_suspect`] (or at once if one is pending).
+    pub async fn setup_suspected(&self) {
+        self.setup_suspect.notified().await;
     }
 
     pub fn is_leader(&self) -> bool {

@@ -33,6 +33,7 @@ pub struct SelfMetrics {
     data_lag: GaugeVec,
     leader: IntGauge,
     mongodb_up: IntGauge,
+    missing_indexes: IntGauge,
     late_events: IntCounterVec,
     late_windows: IntCounterVec,
     late_unrepairable: IntCounterVec,
@@ -103,6 +104,7 @@ impl SelfMetrics {
             )?)?,
             leader: add(registry, IntGauge::new("vcmetrics_leader", "1 when this replica holds the lease and runs jobs, else 0.")?)?,
             mongodb_up: add(registry, IntGauge::new("vcmetrics_mongodb_up", "1 when MongoDB answered the last ping, else 0.")?)?,
+            missing_indexes: add(registry, IntGauge::new("vcmetrics_database_missing_indexes", "Indexes the runs need that the database lacks (vcmetrics migrate creates them); 0 when set up.")?)?,
             late_events: add(registry, IntCounterVec::new(
                 Opts::new("vcmetrics_late_events_total", "Audit events written after the runs that covered their window, found by their _id and counted by the period whose window they refreshed."),
                 &["period"],
@@ -240,7 +242,7 @@ impl SelfMetrics {
     /// Every family the daemon declares, including those a scrape shows only after their first
     /// sample (the watermark, lag and last-success gauges appear after a period's first run).
     pub fn declared_families(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 28] = [
+        let collectors: [&dyn Collector; 29] = [
             &self.runs,
             &self.run_errors,
             &self.run_duration,
@@ -251,6 +253,7 @@ impl SelfMetrics {
             &self.data_lag,
             &self.leader,
             &self.mongodb_up,
+            &self.missing_indexes,
             &self.late_events,
             &self.late_windows,
             &self.late_unrepairable,
@@ -278,6 +281,11 @@ impl SelfMetrics {
 
     pub fn set_mongodb_up(&self, up: bool) {
         self.mongodb_up.set(i64::from(up));
+    }
+
+    pub fn set_missing_indexes(&self, count: usize) {
+        self.missing_indexes
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn skipped(&self, period: Period, reason: SkipReason) {

@@ -105,17 +105,27 @@ impl<C: Clock> Endpoint<C> {
                 } else {
                     "standby"
                 };
-                if self.status.mongodb_up() {
-                    reply(
-                        StatusCode::OK,
-                        TEXT,
-                        format!("ready: MongoDB reachable, {role}\n"),
-                    )
-                } else {
+                let missing = self.status.missing_indexes();
+                if !self.status.mongodb_up() {
                     reply(
                         StatusCode::SERVICE_UNAVAILABLE,
                         TEXT,
                         format!("not ready: MongoDB unreachable, {role}\n"),
+                    )
+                } else if !missing.is_empty() {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        TEXT,
+                        format!(
+                            "not ready: the database lacks {}; run `vcmetrics migrate`, {role}\n",
+                            missing.join(", ")
+                        ),
+                    )
+                } else {
+                    reply(
+                        StatusCode::OK,
+                        TEXT,
+                        format!("ready: MongoDB reachable, {role}\n"),
                     )
                 }
             }
@@ -306,6 +316,29 @@ mod tests {
             e.respond(&Method::POST, "/metrics").status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn readiness_names_the_missing_indexes_and_migrate() {
+        let e = endpoint();
+        e.status.set_mongodb_up(true);
+        e.status.set_missing_indexes(vec![
+            "videocallmetrics {period: 1, date: 1} (unique)".to_owned()
+        ]);
+        let r = e.respond(&Method::GET, "/readyz");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body(r).await,
+            "not ready: the database lacks videocallmetrics {period: 1, date: 1} (unique); run \
+             `vcmetrics migrate`, standby\n"
+        );
+        let text = String::from_utf8(e.daemon_text().unwrap().to_vec()).unwrap();
+        assert!(
+            text.contains("vcmetrics_database_missing_indexes 1\n"),
+            "{text}"
+        );
+        e.status.set_missing_indexes(Vec::new());
+        assert_eq!(e.respond(&Method::GET, "/readyz").status(), StatusCode::OK);
     }
 
     #[tokio::test]

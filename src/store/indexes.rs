@@ -173,6 +173,46 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
     ]
 }
 
+/// The indexes a daemon's runs cannot do without, of those `migrate` creates: the metrics
+/// collection's unique `{period, date}` (every run's `$merge` matches on it), the staging
+/// collection's TTL (removes what a run that died left there) and the audit log's `timestamp`
+/// index (every scan is a range on it; without it each run reads the whole log).
+pub fn needed_by_runs(config: &Config) -> Vec<WantedIndex> {
+    wanted_indexes(config)
+        .into_iter()
+        .filter(|w| {
+            (w.collection == config.metrics_collection && w.unique)
+                || w.collection == config.staging_collection
+                || (w.collection == config.audit_collection && w.name == "timestamp_1")
+        })
+        .collect()
+}
+
+/// Whether `existing` lacks `wanted` for a run's purposes: absent, or (a unique index) present
+/// only without its uniqueness. A differing TTL or other options still serve the runs.
+pub fn is_absent(wanted: &WantedIndex, existing: &[ExistingIndex]) -> bool {
+    match plan(wanted, existing) {
+        IndexAction::Create => true,
+        IndexAction::Conflict { .. } | IndexAction::OptionsDiffer { .. } => wanted.unique,
+        IndexAction::Exists { .. } | IndexAction::TtlDiffers { .. } => false,
+    }
+}
+
+impl WantedIndex {
+    /// How an operator reads it: `videocallmetrics {period: 1, date: 1} (unique)`.
+    pub fn describe(&self) -> String {
+        let keys: Vec<String> = self.keys.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let mut text = format!("{} {{{}}}", self.collection, keys.join(", "));
+        if self.unique {
+            text.push_str(" (unique)");
+        }
+        if self.expire_after.is_some() {
+            text.push_str(" (TTL)");
+        }
+        text
+    }
+}
+
 /// Key patterns are equal when fields, order and directions agree; servers and drivers store
 /// directions as int32, int64 or double, so 1 == 1_i64 == 1.0.
 fn same_keys(a: &Document, b: &Document) -> bool {
@@ -254,6 +294,43 @@ mod tests {
             .into_iter()
             .find(|w| w.name == name)
             .unwrap()
+    }
+
+    #[test]
+    fn runs_need_the_merge_key_the_staging_ttl_and_the_timestamp_range() {
+        let config = crate::config::from_toml("", &[]).unwrap();
+        let needed: Vec<String> = needed_by_runs(&config)
+            .iter()
+            .map(WantedIndex::describe)
+            .collect();
+        assert_eq!(
+            needed,
+            [
+                "videocallauditlogs {timestamp: 1} (TTL)",
+                "videocallmetrics {period: 1, date: 1} (unique)",
+                "videocallmetrics_staging {at: 1} (TTL)",
+            ]
+        );
+        let merge_key = wanted("period_1_date_1");
+        assert!(is_absent(&merge_key, &[]));
+        let plain = existing(
+            "period_1_date_1",
+            doc! {"period": 1, "date": 1},
+            false,
+            None,
+        );
+        assert!(
+            is_absent(&merge_key, &[plain]),
+            "not unique: $merge refuses it"
+        );
+        let unique = existing("pd", doc! {"period": 1_i64, "date": 1.0}, true, None);
+        assert!(!is_absent(&merge_key, &[unique]));
+        let timestamp = wanted("timestamp_1");
+        let other_ttl = existing("timestamp_1", doc! {"timestamp": 1}, false, Some(60));
+        assert!(
+            !is_absent(&timestamp, &[other_ttl]),
+            "a TTL of its own still serves the scans"
+        );
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub trait Store: Send + Sync {
     /// The `expireAfterSeconds` of the audit log's TTL index on `timestamp`, if there is one.
     fn audit_ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
 
+    /// Which of `wanted` the database lacks (see [`indexes::is_absent`]).
+    fn absent_indexes(
+        &self,
+        wanted: &[indexes::WantedIndex],
+    ) -> impl Future<Output = Result<Vec<indexes::WantedIndex>>> + Send;
+
     /// Whether the server answers at all.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 

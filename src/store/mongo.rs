@@ -113,7 +113,7 @@ impl MongoStore {
             ) {
                 return Error::mongo(operation)(source);
             }
-            tracing::debug!(operation, error = %source, "no MongoDB server answered");
+            tracing::debug!(operation, error = %crate::error::ServerError(source.clone()), "no MongoDB server answered");
             Error::Unreachable {
                 address: self.address.clone(),
                 cause: unreachable_cause(&source.to_string()),
@@ -268,6 +268,28 @@ fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 26)
 }
 
+/// A write command's `writeErrors` in an operator's words: how many, and the first one's code
+/// name and message.
+pub(super) fn write_errors_text(errors: &bson::Array) -> String {
+    let first = errors
+        .first()
+        .and_then(Bson::as_document)
+        .map_or_else(|| "no detail".to_owned(), reply_error_text);
+    format!("{} statement(s) failed; the first: {first}", errors.len())
+}
+
+/// One error document of a reply (`{code, codeName, errmsg}`) as `CodeName: message`.
+fn reply_error_text(error: &Document) -> String {
+    let message = error.get_str("errmsg").unwrap_or("no message");
+    match error.get_str("codeName") {
+        Ok(name) if !name.is_empty() => format!("{name}: {message}"),
+        _ => match error.get("code") {
+            Some(code) => format!("error code {code}: {message}"),
+            None => message.to_owned(),
+        },
+    }
+}
+
 pub(super) fn bson_date(t: DateTime<Utc>) -> Bson {
     Bson::DateTime(bson::DateTime::from_chrono(t))
 }
@@ -296,14 +318,14 @@ impl MongoStore {
             if !errors.is_empty() {
                 return Err(Error::MongoWrite {
                     operation: "update (seed windows)",
-                    message: Bson::Array(errors.clone()).to_string(),
+                    message: write_errors_text(errors),
                 });
             }
         }
         if let Ok(wc) = reply.get_document("writeConcernError") {
             return Err(Error::MongoWrite {
                 operation: "update (seed windows)",
-                message: wc.to_string(),
+                message: format!("write concern: {}", reply_error_text(wc)),
             });
         }
         Ok(())
@@ -317,7 +339,7 @@ impl MongoStore {
                 Error::TimeLimit {
                     operation: "aggregate",
                     limit,
-                    source,
+                    source: crate::error::ServerError(source),
                 }
             } else {
                 self.failed("aggregate")(source)
@@ -451,6 +473,24 @@ impl Store for MongoStore {
             .iter()
             .filter(|i| i.keys.len() == 1 && i.keys.contains_key("timestamp"))
             .find_map(|i| i.expire_after))
+    }
+
+    async fn absent_indexes(&self, wanted: &[WantedIndex]) -> Result<Vec<WantedIndex>> {
+        let mut existing = std::collections::BTreeMap::new();
+        let mut absent = Vec::new();
+        for w in wanted {
+            let namespace = (w.database.as_str(), w.collection.as_str());
+            let indexes = match existing.entry(namespace) {
+                std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(self.list_indexes_in(&w.database, &w.collection).await?)
+                }
+            };
+            if super::indexes::is_absent(w, indexes) {
+                absent.push(w.clone());
+            }
+        }
+        Ok(absent)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -92,7 +92,7 @@ impl MongoStore {
         if let Ok(errors) = reply.get_array("writeErrors") {
             return Err(Error::MongoWrite {
                 operation: "update (meeting links)",
-                message: format!("{} statements failed, first: {}", errors.len(), errors[0]),
+                message: super::mongo::write_errors_text(errors),
             });
         }
         Ok(reply

@@ -58,6 +58,9 @@ pub struct FakeState {
     pub failing_aggregates: usize,
     /// How long a roll-up takes (paused time).
     pub aggregate_time: Duration,
+    /// Names of the indexes the database lacks (`absent_indexes` reports the wanted ones of
+    /// these names); none by default.
+    pub absent_indexes: Vec<String>,
     /// The audit log's TTL, as `listIndexes` would report it.
     pub audit_ttl: Option<Duration>,
     /// The archive's record, as the store keeps it.
@@ -95,6 +98,19 @@ impl Default for FakeStore {
             }),
         }
     }
+}
+
+/// The error MongoDB and DocumentDB answer a `$merge` whose `on` fields have no unique index
+/// with, as the driver decodes it.
+pub fn missing_merge_index() -> Error {
+    let reply = doc! {
+        "ok": 0.0,
+        "errmsg": "Unable to locate index required to confirm join fields are unique",
+        "code": 51183,
+        "codeName": "Location51183",
+    };
+    let command: mongodb::error::CommandError = bson::from_document(reply).unwrap();
+    Error::mongo("aggregate")(mongodb::error::ErrorKind::Command(command).into())
 }
 
 /// The document the fake computes for a window with `calls` call_start events.
@@ -218,6 +234,10 @@ impl Store for FakeStore {
         let delay = self.with(|s| s.aggregate_time);
         tokio::time::sleep(delay).await;
         self.injected_failure("aggregate", |s| &mut s.failing_aggregates)?;
+        // As a server does: the `$merge` on {period, date} needs its unique index.
+        if self.with(|s| s.absent_indexes.iter().any(|n| n == "period_1_date_1")) {
+            return Err(missing_merge_index());
+        }
         let period = chunk.period.as_str().to_owned();
         let computed = self.computed(chunk);
         self.with(|s| {
@@ -273,6 +293,20 @@ impl Store for FakeStore {
     async fn audit_ttl(&self) -> Result<Option<Duration>> {
         self.gate("listIndexes").await?;
         Ok(self.with(|s| s.audit_ttl))
+    }
+
+    async fn absent_indexes(
+        &self,
+        wanted: &[vcmetrics::store::indexes::WantedIndex],
+    ) -> Result<Vec<vcmetrics::store::indexes::WantedIndex>> {
+        self.gate("listIndexes").await?;
+        Ok(self.with(|s| {
+            wanted
+                .iter()
+                .filter(|w| s.absent_indexes.contains(&w.name))
+                .cloned()
+                .collect()
+        }))
     }
 
     async fn ping(&self) -> Result<()> {
