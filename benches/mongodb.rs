@@ -43,7 +43,6 @@ use vcmetrics::generate::{generate, Plan};
 use vcmetrics::rollup::late_scan::object_id_at;
 use vcmetrics::rollup::pipeline::{Chunk, Target};
 use vcmetrics::rollup::{chunks, plan_range};
-use vcmetrics::store::indexes::wanted_indexes;
 use vcmetrics::store::{MongoStore, Store};
 use vcmetrics::window::{Calendar, Period};
 
@@ -100,9 +99,7 @@ async fn scratch(
 }
 
 async fn create_indexes(config: &Config, store: &MongoStore) -> anyhow::Result<()> {
-    for w in wanted_indexes(config) {
-        store.create_index(&w).await?;
-    }
+    vcmetrics::cli::migrate::migrate(store, config, &Default::default(), &mut |_| {}).await?;
     Ok(())
 }
 

@@ -213,3 +213,141 @@ fn proxied_uris_keep_credentials_database_and_options() {
             .unwrap_or_else(|e| panic!("{proxied}: {e}"));
     }
 }
+
+/// #21, item 4: with the driver's own timeouts (no `serverSelectionTimeoutMS` in the URI), a
+/// server that is not there is said within 10 s of start, in one line with the redacted address
+/// and what to set.
+#[tokio::test]
+async fn an_unreachable_server_is_reported_within_10_seconds_of_start() {
+    let started = Instant::now();
+    let daemon = Daemon::spawn(
+        &["run"],
+        &[
+            ("MONGODB_URI", "mongodb://vcm:s3cret-pw@127.0.0.1:1/"),
+            ("VCMETRICS_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    daemon
+        .wait_for("has not answered for 5s", 1, Duration::from_secs(10))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let line = daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("has not answered for 5s"))
+        .unwrap();
+    assert!(
+        line.contains("mongodb://vcm:****@127.0.0.1:1/")
+            && line.contains("set MONGODB_URI (or mongodb_uri in the --config file)")
+            && !line.contains("s3cret-pw"),
+        "{line}"
+    );
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, Some(0), "{}", daemon.log());
+}
+
+/// #21, items 1-3, as a newcomer meets them on an empty database: a command that needs the
+/// indexes fails in the server's words and names migrate (exit 6, no raw reply); a daemon
+/// started without them says so at start, on /readyz and in a metric; `run --migrate` creates
+/// them and, with the default schedules, shows the open hour's events within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MONGODB_URI"]
+async fn first_contact_on_an_empty_database() {
+    let scratch = Scratch::new("first").await;
+    let now = Utc::now();
+    let hour = hour_of(now);
+    let events: Vec<_> = (0..7)
+        .map(|i| support::event("call_start", hour + chrono::Duration::seconds(i)))
+        .collect();
+    scratch.audit().insert_many(events).await.unwrap();
+
+    let out = scratch
+        .vcmetrics(
+            &[
+                "recompute",
+                "--period",
+                "hourly",
+                "--from",
+                "now-3h",
+                "--to",
+                "now-1h",
+            ],
+            &[],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: MongoDB aggregate failed: ")
+            && last.ends_with(
+                ": the database is not set up for vcmetrics; run `vcmetrics migrate` (or start \
+                 the daemon with `vcmetrics run --migrate`)"
+            ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("RawDocumentBuf") && !err.contains("Kind:") && !err.contains("labels:"),
+        "{err}"
+    );
+
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = [
+        ("MONGODB_URI", scratch.uri.as_str()),
+        ("VCMETRICS_DATABASE", scratch.name.as_str()),
+        ("VCMETRICS_AUDIT_TTL", "3650d"),
+        ("VCMETRICS_LISTEN", listen.as_str()),
+    ];
+    let daemon = Daemon::spawn(&["run"], &env);
+    daemon
+        .wait_for(
+            "the database is not set up for vcmetrics",
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    let (status, body) = daemon.readyz().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the database lacks") && body.contains("run `vcmetrics migrate`"),
+        "{body}"
+    );
+    assert!(
+        daemon
+            .metric("vcmetrics_database_missing_indexes", &[])
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(daemon.terminate().await.0, Some(0), "{}", daemon.log());
+
+    let started = Instant::now();
+    let daemon = Daemon::spawn(&["run", "--migrate"], &env);
+    let calls = daemon
+        .eventually(
+            "the open hour's document",
+            Duration::from_secs(60),
+            async || {
+                let doc = scratch
+                    .metrics()
+                    .find_one(doc! {"period": "hourly", "date": support::bson_date(hour)})
+                    .await
+                    .unwrap()?;
+                integer(&doc, "totalCalls").filter(|n| *n == 7)
+            },
+        )
+        .await;
+    assert_eq!(calls, 7);
+    eprintln!(
+        "first numbers {:.1}s after start",
+        started.elapsed().as_secs_f64()
+    );
+    let (status, body) = daemon.readyz().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        daemon.metric("vcmetrics_database_missing_indexes", &[]),
+        Some(0.0)
+    );
+    assert_eq!(daemon.terminate().await.0, Some(0), "{}", daemon.log());
+    scratch.finish().await;
+}

@@ -54,6 +54,7 @@ pub async fn migrate(
 ) -> Result<()> {
     let wanted = wanted_indexes(config);
     let mut refusals = Vec::new();
+    let mut to_create = std::collections::BTreeMap::<_, Vec<_>>::new();
     let mut existing_by_collection = std::collections::BTreeMap::new();
     for w in &wanted {
         let namespace = (w.database.clone(), w.collection.clone());
@@ -70,10 +71,10 @@ pub async fn migrate(
             .unwrap_or_default();
         let place = format!("{}.{}", w.collection, w.name);
         match plan(w, existing) {
-            IndexAction::Create => {
-                store.create_index(w).await?;
-                say(format!("created  {place} {}", w.keys));
-            }
+            IndexAction::Create => to_create
+                .entry((w.database.clone(), w.collection.clone()))
+                .or_insert_with(Vec::new)
+                .push(w),
             IndexAction::Exists { name } => {
                 say(format!("exists   {}.{name} {}", w.collection, w.keys))
             }
@@ -120,6 +121,12 @@ pub async fn migrate(
                 say(format!("conflict {place}: {reason}"));
                 refusals.push(format!("{place}: {reason}"));
             }
+        }
+    }
+    for wanted in to_create.values() {
+        store.create_indexes(wanted).await?;
+        for w in wanted {
+            say(format!("created  {}.{} {}", w.collection, w.name, w.keys));
         }
     }
     if refusals.is_empty() {

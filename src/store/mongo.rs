@@ -168,21 +168,29 @@ impl MongoStore {
             .collect())
     }
 
-    pub async fn create_index(&self, wanted: &WantedIndex) -> Result<()> {
-        let options = IndexOptions::builder()
-            .name(wanted.name.clone())
-            .unique(wanted.unique.then_some(true))
-            .sparse(wanted.sparse.then_some(true))
-            .expire_after(wanted.expire_after)
-            .build();
-        let model = IndexModel::builder()
-            .keys(wanted.keys.clone())
-            .options(options)
-            .build();
+    /// Creates indexes of one collection in one `createIndexes` command (DocumentDB builds the
+    /// indexes of one command together: about 2 s a command on 0.108, where one command per
+    /// index took 2 s each).
+    pub async fn create_indexes(&self, wanted: &[&WantedIndex]) -> Result<()> {
+        let Some(first) = wanted.first() else {
+            return Ok(());
+        };
+        let models = wanted.iter().map(|w| {
+            let options = IndexOptions::builder()
+                .name(w.name.clone())
+                .unique(w.unique.then_some(true))
+                .sparse(w.sparse.then_some(true))
+                .expire_after(w.expire_after)
+                .build();
+            IndexModel::builder()
+                .keys(w.keys.clone())
+                .options(options)
+                .build()
+        });
         self.client
-            .database(&wanted.database)
-            .collection::<Document>(&wanted.collection)
-            .create_index(model)
+            .database(&first.database)
+            .collection::<Document>(&first.collection)
+            .create_indexes(models)
             .await
             .map(drop)
             .map_err(self.failed("createIndexes"))
