@@ -458,3 +458,84 @@ fn sessions_commands_check_their_arguments() {
     );
     assert_clean_failure(&o, 2, "--batch-size");
 }
+
+/// #21, item 6: `vcmetrics config` prints every key with its value and origin, the password
+/// redacted; `--check` exits 0, or 2 with every problem on a line of its own.
+#[test]
+fn config_prints_the_effective_configuration_and_check_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vcmetrics.toml");
+    std::fs::write(
+        &file,
+        "database = \"platform\"\n[periods.hourly]\nlookback = 5\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let o = vcmetrics(
+        &["--config", file, "config"],
+        &[("MONGODB_URI", "mongodb://vc:s3cret@db.internal:27017/")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for line in [
+        "mongodb_uri = \"mongodb://vc:****@db.internal:27017/\"  # $MONGODB_URI",
+        "database = \"platform\"  # file",
+        "audit_ttl = \"180d\"  # default",
+        "[periods.hourly]",
+        "lookback = 5  # file",
+        "[archive]",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in:\n{out}");
+    }
+    assert!(!out.contains("s3cret"), "{out}");
+
+    let o = vcmetrics(&["--config", file, "config", "--check"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("configuration OK (file "));
+
+    let o = vcmetrics(
+        &["--config", file, "config", "--check"],
+        &[
+            ("VCMETRICS_TIMEZONE", "Mars/Olympus"),
+            ("VCMETRICS_LEASE_TTL", "1s"),
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("timezone (from $VCMETRICS_TIMEZONE): "),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("lease_ttl (from $VCMETRICS_LEASE_TTL): "),
+        "{err}"
+    );
+    assert_eq!(
+        lines[2], "error: 2 problem(s) in the configuration",
+        "{err}"
+    );
+}
+
+/// #21, item 7: completions and man pages come from the command-line definition.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_command_line() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = vcmetrics(&["completions", shell], &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        for command in ["recompute", "migrate", "config", "period"] {
+            assert!(text.contains(command), "{shell}: {command} missing");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = vcmetrics(&["man", dir.path().to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = std::fs::read_to_string(dir.path().join("vcmetrics-recompute.1")).unwrap();
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH"),
+        "{page}"
+    );
+    assert!(page.contains("dry\\-run"), "{page}");
+    assert!(dir.path().join("vcmetrics.1").exists());
+}

@@ -117,7 +117,7 @@ pub async fn archive(
         // the lock up for the next run, which finishes the batch first.
         _ => {
             if let Err(e) = store.release_archive(holder).await {
-                tracing::warn!(error = %e, "could not give the archive lock up; it expires on its own");
+                tracing::warn!(error = %crate::error::Chain(&e), "could not give the archive lock up; it expires on its own");
             }
         }
     }

@@ -3,8 +3,11 @@
 
 pub mod archive;
 pub mod check;
+pub mod completions;
+pub mod config;
 pub mod generate;
 pub mod health;
+pub mod man;
 pub mod migrate;
 pub mod pipelines;
 pub mod recompute;
@@ -18,7 +21,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config, ProcessEnv};
+use crate::config::{Config, ProcessEnv};
 use crate::error::{Error, Result};
 use crate::rollup::{plan_range, RangePlan};
 pub use crate::window::parse_instant;
@@ -58,6 +61,12 @@ pub enum Command {
     Check(check::Args),
     /// Move audit events older than archive.after into the archive before the TTL deletes them.
     Archive(archive::Args),
+    /// Print the effective configuration: every key, its value and where it came from.
+    Config(config::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::Args),
+    /// Print the man pages (roff) into a directory: vcmetrics.1 and one per command.
+    Man(man::Args),
 }
 
 /// `--period`, `--from`, `--to`, shared by the range commands.
@@ -180,12 +189,23 @@ pub(crate) async fn forward_signals(shutdown: tokio::sync::watch::Sender<bool>) 
 }
 
 pub fn load_config(cli_config: Option<&std::path::Path>) -> Result<Config> {
-    Ok(config::load(cli_config, &ProcessEnv)?)
+    Ok(crate::config::load(cli_config, &ProcessEnv)?)
 }
 
 /// Runs the parsed command line; the binary maps the error to an exit code.
 pub async fn run(cli: Cli) -> Result<()> {
+    // These need no valid configuration (or load it themselves).
+    let command = match cli.command {
+        Command::Config(args) => return config::run(cli.config.as_deref(), args),
+        Command::Completions(args) => return completions::run(args),
+        Command::Man(args) => return man::run(args),
+        other => other,
+    };
     let config = load_config(cli.config.as_deref())?;
+    let cli = Cli {
+        config: cli.config,
+        command,
+    };
     match cli.command {
         Command::Run(args) => run::run(&config, args).await,
         Command::Migrate(args) => migrate::run(&config, args).await,
@@ -197,6 +217,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Roles(args) => roles::run(&config, args),
         Command::Check(args) => check::run(&config, args).await,
         Command::Archive(args) => archive::run(&config, args).await,
+        Command::Config(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
 

@@ -5,6 +5,8 @@
 //! problem names its key (or environment variable), and all of them are reported together. The
 //! connection string's password never appears in an error or a log line (see [`redact_uri`]).
 
+pub mod effective;
+mod sources;
 mod values;
 
 use std::cell::RefCell;
@@ -16,10 +18,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use mongodb::options::ConnectionString;
-use serde::de::DeserializeOwned;
 
 use crate::exporter::web_config::WebConfig;
 use crate::window::{Calendar, Period, Schedule};
+use sources::Sources;
+pub use sources::{Origin, Origins};
 use values::{
     AggregateTimeoutBounds, Bounded, CollectionName, Count, DatabaseName, GraceBounds, LeaseBounds,
     ListenAddress, RefreshBounds, RetentionBounds, RulesLookbackBounds, SettleBounds, StuckBounds,
@@ -67,7 +70,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
-    /// TLS and basic authentication of the endpoint (`web_config_file`), read at load.
+    /// The endpoint's web configuration file (`web_config_file`), if any.
+    pub web_config_file: Option<PathBuf>,
+    /// TLS and basic authentication of the endpoint, read from that file at load.
     pub web: Option<WebConfig>,
     /// Error codes exported per window before the rest are summed under `other`.
     pub top_error_codes: usize,
@@ -267,6 +272,11 @@ impl<const N: usize> Env for [(&str, &str); N] {
 
 /// Reads the file (if any), applies the environment, validates.
 pub fn load(path: Option<&Path>, env: &impl Env) -> Result<Config, ConfigError> {
+    load_traced(path, env).map(|(config, _)| config)
+}
+
+/// [`load`], with where each key's value came from.
+pub fn load_traced(path: Option<&Path>, env: &impl Env) -> Result<(Config, Origins), ConfigError> {
     let text = match path {
         Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -280,7 +290,7 @@ pub fn load(path: Option<&Path>, env: &impl Env) -> Result<Config, ConfigError> 
             path: path.map(Path::to_owned).unwrap_or_default(),
             message: e.message().to_owned() + &location(&text, &e),
         })?;
-    validate(table, env)
+    validate_traced(table, env)
 }
 
 /// The configuration from TOML text (no file) and the environment.
@@ -305,89 +315,8 @@ fn location(text: &str, e: &toml::de::Error) -> String {
     format!(" (line {line}, column {column})")
 }
 
-/// The keys of a file's table and the environment, read one typed value at a time, so that every
-/// problem is collected, each under its key (or the environment variable it came from).
-struct Sources<'a, E: Env> {
-    table: toml::Table,
-    /// The table's path, for the names of nested keys (`periods.hourly.`).
-    prefix: String,
-    env: &'a E,
-    problems: &'a RefCell<Vec<Problem>>,
-}
-
-impl<'a, E: Env> Sources<'a, E> {
-    fn problem(&self, key: &str, message: impl Into<String>) {
-        self.problems.borrow_mut().push(Problem {
-            key: key.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    /// The value of `key` from the first set environment variable of `env_names`, else from the
-    /// file; `None` when neither has it or it is wrong (then a problem is recorded).
-    fn get<T: DeserializeOwned>(&mut self, key: &str, env_names: &[&str]) -> Option<T> {
-        self.get_sourced(key, env_names).map(|(value, _)| value)
-    }
-
-    /// Like [`Sources::get`], with the name the value came under (for later cross-field
-    /// problems).
-    fn get_sourced<T: DeserializeOwned>(
-        &mut self,
-        key: &str,
-        env_names: &[&str],
-    ) -> Option<(T, String)> {
-        let file_value = self.table.remove(key);
-        let (value, source) = match env_names
-            .iter()
-            .find_map(|name| self.env.var(name).map(|v| (v, *name)))
-        {
-            Some((text, name)) => (
-                toml::Value::String(text),
-                format!("{}{key} (from ${name})", self.prefix),
-            ),
-            None => (file_value?, format!("{}{key}", self.prefix)),
-        };
-        match T::deserialize(value) {
-            Ok(v) => Some((v, source)),
-            Err(e) => {
-                self.problem(&source, e.to_string());
-                None
-            }
-        }
-    }
-
-    /// A nested table (`[periods]`), read with the same rules.
-    fn table(&mut self, key: &str) -> Option<Sources<'a, E>> {
-        match self.table.remove(key) {
-            None => None,
-            Some(toml::Value::Table(table)) => Some(Sources {
-                table,
-                prefix: format!("{}{key}.", self.prefix),
-                env: self.env,
-                problems: self.problems,
-            }),
-            Some(other) => {
-                self.problem(
-                    &format!("{}{key}", self.prefix),
-                    format!("expected a table, found {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    /// Every key nobody asked for is a problem: a typo must not silently become a default.
-    fn finish(self, known: &[&str]) {
-        for key in self.table.keys() {
-            self.problem(
-                &format!("{}{key}", self.prefix),
-                format!("unknown key (expected one of: {})", known.join(", ")),
-            );
-        }
-    }
-}
-
-const TOP_LEVEL_KEYS: [&str; 26] = [
+/// The keys of the file's top level (`periods`, `late_events` and `archive` are tables).
+pub const TOP_LEVEL_KEYS: [&str; 26] = [
     "mongodb_uri",
     "database",
     "audit_collection",
@@ -415,17 +344,121 @@ const TOP_LEVEL_KEYS: [&str; 26] = [
     "session_rules_lookback",
     "archive",
 ];
+/// The keys of each `[periods.<period>]` table.
+pub const PERIOD_KEYS: [&str; 5] = [
+    "chunk_windows",
+    "schedule",
+    "lookback",
+    "include_open",
+    "max_windows_per_run",
+];
+/// The keys of `[late_events]`.
+pub const LATE_EVENTS_KEYS: [&str; 3] = ["enabled", "scan_limit", "settle"];
+/// The keys of `[archive]`.
+pub const ARCHIVE_KEYS: [&str; 6] = [
+    "collection",
+    "database",
+    "after",
+    "retention",
+    "schedule",
+    "batch_size",
+];
+
+impl Config {
+    /// Every setting at its default: what an empty file and environment give.
+    fn defaults() -> Config {
+        Config {
+            mongodb_uri: DEFAULT_MONGODB_URI.to_owned(),
+            // Mongoose, like the driver, uses `test` when the URI names no database.
+            database: "test".to_owned(),
+            audit_collection: "videocallauditlogs".to_owned(),
+            metrics_collection: "videocallmetrics".to_owned(),
+            staging_collection: "videocallmetrics_staging".to_owned(),
+            sessions_collection: "sessions".to_owned(),
+            calendar: Calendar::new(Tz::UTC, Weekday::Mon),
+            audit_ttl: SCHEMA_AUDIT_TTL,
+            audit_retention: None,
+            periods: Period::ALL.map(|period| {
+                let defaults = default_period(period);
+                PeriodConfig {
+                    chunk_windows: defaults.chunk_windows,
+                    schedule: Schedule::parse(default_schedule(period))
+                        .expect("the default schedules are valid 6-field cron expressions"),
+                    lookback: defaults.lookback,
+                    include_open: defaults.include_open,
+                    max_windows_per_run: defaults.max_windows_per_run,
+                }
+            }),
+            state_collection: "vcmetricsstate".to_owned(),
+            start_from: None,
+            lease_ttl: Duration::from_secs(30),
+            instance_id: default_instance_id(),
+            shutdown_grace: Duration::from_secs(30),
+            listen: DEFAULT_LISTEN,
+            web_config_file: None,
+            web: None,
+            top_error_codes: 20,
+            chunks_in_flight: 2,
+            metrics_refresh: Duration::from_secs(30),
+            // Explicit, so no engine's default applies (DocumentDB cancels a command after 120 s
+            // unless told otherwise); long enough for a chunk at the README's scale on both
+            // engines.
+            aggregate_timeout: DEFAULT_AGGREGATE_TIMEOUT,
+            late_events: LateEventsConfig::default(),
+            stuck_call_after: Duration::from_secs(4 * 3600),
+            session_rules_lookback: Duration::from_secs(7 * 86_400),
+            archive: ArchiveConfig::default(),
+        }
+    }
+}
 
 /// Validates a parsed file (a TOML table) with the environment applied.
 pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigError> {
+    validate_traced(table, env).map(|(config, _)| config)
+}
+
+/// [`validate`], with where each key's value came from (`vcmetrics config`).
+pub fn validate_traced(
+    table: toml::Table,
+    env: &impl Env,
+) -> Result<(Config, Origins), ConfigError> {
     let problems = RefCell::new(Vec::new());
+    let origins = RefCell::new(Origins::new());
     let mut file = Sources {
         table,
         prefix: String::new(),
         env,
         problems: &problems,
+        origins: &origins,
     };
+    let mut config = Config::defaults();
+    read_connection(&mut file, &mut config);
+    let names_in_use = read_collections(&mut file, &mut config);
+    read_calendar_and_retention(&mut file, &mut config);
+    read_service(&mut file, &mut config);
+    read_periods(&mut file, &mut config);
+    read_late_events(&mut file, &mut config);
+    let mut archive = file.table("archive").unwrap_or_else(|| Sources {
+        // The environment still applies without a table.
+        table: toml::Table::new(),
+        prefix: "archive.".to_owned(),
+        env: file.env,
+        problems: file.problems,
+        origins: file.origins,
+    });
+    read_archive(&mut archive, &mut config, &names_in_use);
+    archive.finish(&ARCHIVE_KEYS);
+    file.finish(&TOP_LEVEL_KEYS);
 
+    let problems = problems.into_inner();
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok((config, origins.into_inner()))
+}
+
+/// `mongodb_uri` and `database` (by default the one the URI names).
+fn read_connection<E: Env>(file: &mut Sources<'_, E>, config: &mut Config) {
     let uri = file
         .get_sourced::<String>("mongodb_uri", &["VCMETRICS_MONGODB_URI", "MONGODB_URI"])
         .unwrap_or_else(|| (DEFAULT_MONGODB_URI.to_owned(), "mongodb_uri".to_owned()));
@@ -443,58 +476,65 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
                     redact_uri(&uri.0)
                 )
             } else {
-                format!("not a valid MongoDB connection string: {e}")
+                format!("not a valid MongoDB connection string: {}", e.kind)
             };
             file.problem(&uri.1, message);
             None
         }
     };
-    let database = file
-        .get::<DatabaseName>("database", &["VCMETRICS_DATABASE"])
-        .map(|d| d.0)
-        // Mongoose, like the driver, uses `test` when the URI names no database.
-        .unwrap_or_else(|| uri_database.unwrap_or_else(|| "test".to_owned()));
+    config.mongodb_uri = uri.0;
+    match file.get::<DatabaseName>("database", &["VCMETRICS_DATABASE"]) {
+        Some(d) => config.database = d.0,
+        None => {
+            if let Some(d) = uri_database {
+                config.database = d;
+            }
+        }
+    }
+}
 
-    let mut collection = |key: &str, env_name: &str, default: &str| {
-        file.get_sourced::<CollectionName>(key, &[env_name])
-            .map_or_else(
-                || (default.to_owned(), key.to_owned()),
-                |(c, source)| (c.0, source),
-            )
+/// The five collections, each holding one kind of document: a rollup deletes its staged
+/// documents, a `$merge` into the audit log would write metrics among the events. Returns each
+/// name with the key (or variable) it came from, for the archive's check.
+fn read_collections<E: Env>(
+    file: &mut Sources<'_, E>,
+    config: &mut Config,
+) -> Vec<(String, String)> {
+    let mut collection = |key: &str, env_name: &str, value: &mut String| match file
+        .get_sourced::<CollectionName>(key, &[env_name])
+    {
+        Some((c, source)) => {
+            *value = c.0;
+            (value.clone(), source)
+        }
+        None => (value.clone(), key.to_owned()),
     };
-    let audit_collection = collection(
-        "audit_collection",
-        "VCMETRICS_AUDIT_COLLECTION",
-        "videocallauditlogs",
-    );
-    let metrics_collection = collection(
-        "metrics_collection",
-        "VCMETRICS_METRICS_COLLECTION",
-        "videocallmetrics",
-    );
-    let staging_collection = collection(
-        "staging_collection",
-        "VCMETRICS_STAGING_COLLECTION",
-        "videocallmetrics_staging",
-    );
-    let state_collection = collection(
-        "state_collection",
-        "VCMETRICS_STATE_COLLECTION",
-        "vcmetricsstate",
-    );
-    let sessions_collection = collection(
-        "sessions_collection",
-        "VCMETRICS_SESSIONS_COLLECTION",
-        "sessions",
-    );
-    // Each collection holds one kind of document: a rollup deletes its staged documents, a
-    // `$merge` into the audit log would write metrics among the events.
     let names = [
-        &audit_collection,
-        &metrics_collection,
-        &staging_collection,
-        &state_collection,
-        &sessions_collection,
+        collection(
+            "audit_collection",
+            "VCMETRICS_AUDIT_COLLECTION",
+            &mut config.audit_collection,
+        ),
+        collection(
+            "metrics_collection",
+            "VCMETRICS_METRICS_COLLECTION",
+            &mut config.metrics_collection,
+        ),
+        collection(
+            "staging_collection",
+            "VCMETRICS_STAGING_COLLECTION",
+            &mut config.staging_collection,
+        ),
+        collection(
+            "state_collection",
+            "VCMETRICS_STATE_COLLECTION",
+            &mut config.state_collection,
+        ),
+        collection(
+            "sessions_collection",
+            "VCMETRICS_SESSIONS_COLLECTION",
+            &mut config.sessions_collection,
+        ),
     ];
     for (i, (name, source)) in names.iter().enumerate() {
         if let Some((_, other)) = names[..i].iter().find(|(n, _)| n == name) {
@@ -504,226 +544,187 @@ pub fn validate(table: toml::Table, env: &impl Env) -> Result<Config, ConfigErro
             );
         }
     }
-    let names_in_use: Vec<(String, String)> =
-        names.iter().map(|&(n, s)| (n.clone(), s.clone())).collect();
+    names.to_vec()
+}
 
+/// The time zone and week start that cut windows, and the audit log's TTL and retention.
+fn read_calendar_and_retention<E: Env>(file: &mut Sources<'_, E>, config: &mut Config) {
     let tz = file
         .get::<TimeZoneName>("timezone", &["VCMETRICS_TIMEZONE"])
         .map_or(Tz::UTC, |t| t.0);
     let week_start = file
         .get::<WeekStart>("week_start", &["VCMETRICS_WEEK_START"])
         .map_or(Weekday::Mon, |w| w.0);
-    let audit_ttl = file
-        .get::<Bounded<RetentionBounds>>("audit_ttl", &["VCMETRICS_AUDIT_TTL"])
-        .map_or(SCHEMA_AUDIT_TTL, |d| d.0);
-    let audit_retention = file
+    config.calendar = Calendar::new(tz, week_start);
+    if let Some(d) = file.get::<Bounded<RetentionBounds>>("audit_ttl", &["VCMETRICS_AUDIT_TTL"]) {
+        config.audit_ttl = d.0;
+    }
+    config.audit_retention = file
         .get::<Bounded<RetentionBounds>>("audit_retention", &["VCMETRICS_AUDIT_RETENTION"])
         .map(|d| d.0);
-    let lease_ttl = file
-        .get::<Bounded<LeaseBounds>>("lease_ttl", &["VCMETRICS_LEASE_TTL"])
-        .map_or(Duration::from_secs(30), |d| d.0);
-    let shutdown_grace = file
-        .get::<Bounded<GraceBounds>>("shutdown_grace", &["VCMETRICS_SHUTDOWN_GRACE"])
-        .map_or(Duration::from_secs(30), |d| d.0);
-    let start_from = file
+}
+
+/// The daemon's own settings: lease, shutdown, endpoint, rollup limits, gauges.
+fn read_service<E: Env>(file: &mut Sources<'_, E>, config: &mut Config) {
+    fn duration<E: Env, B: values::DurationBounds>(
+        file: &mut Sources<'_, E>,
+        key: &str,
+        env_names: &[&str],
+        value: &mut Duration,
+    ) {
+        if let Some(d) = file.get::<Bounded<B>>(key, env_names) {
+            *value = d.0;
+        }
+    }
+    duration::<_, LeaseBounds>(
+        file,
+        "lease_ttl",
+        &["VCMETRICS_LEASE_TTL"],
+        &mut config.lease_ttl,
+    );
+    duration::<_, GraceBounds>(
+        file,
+        "shutdown_grace",
+        &["VCMETRICS_SHUTDOWN_GRACE"],
+        &mut config.shutdown_grace,
+    );
+    config.start_from = file
         .get::<values::Instant>("start_from", &["VCMETRICS_START_FROM"])
         .map(|t| t.0);
-    let listen = file
-        .get::<ListenAddress>("listen", &["VCMETRICS_LISTEN"])
-        .map_or(DEFAULT_LISTEN, |a| a.0);
-    let web = file
-        .get_sourced::<PathBuf>("web_config_file", &["VCMETRICS_WEB_CONFIG_FILE"])
-        .and_then(|(path, source)| match WebConfig::read(&path) {
-            Ok(web) => Some(web),
-            Err(e) => {
-                file.problem(&source, e.to_string());
-                None
-            }
-        });
-    let top_error_codes = file
-        .get::<Count<1, 500>>("top_error_codes", &[])
-        .map_or(20, |n| n.0);
-    let chunks_in_flight = file
-        .get::<Count<1, 8>>("chunks_in_flight", &[])
-        .map_or(2, |n| n.0);
-    let metrics_refresh = file
-        .get::<Bounded<RefreshBounds>>("metrics_refresh", &["VCMETRICS_METRICS_REFRESH"])
-        .map_or(Duration::from_secs(30), |d| d.0);
-    // Explicit, so no engine's default applies (DocumentDB cancels a command after 120 s unless
-    // told otherwise); long enough for a chunk at the README's scale on both engines.
-    let aggregate_timeout = file
-        .get::<Bounded<AggregateTimeoutBounds>>(
-            "aggregate_timeout",
-            &["VCMETRICS_AGGREGATE_TIMEOUT"],
-        )
-        .map_or(DEFAULT_AGGREGATE_TIMEOUT, |d| d.0);
-    let stuck_call_after = file
-        .get::<Bounded<StuckBounds>>("stuck_call_after", &["VCMETRICS_STUCK_CALL_AFTER"])
-        .map_or(Duration::from_secs(4 * 3600), |d| d.0);
-    let session_rules_lookback = file
-        .get::<Bounded<RulesLookbackBounds>>("session_rules_lookback", &[])
-        .map_or(Duration::from_secs(7 * 86_400), |d| d.0);
-    let instance_id = file
-        .get::<String>("instance_id", &["VCMETRICS_INSTANCE_ID"])
-        .unwrap_or_else(default_instance_id);
+    if let Some(a) = file.get::<ListenAddress>("listen", &["VCMETRICS_LISTEN"]) {
+        config.listen = a.0;
+    }
+    if let Some((path, source)) =
+        file.get_sourced::<PathBuf>("web_config_file", &["VCMETRICS_WEB_CONFIG_FILE"])
+    {
+        match WebConfig::read(&path) {
+            Ok(web) => config.web = Some(web),
+            Err(e) => file.problem(&source, e.to_string()),
+        }
+        config.web_config_file = Some(path);
+    }
+    if let Some(n) = file.get::<Count<1, 500>>("top_error_codes", &[]) {
+        config.top_error_codes = n.0;
+    }
+    if let Some(n) = file.get::<Count<1, 8>>("chunks_in_flight", &[]) {
+        config.chunks_in_flight = n.0;
+    }
+    duration::<_, RefreshBounds>(
+        file,
+        "metrics_refresh",
+        &["VCMETRICS_METRICS_REFRESH"],
+        &mut config.metrics_refresh,
+    );
+    duration::<_, AggregateTimeoutBounds>(
+        file,
+        "aggregate_timeout",
+        &["VCMETRICS_AGGREGATE_TIMEOUT"],
+        &mut config.aggregate_timeout,
+    );
+    duration::<_, StuckBounds>(
+        file,
+        "stuck_call_after",
+        &["VCMETRICS_STUCK_CALL_AFTER"],
+        &mut config.stuck_call_after,
+    );
+    duration::<_, RulesLookbackBounds>(
+        file,
+        "session_rules_lookback",
+        &[],
+        &mut config.session_rules_lookback,
+    );
+    if let Some(id) = file.get::<String>("instance_id", &["VCMETRICS_INSTANCE_ID"]) {
+        config.instance_id = id;
+    }
+}
 
+/// `[periods.<period>]`: each period's schedule, chunking and lookback.
+fn read_periods<E: Env>(file: &mut Sources<'_, E>, config: &mut Config) {
     let mut periods_table = file.table("periods");
-    let periods = Period::ALL.map(|period| {
-        let mut settings = periods_table
+    for period in Period::ALL {
+        let Some(mut settings) = periods_table
             .as_mut()
-            .and_then(|t| t.table(period.as_str()));
-        let defaults = default_period(period);
-        let mut get_count = |key: &str| -> Option<usize> {
-            settings
-                .as_mut()
-                .and_then(|s| s.get::<Count<0, 1000>>(key, &[]))
-                .map(|n| n.0)
+            .and_then(|t| t.table(period.as_str()))
+        else {
+            continue;
         };
+        let target = &mut config.periods[period.index()];
         let key = |name: &str| format!("periods.{period}.{name}");
-        let chunk_windows = match get_count("chunk_windows") {
-            Some(0) => {
-                file.problem(&key("chunk_windows"), "must be between 1 and 1000, got 0");
-                defaults.chunk_windows
+        let count = |settings: &mut Sources<'_, E>, name: &str, value: &mut usize| {
+            if let Some(n) = settings.get::<Count<0, 1000>>(name, &[]) {
+                *value = n.0;
             }
-            Some(n) => n,
-            None => defaults.chunk_windows,
         };
-        let lookback = get_count("lookback").unwrap_or(defaults.lookback);
-        let max_windows_per_run =
-            get_count("max_windows_per_run").unwrap_or(defaults.max_windows_per_run);
-        let include_open = settings
-            .as_mut()
-            .and_then(|s| s.get::<bool>("include_open", &[]))
-            .unwrap_or(defaults.include_open);
-        let schedule = settings
-            .as_mut()
-            .and_then(|s| s.get::<Schedule>("schedule", &[]))
-            .unwrap_or_else(|| {
-                Schedule::parse(default_schedule(period))
-                    .expect("the default schedules are valid 6-field cron expressions")
-            });
-        if max_windows_per_run <= lookback + 1 {
+        let chunk_windows = target.chunk_windows;
+        count(&mut settings, "chunk_windows", &mut target.chunk_windows);
+        if target.chunk_windows == 0 {
+            settings.problem(&key("chunk_windows"), "must be between 1 and 1000, got 0");
+            target.chunk_windows = chunk_windows;
+        }
+        count(&mut settings, "lookback", &mut target.lookback);
+        count(
+            &mut settings,
+            "max_windows_per_run",
+            &mut target.max_windows_per_run,
+        );
+        if let Some(include_open) = settings.get::<bool>("include_open", &[]) {
+            target.include_open = include_open;
+        }
+        if let Some(schedule) = settings.get::<Schedule>("schedule", &[]) {
+            target.schedule = schedule;
+        }
+        settings.finish(&PERIOD_KEYS);
+    }
+    for period in Period::ALL {
+        let target = &config.periods[period.index()];
+        if target.max_windows_per_run <= target.lookback + 1 {
             file.problem(
-                &key("max_windows_per_run"),
+                &format!("periods.{period}.max_windows_per_run"),
                 format!(
                     "must exceed lookback + 1 ({}), or a run could never get past its own lookback",
-                    lookback + 1
+                    target.lookback + 1
                 ),
             );
         }
-        if let Some(settings) = settings {
-            settings.finish(&[
-                "chunk_windows",
-                "schedule",
-                "lookback",
-                "include_open",
-                "max_windows_per_run",
-            ]);
-        }
-        PeriodConfig {
-            chunk_windows,
-            schedule,
-            lookback,
-            include_open,
-            max_windows_per_run,
-        }
-    });
+    }
     if let Some(periods_table) = periods_table {
         periods_table.finish(&Period::ALL.map(Period::as_str));
     }
-    let mut late_defaults = LateEventsConfig::default();
-    if let Some(mut late) = file.table("late_events") {
-        if let Some(enabled) = late.get::<bool>("enabled", &[]) {
-            late_defaults.enabled = enabled;
-        }
-        if let Some(limit) = late.get::<Count<1, 10_000_000>>("scan_limit", &[]) {
-            late_defaults.scan_limit = limit.0;
-        }
-        if let Some(settle) = late.get::<Bounded<SettleBounds>>("settle", &[]) {
-            late_defaults.settle = settle.0;
-        }
-        late.finish(&["enabled", "scan_limit", "settle"]);
-    }
-    let late_events = late_defaults;
-    let archive = archive_config(&mut file, &database, &names_in_use);
-    file.finish(&TOP_LEVEL_KEYS);
+}
 
-    let problems = problems.into_inner();
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
+/// `[late_events]`.
+fn read_late_events<E: Env>(file: &mut Sources<'_, E>, config: &mut Config) {
+    let Some(mut late) = file.table("late_events") else {
+        return;
+    };
+    let target = &mut config.late_events;
+    if let Some(enabled) = late.get::<bool>("enabled", &[]) {
+        target.enabled = enabled;
     }
-    Ok(Config {
-        mongodb_uri: uri.0,
-        database,
-        audit_collection: audit_collection.0,
-        metrics_collection: metrics_collection.0,
-        staging_collection: staging_collection.0,
-        sessions_collection: sessions_collection.0,
-        calendar: Calendar::new(tz, week_start),
-        audit_ttl,
-        audit_retention,
-        periods,
-        state_collection: state_collection.0,
-        start_from,
-        lease_ttl,
-        instance_id,
-        shutdown_grace,
-        listen,
-        web,
-        top_error_codes,
-        chunks_in_flight,
-        metrics_refresh,
-        aggregate_timeout,
-        late_events,
-        stuck_call_after,
-        session_rules_lookback,
-        archive,
-    })
+    if let Some(limit) = late.get::<Count<1, 10_000_000>>("scan_limit", &[]) {
+        target.scan_limit = limit.0;
+    }
+    if let Some(settle) = late.get::<Bounded<SettleBounds>>("settle", &[]) {
+        target.settle = settle.0;
+    }
+    late.finish(&LATE_EVENTS_KEYS);
 }
 
 /// `[archive]`, checked against the collections in use: an archive in the configured database
 /// must not be one of them.
-fn archive_config<E: Env>(
-    file: &mut Sources<'_, E>,
-    database: &str,
-    names_in_use: &[(String, String)],
-) -> ArchiveConfig {
-    let mut archive = ArchiveConfig::default();
-    let Some(mut table) = file.table("archive") else {
-        // The environment still applies without a table.
-        let mut empty = Sources {
-            table: toml::Table::new(),
-            prefix: "archive.".to_owned(),
-            env: file.env,
-            problems: file.problems,
-        };
-        read_archive(&mut empty, &mut archive, database, names_in_use);
-        return archive;
-    };
-    read_archive(&mut table, &mut archive, database, names_in_use);
-    table.finish(&[
-        "collection",
-        "database",
-        "after",
-        "retention",
-        "schedule",
-        "batch_size",
-    ]);
-    archive
-}
-
 fn read_archive<E: Env>(
     table: &mut Sources<'_, E>,
-    archive: &mut ArchiveConfig,
-    database: &str,
+    config: &mut Config,
     names_in_use: &[(String, String)],
 ) {
+    let database = config.database.clone();
+    let archive = &mut config.archive;
     let collection =
         table.get_sourced::<CollectionName>("collection", &["VCMETRICS_ARCHIVE_COLLECTION"]);
     let archive_database = table
         .get::<DatabaseName>("database", &["VCMETRICS_ARCHIVE_DATABASE"])
         .map(|d| d.0)
-        .filter(|d| d != database);
+        .filter(|d| *d != database);
     if let Some((name, source)) = collection {
         archive.collection = name.0;
         if archive_database.is_none() {

@@ -380,7 +380,7 @@ impl MongoStore {
     /// the merged metrics.
     async fn clean_up(&self, chunk: &Chunk) {
         if let Err(e) = self.delete(&chunk.commands.cleanup).await {
-            tracing::warn!(error = %e, "could not delete a chunk's staged documents");
+            tracing::warn!(error = %crate::error::Chain(&e), "could not delete a chunk's staged documents");
         }
     }
 
