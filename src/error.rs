@@ -133,7 +133,7 @@ impl Error {
         }
     }
 
-    /// The documented exit code (README, "Exit codes").
+    /// The documented exit code (docs/commands.md, "Exit codes").
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Config(_) => 2,

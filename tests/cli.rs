@@ -1,5 +1,5 @@
 //! The binary's error paths: bad arguments and bad configuration give one clear line and the
-//! documented exit code (README, "Exit codes"), never a panic. None of these needs MongoDB.
+//! documented exit code (docs/commands.md, "Exit codes"), never a panic. None of these needs MongoDB.
 
 use std::process::{Command, Output};
 

@@ -4,8 +4,8 @@
 //! that vcmetrics exposes: the daemon's from a live scrape of `vcmetrics run` plus the families
 //! its registry declares (the lag, watermark and last-success gauges get samples only after a
 //! period's first run), the call metrics from the exporter's own builder (they appear only once
-//! documents exist; `prometheus_e2e` scrapes them live from a real server). The README's
-//! operations section must name the files and have a runbook for every alert.
+//! documents exist; `prometheus_e2e` scrapes them live from a real server). `docs/operations.md`
+//! must name the files and `docs/alerts.md` have a runbook for every alert.
 //!
 //! `.ci/run` installs the tools; elsewhere a missing tool skips its check with a printed line
 //! (and fails under `CI=true`).
@@ -63,8 +63,8 @@ fn rules() -> Yaml {
     YamlLoader::load_from_str(&text).unwrap().remove(0)
 }
 
-/// Where the rules' `runbook_url`s point by default: the README in the project's repository.
-const RUNBOOKS: &str = "https://github.com/vcmetrics/vcmetrics/blob/main/README.md";
+/// Where the rules' `runbook_url`s point by default: `docs/alerts.md` in the project's repository.
+const RUNBOOKS: &str = "https://github.com/vcmetrics/vcmetrics/blob/main/docs/alerts.md";
 
 /// (alert name, expression, `runbook_url` annotation) of every rule.
 fn alerts() -> Vec<(String, String, String)> {
@@ -296,14 +296,14 @@ fn every_promql_expression_parses_and_uses_only_exposed_metrics() {
     }
 }
 
-/// The README's "Your copy of the rules" command, run as written: the rewritten rules point at
+/// `docs/alerts.md`'s "Your copy of the rules" command, run as written: the rewritten rules point at
 /// the new runbook base and job, and the rule tests, rewritten the same way, still pass.
 #[test]
-fn item_6_the_readme_rewrite_of_runbooks_and_job_keeps_the_rules_valid() {
+fn item_6_the_documented_rewrite_of_runbooks_and_job_keeps_the_rules_valid() {
     if !have("promtool", "--version") {
         return;
     }
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/alerts.md")).unwrap();
     let section = readme.split("**Your copy of the rules.**").nth(1).unwrap();
     let script = section
         .split("```sh\n")
@@ -325,14 +325,14 @@ fn item_6_the_readme_rewrite_of_runbooks_and_job_keeps_the_rules_valid() {
 
     let rewritten = std::fs::read_to_string(&rules).unwrap();
     assert!(!rewritten.contains(RUNBOOKS) && !rewritten.contains(r#"job="vcmetrics""#));
-    assert!(rewritten.contains("runbook_url: https://git.example.internal/ops/vcmetrics/-/blob/main/README.md#vcmetricsdown"));
+    assert!(rewritten.contains("runbook_url: https://git.example.internal/ops/vcmetrics/-/blob/main/docs/alerts.md#vcmetricsdown"));
     assert!(rewritten.contains(r#"job="kubernetes-pods""#));
 
     let tests = std::fs::read_to_string(deploy("prometheus/alerts.test.yml"))
         .unwrap()
         .replace(
             RUNBOOKS,
-            "https://git.example.internal/ops/vcmetrics/-/blob/main/README.md",
+            "https://git.example.internal/ops/vcmetrics/-/blob/main/docs/alerts.md",
         )
         .replace(r#"job="vcmetrics""#, r#"job="kubernetes-pods""#)
         .replace("job: vcmetrics\n", "job: kubernetes-pods\n");
@@ -346,8 +346,9 @@ fn item_6_the_readme_rewrite_of_runbooks_and_job_keeps_the_rules_valid() {
 }
 
 #[test]
-fn every_alert_has_a_runbook_in_the_readme_and_the_readme_names_the_deploy_files() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn every_alert_has_a_runbook_and_the_operations_guide_names_the_deploy_files() {
+    let runbooks = std::fs::read_to_string(root().join("docs/alerts.md")).unwrap();
+    let operations = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
     let alerts = alerts();
     assert!(alerts.len() >= 7, "{alerts:?}");
     for (name, _, runbook) in &alerts {
@@ -357,8 +358,8 @@ fn every_alert_has_a_runbook_in_the_readme_and_the_readme_names_the_deploy_files
             "{name}: runbook_url must be an absolute link a pager can open"
         );
         assert!(
-            readme.contains(&format!("\n### {name}\n")),
-            "README has no runbook section for {name}"
+            runbooks.contains(&format!("\n### {name}\n")),
+            "docs/alerts.md has no runbook section for {name}"
         );
     }
     for file in [
@@ -371,7 +372,10 @@ fn every_alert_has_a_runbook_in_the_readme_and_the_readme_names_the_deploy_files
         "deploy/grafana/dashboards/vcmetrics.json",
     ] {
         assert!(root().join(file).exists(), "{file} missing");
-        assert!(readme.contains(file), "README does not mention {file}");
+        assert!(
+            operations.contains(file),
+            "docs/operations.md does not mention {file}"
+        );
     }
 }
 

@@ -1174,7 +1174,7 @@ async fn g_malformed_audit_documents_never_fail_a_run() {
     sorted.sort();
     assert!(
         wrong.is_empty() && sorted == want_errors,
-        "the malformed window, by the README's definitions:\n{}\nerrorCounts {error_counts:?}, want {want_errors:?}\ndocument {w:?}",
+        "the malformed window, by the metric definitions (docs/metric-definitions.md):\n{}\nerrorCounts {error_counts:?}, want {want_errors:?}\ndocument {w:?}",
         wrong.join("\n")
     );
 

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "drop_before")]
     pub before: Option<String>,
     /// Instead of archiving: delete the archived events timestamped before this instant from
-    /// the archive, after they were dumped elsewhere (`mongodump --query`, see the README's
+    /// the archive, after they were dumped elsewhere (`mongodump --query`, see docs/archival.md's
     /// archival runbook). Recorded first: recompute then refuses windows before it.
     #[arg(long)]
     pub drop_before: Option<String>,

@@ -21,7 +21,7 @@ fn script(config: &Config) -> String {
     let db = &config.database;
     let quoted = serde_json::Value::from(db.as_str());
     let mut text = format!(
-        "// Least-privilege roles for vcmetrics {} in database {quoted} (README \"Least privilege\").\n\
+        "// Least-privilege roles for vcmetrics {} in database {quoted} (docs/operations.md, \"Least privilege\").\n\
          // Run as a user administrator: vcmetrics roles | mongosh \"<admin connection string>\"\n",
         env!("CARGO_PKG_VERSION")
     );

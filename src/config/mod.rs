@@ -401,7 +401,7 @@ impl Config {
             chunks_in_flight: 2,
             metrics_refresh: Duration::from_secs(30),
             // Explicit, so no engine's default applies (DocumentDB cancels a command after 120 s
-            // unless told otherwise); long enough for a chunk at the README's scale on both
+            // unless told otherwise); long enough for a chunk at the scale docs/scaling.md measures on both
             // engines.
             aggregate_timeout: DEFAULT_AGGREGATE_TIMEOUT,
             late_events: LateEventsConfig::default(),

@@ -5,7 +5,7 @@
 //! (croner, DST-aware: after a change, local-time schedules keep their local time; in the
 //! repeated hour of an autumn change a schedule fires once), against the injected clock, and the
 //! daemon sleeps until the earliest fire time (at most [`MAX_SLEEP`], so a wall-clock step is
-//! followed). This is the only place that decides when a period runs (see the README on why not
+//! followed). This is the only place that decides when a period runs (see docs/design.md on why not
 //! tokio-cron-scheduler). A period whose fire time passed while the process could not run (a
 //! suspended VM) fires once; what it missed is made good by the watermark.
 //!

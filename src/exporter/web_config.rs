@@ -128,7 +128,9 @@ impl WebConfig {
 }
 
 fn unsupported(key: &str) -> String {
-    format!("{key}: not supported by vcmetrics (remove it; see the README's \"Securing /metrics\")")
+    format!(
+        "{key}: not supported by vcmetrics (remove it; see docs/metrics.md, \"Securing /metrics\")"
+    )
 }
 
 fn key_str<'a>(key: &'a Yaml, prefix: &str) -> Result<&'a str, String> {

@@ -1,7 +1,7 @@
 //! The metrics document: its fields, what each one means, and how two versions of it differ.
 //!
 //! The numbers themselves are computed by the `pipelines/rollup_*.json` files on the server; this module only
-//! names the fields (the README's metric table is checked against this list), reads documents
+//! names the fields (`docs/metric-definitions.md`'s table is checked against this list), reads documents
 //! back and compares them for `verify` and `recompute --dry-run`.
 
 use std::collections::BTreeMap;
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn every_field_is_produced_by_the_rollup_pipeline_and_documented_in_the_readme() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/metric-definitions.md");
         for field in FIELDS.iter().map(|f| f.name).chain([ERROR_COUNTS]) {
             assert!(
                 crate::rollup::pipeline::FINISH_PIPELINE.contains(&format!("\"{field}\"")),
@@ -235,7 +235,7 @@ mod tests {
             );
             assert!(
                 readme.contains(&format!("`{field}`")),
-                "{field} not in README.md"
+                "{field} not in docs/metric-definitions.md"
             );
         }
     }

@@ -28,7 +28,7 @@ fn malformed(field: &str, value: Option<&Bson>) -> Error {
     Error::MongoWrite {
         operation: "find (archive state)",
         message: format!(
-            "the archive state document has an unexpected `{field}` ({value:?}); fix or delete it only after reading the README's archival runbook"
+            "the archive state document has an unexpected `{field}` ({value:?}); fix or delete it only after reading the archival runbook (docs/archival.md)"
         ),
     }
 }

@@ -1,5 +1,5 @@
 // Audit events for the conformance tests, built with small builders, and the metrics documents
-// they must produce, written by hand from the metric definitions in the README.
+// they must produce, written by hand from the metric definitions (docs/metric-definitions.md).
 import { ObjectId } from "bson";
 
 // Users: ObjectIds, as the platform's schema has them.
@@ -76,7 +76,7 @@ export function metrics(period, date, fields = {}) {
   return { period, date: new Date(date), ...zero, ...fields };
 }
 
-// Hand-computed partial sums reused below (see the README's metric definitions).
+// Hand-computed partial sums reused below (see docs/metric-definitions.md).
 // b1..b9: the 09:00 UTC hour.
 const hour09 = {
   totalAttempts: 2, successfulConnections: 2, failedConnections: 1, totalCalls: 1, completedCalls: 1,

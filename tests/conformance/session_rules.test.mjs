@@ -1,6 +1,6 @@
 // The schema's session rules as the binary builds them (`vcmetrics check sessions --print`),
 // executed with mingo on fixture sessions — dates, wrong types, missing fields — against counts
-// worked out by hand from the rules in the README, once with every conditional branch evaluated
+// worked out by hand from the rules in docs/sessions.md, once with every conditional branch evaluated
 // (DocumentDB 0.108 evaluates both branches of $cond): the expressions must never apply an
 // operator to a value of the wrong type.
 import { test } from "node:test";
