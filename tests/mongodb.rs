@@ -284,6 +284,77 @@ async fn migrate_recompute_verify_rerun_dry_run_and_retention_guard_on_a_real_se
     scratch.finish().await;
 }
 
+/// #22, item 2: recomputing an unchanged range again leaves every stored field bit-identical
+/// (all but `updatedAt`, the run's time), on one node and on a sharded cluster, where the
+/// shards' partial sums are combined in a different order on each run. Durations and connection
+/// times with many decimals, so that sums of doubles would differ in their last bits.
+#[tokio::test]
+#[ignore = "needs MONGODB_URI"]
+async fn a_rerun_over_unchanged_events_leaves_every_field_bit_identical() {
+    let scratch = Scratch::new("bits").await;
+    ok(&vcmetrics(&scratch, &["migrate"], &[]));
+    let start = chrono::Utc::now() - chrono::Duration::days(4);
+    let mut events = Vec::new();
+    for i in 0..6000_i64 {
+        let at = start + chrono::Duration::seconds(i * 41);
+        let session = bson::oid::ObjectId::new();
+        let x = (i * 7919 % 10007) as f64;
+        events.push(doc! {
+            "sessionId": session, "userId": bson::oid::ObjectId::new(), "action": "call_end",
+            "timestamp": support::bson_date(at), "duration": x / 7.0 + 0.1, "metadata": {},
+        });
+        events.push(doc! {
+            "sessionId": session, "userId": bson::oid::ObjectId::new(),
+            "action": "connection_established", "timestamp": support::bson_date(at),
+            "metadata": {"connectionTime": x / 3.0 + 0.3},
+        });
+    }
+    scratch.audit().insert_many(events).await.unwrap();
+    let range = ["--from", "now-5d", "--to", "now-1d"];
+    let recompute = |period: &str| {
+        let mut args = vec!["recompute", "--period", period];
+        args.extend(range);
+        ok(&vcmetrics(&scratch, &args, &[]))
+    };
+    let stored = || async {
+        let mut docs: Vec<(String, Vec<u8>)> = Vec::new();
+        for mut d in metrics_docs(&scratch.db, "videocallmetrics").await {
+            d.remove("updatedAt");
+            d.remove("_id");
+            let key = format!(
+                "{} {}",
+                d.get_str("period").unwrap(),
+                d.get_datetime("date").unwrap()
+            );
+            docs.push((key, bson::to_vec(&d).unwrap()));
+        }
+        docs.sort();
+        docs
+    };
+    for period in ["hourly", "daily"] {
+        recompute(period);
+    }
+    let first = stored().await;
+    assert!(first.len() > 90, "{} documents", first.len());
+    for period in ["hourly", "daily"] {
+        let out = recompute(period);
+        assert!(out.contains(" 0 changed"), "{out}");
+    }
+    let second = stored().await;
+    let differing: Vec<&String> = first
+        .iter()
+        .zip(&second)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| &a.0)
+        .collect();
+    assert_eq!(first.len(), second.len());
+    assert!(
+        differing.is_empty(),
+        "not bit-identical after a re-run: {differing:?}"
+    );
+    scratch.finish().await;
+}
+
 #[tokio::test]
 #[ignore = "needs MONGODB_URI"]
 async fn migrate_never_silently_changes_a_ttl() {

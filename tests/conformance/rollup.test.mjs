@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Aggregator } from "mingo";
 import { Database, bucketAsDocumented, commandsFor, runAll, runCommand, previewOf } from "./executor.mjs";
-import { cases, marchEvents, metrics } from "./fixtures.mjs";
+import { cases, event, marchEvents, metrics } from "./fixtures.mjs";
 
 const NOW = "2026-12-01T00:00:00Z";
 const LATER = "2026-12-02T00:00:00Z";
@@ -188,4 +188,48 @@ test("mingo's $bucket differs at boundaries; the executor's documented form does
   // mingo 7.2.7 puts it in the 09:00 bucket. When this assertion fails, mingo has been fixed and
   // the executor can run $bucket as it is.
   assert.deepEqual(ids([{ $bucket: spec }]), [[b0.toISOString(), 2], [b1.toISOString(), 1]]);
+});
+
+// #22: the stored sums do not depend on the order in which events are added up (a sharded
+// cluster combines the shards' partial sums in a different order on each run). Each duration and
+// connection time is summed as a whole number of microseconds, exact in a double, and divided
+// once at the end. As plain doubles, 0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 differ in the last bit.
+test("sums are bit-identical whatever the order of the events", () => {
+  const at = (m) => `2026-03-01T09:${String(m).padStart(2, "0")}:00Z`;
+  const values = [0.1, 0.2, 0.3];
+  assert.notEqual(values.reduce((s, v) => s + v, 0), [...values].reverse().reduce((s, v) => s + v, 0));
+  const events = values.flatMap((v, i) => [
+    event(`d${i}`, at(i), "call_end", "u1", { duration: v }),
+    event(`t${i}`, at(i), "connection_established", "u2", { metadata: { connectionTime: v } }),
+  ]);
+  const run = (ordered) => {
+    const db = setUp(ordered);
+    runAll(db, commandsFor({ ...hourly, now: NOW }));
+    return computed(db).find((d) => d.date.getTime() === Date.parse("2026-03-01T09:00:00Z"));
+  };
+  const forward = run(events);
+  const backward = run([...events].reverse());
+  for (const key of ["totalDuration", "averageDuration", "totalConnectionTime", "averageConnectionTime"]) {
+    assert.ok(Object.is(forward[key], backward[key]), `${key}: ${forward[key]} vs ${backward[key]}`);
+  }
+  assert.equal(forward.totalDuration, 0.6);
+  assert.equal(forward.totalConnectionTime, 0.6);
+  assert.equal(forward.averageDuration, 0.6 / 3);
+});
+
+// #22: each value is rounded once, to the microsecond (half up), before it is summed.
+test("durations and connection times are summed in whole microseconds", () => {
+  const at = (m) => `2026-03-01T09:${String(m).padStart(2, "0")}:00Z`;
+  const db = setUp([
+    event("a", at(1), "call_end", "u1", { duration: 12.3456785 }),
+    event("b", at(2), "call_end", "u1", { duration: 0.0000004 }),
+    event("c", at(3), "connection_established", "u2", { metadata: { connectionTime: 250.0004 } }),
+    event("d", at(4), "connection_established", "u2", { metadata: { connectionTime: 0.0005 } }),
+  ]);
+  runAll(db, commandsFor({ ...hourly, now: NOW }));
+  const hour = computed(db).find((d) => d.date.getTime() === Date.parse("2026-03-01T09:00:00Z"));
+  assert.equal(hour.totalDuration, 12.345679);
+  assert.equal(hour.callsWithDuration, 2);
+  assert.equal(hour.totalConnectionTime, 250.001);
+  assert.equal(hour.connectionsWithTime, 2);
 });

@@ -47,6 +47,30 @@ pub fn mongodb_uri() -> String {
     }
 }
 
+/// Whether `MONGODB_SHARDED` asks for a sharded audit log: set it (to anything but `0`) when
+/// `MONGODB_URI` is a sharded cluster, and every scratch database shards its audit log and
+/// archive on `{sessionId: "hashed"}` before anything is loaded (the metrics, staging and state
+/// collections stay unsharded, as docs/scaling.md says they must on DocumentDB's cluster).
+pub fn sharded() -> bool {
+    std::env::var("MONGODB_SHARDED").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The shard key the tests (and docs/scaling.md) use for the audit log and the archive.
+pub const SHARD_KEY: &str = "sessionId";
+
+/// Shards `database.collection` on the hashed [`SHARD_KEY`] (creating it), as an operator would
+/// through mongos or DocumentDB's gateway.
+pub async fn shard_collection(client: &Client, database: &str, collection: &str) {
+    client
+        .database("admin")
+        .run_command(doc! {
+            "shardCollection": format!("{database}.{collection}"),
+            "key": {SHARD_KEY: "hashed"},
+        })
+        .await
+        .unwrap_or_else(|e| panic!("shardCollection {database}.{collection}: {e}"));
+}
+
 /// Tests of one binary that start daemons run one at a time: their timing assertions (lease
 /// takeover, shutdown grace) must not compete with each other for two cores.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
@@ -88,9 +112,19 @@ impl Scratch {
             .await
             .unwrap_or_else(|e| panic!("MONGODB_URI does not answer buildInfo: {e}"));
         eprintln!(
-            "{purpose}: MongoDB {} at scratch database {name}",
-            build.get_str("version").unwrap_or("?")
+            "{purpose}: MongoDB {} at scratch database {name}{}",
+            build.get_str("version").unwrap_or("?"),
+            if sharded() {
+                " (audit log and archive sharded)"
+            } else {
+                ""
+            }
         );
+        if sharded() {
+            for collection in ["videocallauditlogs", "videocallauditlogs_archive"] {
+                shard_collection(&client, &name, collection).await;
+            }
+        }
         Scratch {
             uri,
             name,
