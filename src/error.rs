@@ -69,6 +69,10 @@ pub enum Error {
     },
     #[error(transparent)]
     MetricsDocument(#[from] NoDate),
+    /// The database cannot be set up as vcmetrics needs it: for example a collection it
+    /// `$merge`s into is sharded where the engine refuses its unique index or the `$merge`.
+    #[error("the database cannot be set up for vcmetrics: {0}")]
+    Setup(String),
     /// A safety guard stopped the command: it would have destroyed or hidden data.
     #[error("refused: {0}")]
     Refused(String),
@@ -122,6 +126,13 @@ impl Error {
     pub fn mongo(operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> Error {
         move |source| {
             let source = ServerError(source);
+            if source.is_merge_into_sharded() {
+                return Error::Setup(format!(
+                    "MongoDB {operation} failed: {source}; the collections vcmetrics $merges into \
+                     (metrics_collection, staging_collection) must stay unsharded on this engine \
+                     (docs/scaling.md)"
+                ));
+            }
             if source.is_missing_index() {
                 Error::NotMigrated {
                     operation,
@@ -140,7 +151,7 @@ impl Error {
             Error::Drift { .. } | Error::RulesBroken { .. } => 3,
             Error::Refused(_) => 4,
             Error::Busy(_) => 5,
-            Error::NotMigrated { .. } => 6,
+            Error::NotMigrated { .. } | Error::Setup(_) => 6,
             Error::Interrupted(_) => 130,
             Error::Pipeline(_)
             | Error::Mongo { .. }
@@ -193,7 +204,7 @@ impl Error {
             Error::Unhealthy(_) => "unhealthy",
             Error::Listen { .. } => "listen",
             Error::Drift { .. } | Error::RulesBroken { .. } => "drift",
-            Error::NotMigrated { .. } => "setup",
+            Error::NotMigrated { .. } | Error::Setup(_) => "setup",
         }
     }
 }
@@ -222,6 +233,14 @@ impl ServerError {
     /// unique").
     pub fn is_missing_index(&self) -> bool {
         self.code() == Some(51183)
+    }
+
+    /// The engine refused a `$merge` into a sharded collection (DocumentDB 0.108's cluster:
+    /// "$merge for sharded output collection not supported yet").
+    pub fn is_merge_into_sharded(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        matches!(self.0.kind.as_ref(), ErrorKind::Command(c)
+            if c.message.contains("sharded output collection"))
     }
 }
 

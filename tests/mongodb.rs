@@ -468,3 +468,68 @@ async fn migrate_creates_the_sessions_indexes_and_reports_other_options() {
     assert_eq!((unique, sparse), (Some(true), Some(true)));
     scratch.finish().await;
 }
+
+/// #22, item 3, on a sharded cluster only (`MONGODB_SHARDED`; `scripts/test` filters tests named
+/// `sharded_` out elsewhere): with the metrics collection sharded, `migrate` creates every index
+/// it can and says which collection must stay unsharded and why (exit 6), never a raw driver
+/// error; a `$merge` into a sharded staging collection is refused in the same words.
+#[tokio::test]
+#[ignore = "needs MONGODB_URI"]
+async fn sharded_migrate_says_which_collection_must_stay_unsharded() {
+    assert!(
+        support::sharded(),
+        "run with MONGODB_SHARDED=1 against a sharded cluster"
+    );
+    let scratch = Scratch::new("shard_refusal").await;
+    support::shard_collection(&scratch.client, &scratch.name, "videocallmetrics").await;
+    let out = vcmetrics(&scratch, &["migrate"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("the database cannot be set up for vcmetrics: the server refused the unique index videocallmetrics.period_1_date_1")
+            && err.contains("keep videocallmetrics unsharded (every run's $merge matches windows on {period, date}"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Kind:") && !err.contains("RawDocumentBuf"),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for created in [
+        "created  videocallauditlogs.timestamp_1",
+        "created  videocallmetrics.date_1",
+        "created  videocallmetrics_staging.at_1",
+    ] {
+        assert!(stdout.contains(created), "{created} in:\n{stdout}");
+    }
+
+    // The metrics collection unsharded again, the staging collection sharded instead.
+    scratch.metrics().drop().await.unwrap();
+    support::shard_collection(&scratch.client, &scratch.name, "videocallmetrics_staging").await;
+    ok(&vcmetrics(&scratch, &["migrate"], &[]));
+    scratch
+        .audit()
+        .insert_one(support::event(
+            "call_start",
+            chrono::Utc::now() - chrono::Duration::days(2),
+        ))
+        .await
+        .unwrap();
+    let out = vcmetrics(
+        &scratch,
+        &[
+            "recompute",
+            "--period",
+            "daily",
+            "--from",
+            "now-3d",
+            "--to",
+            "now-1d",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("must stay unsharded on this engine"), "{err}");
+    scratch.finish().await;
+}

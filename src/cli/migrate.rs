@@ -10,7 +10,7 @@ use crate::sessions::migration::{
     confirmed_without_link, confirmed_without_link_nor_object_id, video_call_fields,
     without_video_fields, Changes, Record, ADD_VIDEO_CALL_FIELDS,
 };
-use crate::store::indexes::{plan, wanted_indexes, IndexAction};
+use crate::store::indexes::{plan, wanted_indexes, IndexAction, WantedIndex};
 use crate::store::MongoStore;
 
 #[derive(Debug, Default, clap::Args)]
@@ -123,17 +123,60 @@ pub async fn migrate(
             }
         }
     }
+    let mut unshardable = Vec::new();
     for wanted in to_create.values() {
-        store.create_indexes(wanted).await?;
-        for w in wanted {
+        let created = match store.create_indexes(wanted).await {
+            Ok(()) => wanted.clone(),
+            Err(e) => match refused_unique(wanted, e) {
+                // The rest of the collection's indexes are still created.
+                Ok((unique, others)) => {
+                    store.create_indexes(&others).await?;
+                    unshardable.push(unique);
+                    others
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        for w in created {
             say(format!("created  {}.{} {}", w.collection, w.name, w.keys));
         }
+    }
+    if !unshardable.is_empty() {
+        return Err(Error::Setup(unshardable.join("; ")));
     }
     if refusals.is_empty() {
         Ok(())
     } else {
         Err(Error::Refused(refusals.join("; ")))
     }
+}
+
+/// When the server refused a batch that holds a unique index (a sharded collection: DocumentDB's
+/// cluster refuses every unique index on one, MongoDB those not prefixed by the shard key), the
+/// reason to give (which collection must stay unsharded, and why) and the batch's other indexes.
+fn refused_unique<'a>(
+    batch: &[&'a WantedIndex],
+    error: Error,
+) -> Result<(String, Vec<&'a WantedIndex>)> {
+    let Some(unique) = batch.iter().find(|w| w.unique) else {
+        return Err(error);
+    };
+    let server = match &error {
+        Error::Mongo { source, .. } => source.to_string(),
+        _ => return Err(error),
+    };
+    let why = if unique.keys == bson::doc! {"period": 1, "date": 1} {
+        "every run's $merge matches windows on {period, date}, which needs this unique index"
+    } else {
+        "the platform's schema declares it unique"
+    };
+    let reason = format!(
+        "the server refused the unique index {}.{} {} ({server}): keep {} unsharded ({why}, and \
+         a sharded collection cannot have it here; docs/scaling.md)",
+        unique.collection, unique.name, unique.keys, unique.collection
+    );
+    let others = batch.iter().filter(|w| !w.unique).copied().collect();
+    Ok((reason, others))
 }
 
 /// `--data add-video-call-fields`: look (`--dry-run`), or run it unless it is recorded as applied.
