@@ -26,7 +26,14 @@
 //!    (`collStats`), and a daily recompute of 9 archived days before and after (reading the
 //!    archive through `$unionWith`).
 //!
+//! 6. and 7. How cost grows (1M and 10M events on one node, 1M on a sharded cluster with
+//!    `BENCH_CLUSTER_URI`) and the open window's freshness under live load: `scale.rs`.
+//!
+//! `BENCH_SECTIONS` picks them: `all` (default), `base` (0-5) or `scale` (6-7).
 //! A figure an engine does not give is printed as "not reported by this engine".
+
+#[path = "mongodb/scale.rs"]
+mod scale;
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
@@ -489,6 +496,10 @@ async fn run(uri: String) -> anyhow::Result<()> {
         Utc::now().format("%Y-%m-%d")
     );
     let now = Utc::now().duration_trunc(chrono::Duration::hours(1))?;
+    let sections = std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "all".to_owned());
+    if sections == "scale" {
+        return scale::run(&uri, now).await;
+    }
     let (from, to) = (now - chrono::Duration::days(30), now);
     let events = env_number("BENCH_EVENTS", 1_000_000);
     let name = format!("vcm_bench_{}_{events}", std::process::id());
@@ -728,5 +739,8 @@ async fn run(uri: String) -> anyhow::Result<()> {
     db.drop().await?;
     store.shutdown().await;
     client.shutdown().await;
+    if sections == "all" {
+        scale::run(&uri, now).await?;
+    }
     Ok(())
 }

@@ -1,0 +1,462 @@
+//! Sections 6 and 7 of the MongoDB benchmark (`BENCH_SECTIONS=scale`, or `all`): how the cost
+//! grows, and how fresh the open window is under live load.
+//!
+//! 6. On one node, at `BENCH_SCALE_SIZES` (default 1000000 and 10000000) events over 30 days:
+//!    `vcmetrics recompute` of each period (time, events/s, peak RSS), the engine's floor, and —
+//!    at the smallest size — the client-side stream. Then the ratio of events/s between the
+//!    largest and the smallest size (linear growth is >= 0.8), the ratio to the floor at both
+//!    (target <= 1.5) and the peak RSS at both (flat). With `BENCH_CLUSTER_URI` (a sharded
+//!    cluster; its audit log is sharded on `{sessionId: "hashed"}` before it is loaded) the same
+//!    figures at the smallest size there, and the ratio of its times to the single node's,
+//!    measured in the same run on the same machine.
+//! 7. On the largest single-node audit log (`BENCH_FRESHNESS_SECONDS`, default 660, 0 skips):
+//!    `vcmetrics run` with the default schedules while a writer inserts `BENCH_LIVE_RATE`
+//!    (default 500) events a second stamped with their write time; how long after its write each
+//!    event is counted in its open hourly window's document (p50, p99), and the hourly runs'
+//!    durations. Target: p99 within the hourly schedule's interval (5 min) plus 10 s, runs under
+//!    1 s.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use chrono::{DateTime, DurationRound, Utc};
+use vcmetrics::rollup::plan_range;
+use vcmetrics::store::Store;
+use vcmetrics::window::Period;
+
+use super::{client_side, env_number, floor, recompute, scratch, vcmetrics};
+
+/// Per hourly window (its start), what happened in it, in order.
+type ByHour<T> = BTreeMap<DateTime<Utc>, Vec<T>>;
+
+/// One period's figures at one size on one deployment.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    events: u64,
+    seconds: f64,
+    floor_seconds: f64,
+    peak_kib: u64,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+    fn x_floor(&self) -> f64 {
+        self.seconds / self.floor_seconds
+    }
+}
+
+/// A loaded audit log: its database name and the range the events span.
+struct Loaded {
+    name: String,
+    stored: u64,
+}
+
+/// Generates `events` over 30 days into a fresh database (sharded first when asked), then
+/// creates the indexes and reads the range once (the first read after a load costs extra).
+async fn load(
+    uri: &str,
+    label: &str,
+    events: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    sharded: bool,
+) -> anyhow::Result<Loaded> {
+    let name = format!("vcm_scale_{}_{label}_{events}", std::process::id());
+    let (config, store, db) = scratch(uri, &name, false).await?;
+    if sharded {
+        mongodb::Client::with_uri_str(uri)
+            .await?
+            .database("admin")
+            .run_command(doc! {
+                "shardCollection": format!("{name}.videocallauditlogs"),
+                "key": {"sessionId": "hashed"},
+            })
+            .await?;
+    }
+    let (generated, _) = vcmetrics(
+        uri,
+        &name,
+        &[
+            "generate",
+            "--events",
+            &events.to_string(),
+            "--from",
+            &from.to_rfc3339(),
+            "--to",
+            &to.to_rfc3339(),
+            "--users",
+            "50000",
+        ],
+    )?;
+    let started = Instant::now();
+    super::create_indexes(&config, &store).await?;
+    let indexed = started.elapsed();
+    let audit = db.collection::<Document>("videocallauditlogs");
+    let started = Instant::now();
+    let _: Vec<Document> = futures_util::TryStreamExt::try_collect(
+        audit
+            .aggregate(vec![
+                doc! {"$match": {"timestamp": {"$gte": bson::DateTime::from_chrono(from), "$lt": bson::DateTime::from_chrono(to)}}},
+                doc! {"$group": {"_id": null, "d": {"$sum": "$duration"}}},
+            ])
+            .max_time(Duration::from_secs(3600))
+            .await?,
+    )
+    .await?;
+    let stored = audit.count_documents(doc! {}).await?;
+    println!(
+        "   {label} {events}: generated in {:.0} s ({:.0} events/s), indexed in {:.0} s, first read {:.0} s; {stored} stored",
+        generated.as_secs_f64(),
+        events as f64 / generated.as_secs_f64(),
+        indexed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    store.shutdown().await;
+    Ok(Loaded { name, stored })
+}
+
+/// Recompute and floor of every period on a loaded audit log.
+async fn measure(
+    uri: &str,
+    loaded: &Loaded,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<BTreeMap<Period, Figures>> {
+    let config = super::config(uri, &loaded.name)?;
+    let db = mongodb::Client::with_uri_str(uri)
+        .await?
+        .database(&loaded.name);
+    let audit = db.collection::<Document>("videocallauditlogs");
+    let mut out = BTreeMap::new();
+    for period in Period::ALL {
+        let plan = plan_range(&config, period, from, to, now);
+        let (Some(first), Some(last)) = (plan.windows.first(), plan.windows.last()) else {
+            continue;
+        };
+        let events = audit
+            .count_documents(doc! {"timestamp": {"$gte": bson::DateTime::from_chrono(first.start), "$lt": bson::DateTime::from_chrono(last.end)}})
+            .await?;
+        let (took, peak_kib) = recompute(uri, &loaded.name, period, from, to)?;
+        let (floor_took, _) = floor(&db, period, first.start, last.end).await?;
+        out.insert(
+            period,
+            Figures {
+                events,
+                seconds: took.as_secs_f64(),
+                floor_seconds: floor_took.as_secs_f64(),
+                peak_kib,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn print_table(label: &str, figures: &BTreeMap<Period, Figures>, client: Option<(f64, u64)>) {
+    println!(
+        "   {label}\n   {:>8}  {:>9}  {:>9}  {:>10}  {:>9}  {:>8}  {:>9}  {:>9}",
+        "period", "events", "seconds", "events/s", "floor s", "x floor", "x client", "peak RSS"
+    );
+    for (period, f) in figures {
+        let x_client = client.map_or_else(
+            || "skipped".to_owned(),
+            |(took, stored)| {
+                format!(
+                    "{:.1}",
+                    took * f.events as f64 / stored.max(1) as f64 / f.seconds
+                )
+            },
+        );
+        println!(
+            "   {:>8}  {:>9}  {:>9.2}  {:>10.0}  {:>9.2}  {:>8.2}  {:>9}  {:>5.1} MiB",
+            period.as_str(),
+            f.events,
+            f.seconds,
+            f.rate(),
+            f.floor_seconds,
+            f.x_floor(),
+            x_client,
+            f.peak_kib as f64 / 1024.0
+        );
+    }
+}
+
+pub async fn run(uri: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let (from, to) = (now - chrono::Duration::days(30), now);
+    let sizes: Vec<usize> = std::env::var("BENCH_SCALE_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1_000_000, 10_000_000]);
+    println!("\n6. how cost grows: recompute of 30 days at {sizes:?} events, one node");
+    let mut by_size = Vec::new();
+    let mut largest = None;
+    for (i, &events) in sizes.iter().enumerate() {
+        let loaded = load(uri, "node", events, from, to, false).await?;
+        let client = if i == 0 {
+            let db = mongodb::Client::with_uri_str(uri)
+                .await?
+                .database(&loaded.name);
+            let (took, _) = client_side(&db, from, to).await?;
+            Some((took.as_secs_f64(), loaded.stored))
+        } else {
+            None
+        };
+        let figures = measure(uri, &loaded, from, to, now).await?;
+        print_table(
+            &format!("one node, {} events", loaded.stored),
+            &figures,
+            client,
+        );
+        by_size.push((loaded.stored, figures));
+        if i + 1 == sizes.len() {
+            largest = Some(loaded);
+        } else {
+            drop_database(uri, &loaded.name).await?;
+        }
+    }
+    if let [(small_n, small), .., (large_n, large)] = &by_size[..] {
+        println!("   growth from {small_n} to {large_n} events (events/s ratio; linear >= 0.8), x floor (target <= 1.5) and peak RSS at both:");
+        for (period, s) in small {
+            let Some(l) = large.get(period) else { continue };
+            println!(
+                "   {:>8}: events/s ratio {:.2}; x floor {:.2} -> {:.2}; peak RSS {:.1} -> {:.1} MiB",
+                period.as_str(),
+                l.rate() / s.rate(),
+                s.x_floor(),
+                l.x_floor(),
+                s.peak_kib as f64 / 1024.0,
+                l.peak_kib as f64 / 1024.0
+            );
+        }
+    }
+
+    if let Ok(cluster) = std::env::var("BENCH_CLUSTER_URI") {
+        let events = sizes[0];
+        println!("\n   the sharded cluster (audit log sharded on {{sessionId: \"hashed\"}}), {events} events:");
+        let loaded = load(&cluster, "cluster", events, from, to, true).await?;
+        let figures = measure(&cluster, &loaded, from, to, now).await?;
+        print_table(
+            &format!("cluster, {} events", loaded.stored),
+            &figures,
+            None,
+        );
+        if let Some((_, single)) = by_size.first() {
+            for (period, c) in &figures {
+                let Some(s) = single.get(period) else {
+                    continue;
+                };
+                println!(
+                    "   {:>8}: cluster time / one node time {:.2}; floor {:.2}",
+                    period.as_str(),
+                    c.seconds / s.seconds,
+                    c.floor_seconds / s.floor_seconds
+                );
+            }
+        }
+        drop_database(&cluster, &loaded.name).await?;
+    }
+
+    if let Some(loaded) = largest {
+        let seconds = env_number("BENCH_FRESHNESS_SECONDS", 660);
+        if seconds > 0 {
+            freshness(uri, &loaded, now, Duration::from_secs(seconds as u64)).await?;
+        }
+        drop_database(uri, &loaded.name).await?;
+    }
+    Ok(())
+}
+
+async fn drop_database(uri: &str, name: &str) -> anyhow::Result<()> {
+    mongodb::Client::with_uri_str(uri)
+        .await?
+        .database(name)
+        .drop()
+        .await?;
+    Ok(())
+}
+
+/// Section 7: freshness of the open hourly window under live writes, on `loaded`'s history.
+async fn freshness(
+    uri: &str,
+    loaded: &Loaded,
+    history_end: DateTime<Utc>,
+    length: Duration,
+) -> anyhow::Result<()> {
+    let rate = env_number("BENCH_LIVE_RATE", 500);
+    println!(
+        "\n7. freshness under live load: {rate} events/s for {} s on {} events of history, `vcmetrics run` with the default schedules",
+        length.as_secs(),
+        loaded.stored
+    );
+    let config = super::config(uri, &loaded.name)?;
+    let store = vcmetrics::store::MongoStore::connect(&config).await?;
+    // Section 6 computed the history: the daemon starts from the current windows.
+    for period in Period::ALL {
+        let start = config.calendar.window_start(period, history_end);
+        store.advance_watermark(period, start, Utc::now()).await?;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vcmetrics"))
+        .arg("run")
+        .env("MONGODB_URI", uri)
+        .env("VCMETRICS_DATABASE", &loaded.name)
+        .env("VCMETRICS_LISTEN", "127.0.0.1:0")
+        .env("VCMETRICS_LOG", "info")
+        .env("VCMETRICS_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let runs: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let sink = runs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "run finished" && v["period"] == "hourly" {
+                if let Some(ms) = v["duration_ms"].as_u64() {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+                }
+            }
+        }
+    });
+
+    let db = mongodb::Client::with_uri_str(uri)
+        .await?
+        .database(&loaded.name);
+    let audit = db.collection::<Document>("videocallauditlogs");
+    let metrics = db.collection::<Document>("videocallmetrics");
+    // Each hour's writes in order, by write time: the k-th is counted once the hour's
+    // totalAttempts reaches k (the history has no event in these hours).
+    let writes: Arc<Mutex<ByHour<Instant>>> = Arc::default();
+    let seen: Arc<Mutex<ByHour<(usize, Instant)>>> = Arc::default();
+    let deadline = Instant::now() + length;
+    let batch = (rate / 10).max(1);
+    let writer = {
+        let writes = writes.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let at = Utc::now();
+                let hour = at.duration_trunc(chrono::Duration::hours(1))?;
+                let docs: Vec<Document> = (0..batch)
+                    .map(|_| doc! {"sessionId": bson::oid::ObjectId::new(), "userId": bson::oid::ObjectId::new(),
+                        "action": "join_attempt", "timestamp": bson::DateTime::from_chrono(at), "metadata": {}})
+                    .collect();
+                audit.insert_many(docs).ordered(false).await?;
+                let written = Instant::now();
+                writes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(hour)
+                    .or_default()
+                    .extend(std::iter::repeat_n(written, batch));
+            }
+            anyhow::Ok(())
+        }
+    };
+    let poller = {
+        let seen = seen.clone();
+        let writes = writes.clone();
+        async move {
+            // Past the deadline by one schedule interval and a run, so the last writes count.
+            while Instant::now() < deadline + Duration::from_secs(330) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let hours: Vec<DateTime<Utc>> = writes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .keys()
+                    .copied()
+                    .collect();
+                for hour in hours {
+                    let doc = metrics
+                        .find_one(
+                            doc! {"period": "hourly", "date": bson::DateTime::from_chrono(hour)},
+                        )
+                        .await?;
+                    let counted = doc
+                        .as_ref()
+                        .and_then(|d| {
+                            vcmetrics::rollup::window_metrics::number(d.get("totalAttempts")?)
+                        })
+                        .unwrap_or(0.0) as usize;
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(hour)
+                        .or_default()
+                        .push((counted, Instant::now()));
+                }
+                let all_counted = {
+                    let w = writes.lock().unwrap_or_else(|p| p.into_inner());
+                    let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    Instant::now() > deadline
+                        && w.iter().all(|(h, v)| {
+                            s.get(h)
+                                .and_then(|obs| obs.last())
+                                .is_some_and(|(n, _)| *n >= v.len())
+                        })
+                };
+                if all_counted {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let (written, polled) = tokio::join!(writer, poller);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    written?;
+    polled?;
+
+    let writes = writes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    for (hour, times) in &writes {
+        let observed = seen.get(hour).cloned().unwrap_or_default();
+        for (k, written) in times.iter().enumerate() {
+            match observed.iter().find(|(n, at)| *n > k && *at >= *written) {
+                Some((_, at)) => latencies.push(at.duration_since(*written).as_secs_f64()),
+                None => missing += 1,
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let runs = runs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    println!(
+        "   {} events written ({:.0}/s), {} counted: write to counted p50 {:.1} s, p99 {:.1} s, max {:.1} s (target p99 <= 310 s); not counted by the end: {missing}",
+        writes.values().map(Vec::len).sum::<usize>(),
+        writes.values().map(Vec::len).sum::<usize>() as f64 / length.as_secs_f64(),
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "   hourly runs: {} (ms: {:?}; target < 1000 ms each)",
+        runs.len(),
+        runs
+    );
+    store.shutdown().await;
+    Ok(())
+}
