@@ -129,8 +129,8 @@ impl Error {
             if source.is_merge_into_sharded() {
                 return Error::Setup(format!(
                     "MongoDB {operation} failed: {source}; the collections vcmetrics $merges into \
-                     (metrics_collection, staging_collection) must stay unsharded on this engine \
-                     (docs/scaling.md)"
+                     (metrics_collection, staging_collection, archive.collection) must stay \
+                     unsharded on this engine (docs/scaling.md)"
                 ));
             }
             if source.is_missing_index() {

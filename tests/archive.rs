@@ -483,9 +483,6 @@ async fn recompute_and_verify_read_the_archive_and_the_guard_moves_to_its_comple
 async fn an_archive_in_another_database_is_read_through_the_staging_collection() {
     let scratch = Scratch::new("archive_db").await;
     let cold = format!("{}_cold", scratch.name);
-    if support::sharded() {
-        support::shard_collection(&scratch.client, &cold, "videocallauditlogs_archive").await;
-    }
     rebuild_across_the_archive(&scratch, Some(&cold)).await;
     scratch.client.database(&cold).drop().await.unwrap();
     scratch.finish().await;

@@ -531,5 +531,15 @@ async fn sharded_migrate_says_which_collection_must_stay_unsharded() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(err.contains("must stay unsharded on this engine"), "{err}");
+
+    // The archive, which `vcmetrics archive` copies into with `$merge`, likewise.
+    support::shard_collection(&scratch.client, &scratch.name, "videocallauditlogs_archive").await;
+    let out = vcmetrics(&scratch, &["archive", "--before", "now-1d"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("archive.collection) must stay unsharded on this engine"),
+        "{err}"
+    );
     scratch.finish().await;
 }

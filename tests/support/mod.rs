@@ -48,9 +48,10 @@ pub fn mongodb_uri() -> String {
 }
 
 /// Whether `MONGODB_SHARDED` asks for a sharded audit log: set it (to anything but `0`) when
-/// `MONGODB_URI` is a sharded cluster, and every scratch database shards its audit log and
-/// archive on `{sessionId: "hashed"}` before anything is loaded (the metrics, staging and state
-/// collections stay unsharded, as docs/scaling.md says they must on DocumentDB's cluster).
+/// `MONGODB_URI` is a sharded cluster, and every scratch database shards its audit log on
+/// `{sessionId: "hashed"}` before anything is loaded. The collections vcmetrics `$merge`s into
+/// (metrics, staging, archive) and the state stay unsharded, as docs/scaling.md says they must on
+/// DocumentDB's cluster, which refuses `$merge` into a sharded collection.
 pub fn sharded() -> bool {
     std::env::var("MONGODB_SHARDED").is_ok_and(|v| !v.is_empty() && v != "0")
 }
@@ -115,15 +116,13 @@ impl Scratch {
             "{purpose}: MongoDB {} at scratch database {name}{}",
             build.get_str("version").unwrap_or("?"),
             if sharded() {
-                " (audit log and archive sharded)"
+                " (audit log sharded)"
             } else {
                 ""
             }
         );
         if sharded() {
-            for collection in ["videocallauditlogs", "videocallauditlogs_archive"] {
-                shard_collection(&client, &name, collection).await;
-            }
+            shard_collection(&client, &name, "videocallauditlogs").await;
         }
         Scratch {
             uri,
