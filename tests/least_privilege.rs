@@ -211,6 +211,14 @@ async fn daemon_work(store: MongoStore, config: &Config) {
         );
     }
 
+    // The setup check (`daemon::setup`), which the daemon runs as soon as MongoDB answers: called
+    // here too, so that the recording has it whatever the timing.
+    let absent = store
+        .absent_indexes(&vcmetrics::store::indexes::needed_by_runs(&config))
+        .await
+        .unwrap();
+    assert!(absent.is_empty(), "migrate created them: {absent:?}");
+
     let cache = CallMetricsCache::default();
     refresh(&*store, &config, &SystemClock, &cache)
         .await

@@ -79,13 +79,25 @@ pub fn daemon_role(config: &Config) -> Role {
                 &["find", "listIndexes"]
             },
         ),
-        // `$merge` inserts new windows and updates existing ones; the reports read them back.
-        Privilege::on(&config.metrics_collection, &["find", "insert", "update"]),
+        // `$merge` inserts new windows and updates existing ones; the reports read them back;
+        // listIndexes: the daemon checks that the unique `{period, date}` exists (`setup`).
+        Privilege::on(
+            &config.metrics_collection,
+            &["find", "insert", "update", "listIndexes"],
+        ),
         // A chunk's two scans stage one document per window, the finish reads them, the
-        // cleanup deletes them; the store creates the collection before the first chunk.
+        // cleanup deletes them; the store creates the collection before the first chunk;
+        // listIndexes: the setup check looks for its TTL index.
         Privilege::on(
             &config.staging_collection,
-            &["find", "insert", "update", "remove", "createCollection"],
+            &[
+                "find",
+                "insert",
+                "update",
+                "remove",
+                "createCollection",
+                "listIndexes",
+            ],
         ),
         // Watermarks, late-event marks, the leader lease (released with a delete), the
         // archive's record.
