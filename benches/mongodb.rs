@@ -140,6 +140,22 @@ fn vcmetrics(uri: &str, database: &str, args: &[&str]) -> anyhow::Result<(Durati
     Ok((started.elapsed(), peak))
 }
 
+/// `vcmetrics generate` of `events` over `[from, to)` with 50,000 users; its wall time.
+fn generate_into(
+    uri: &str,
+    database: &str,
+    events: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Duration> {
+    let events = events.to_string();
+    let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
+    let args = [
+        "generate", "--events", &events, "--from", &from, "--to", &to, "--users", "50000",
+    ];
+    Ok(vcmetrics(uri, database, &args)?.0)
+}
+
 fn recompute(
     uri: &str,
     database: &str,
@@ -506,21 +522,7 @@ async fn run(uri: String) -> anyhow::Result<()> {
     let (config, store, db) = scratch(&uri, &name, false).await?;
 
     println!("\n0. writing {events} events into an audit log without indexes, then indexing it");
-    let (generated, _) = vcmetrics(
-        &uri,
-        &name,
-        &[
-            "generate",
-            "--events",
-            &events.to_string(),
-            "--from",
-            &from.to_rfc3339(),
-            "--to",
-            &to.to_rfc3339(),
-            "--users",
-            "50000",
-        ],
-    )?;
+    let generated = generate_into(&uri, &name, events, from, to)?;
     let started = Instant::now();
     create_indexes(&config, &store).await?;
     let indexed = started.elapsed();
@@ -632,20 +634,12 @@ async fn run(uri: String) -> anyhow::Result<()> {
     for months in [1, 6] {
         let name = format!("vcm_bench_{}_history_{months}", std::process::id());
         let (config, store, db) = scratch(&uri, &name, false).await?;
-        vcmetrics(
+        generate_into(
             &uri,
             &name,
-            &[
-                "generate",
-                "--events",
-                &(months * month).to_string(),
-                "--from",
-                &(now - chrono::Duration::days(30 * months as i64)).to_rfc3339(),
-                "--to",
-                &now.to_rfc3339(),
-                "--users",
-                "50000",
-            ],
+            months * month,
+            now - chrono::Duration::days(30 * months as i64),
+            now,
         )?;
         create_indexes(&config, &store).await?;
         explained.push(explain_tick(&config, &db, now + chrono::Duration::minutes(7)).await?);

@@ -64,23 +64,55 @@ const LATE_SHARE: f64 = 0.02;
 
 /// Generates `plan.events` events (a whole number of sessions, cut at the count).
 pub fn generate(plan: &Plan) -> Vec<Generated> {
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
-    let users: Vec<ObjectId> = (0..plan.users.max(2))
-        .map(|_| object_id(&mut rng))
-        .collect();
-    let zipf = Zipf::new(ERROR_CODES.len() as f64, 1.3).ok();
-    let connection_ms = LogNormal::<f64>::new(6.5, 0.6).ok(); // median ~665 ms
-    let call_seconds = LogNormal::<f64>::new(7.8, 0.5).ok(); // median ~41 min
-    let span = (plan.to - plan.from).num_seconds().max(1);
-    let mut out = Vec::with_capacity(plan.events + 16);
-    while out.len() < plan.events {
-        let start = busy_instant(&mut rng, plan.from, span);
-        let session = object_id(&mut rng);
+    Events::new(plan).collect()
+}
+
+/// The events of a plan one at a time, a session's worth generated at once: the same events,
+/// in the same order, as [`generate`], in the memory of one session (10M events as a `Vec` took
+/// 23 GB).
+pub struct Events {
+    rng: ChaCha8Rng,
+    users: Vec<ObjectId>,
+    zipf: Option<Zipf<f64>>,
+    connection_ms: Option<LogNormal<f64>>,
+    call_seconds: Option<LogNormal<f64>>,
+    from: DateTime<Utc>,
+    span: i64,
+    /// Events still to generate.
+    left: usize,
+    /// Generated, not yet returned.
+    pending: std::collections::VecDeque<Generated>,
+}
+
+impl Events {
+    pub fn new(plan: &Plan) -> Events {
+        let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
+        let users: Vec<ObjectId> = (0..plan.users.max(2))
+            .map(|_| object_id(&mut rng))
+            .collect();
+        Events {
+            rng,
+            users,
+            zipf: Zipf::new(ERROR_CODES.len() as f64, 1.3).ok(),
+            connection_ms: LogNormal::<f64>::new(6.5, 0.6).ok(), // median ~665 ms
+            call_seconds: LogNormal::<f64>::new(7.8, 0.5).ok(),  // median ~41 min
+            from: plan.from,
+            span: (plan.to - plan.from).num_seconds().max(1),
+            left: plan.events,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// One session's events (cut at the count) into `pending`.
+    fn session(&mut self) {
+        let rng = &mut self.rng;
+        let start = busy_instant(rng, self.from, self.span);
+        let session = object_id(rng);
         let room = format!("room-{}", session.to_hex());
         let pair = [
-            users[rng.random_range(0..users.len())],
+            self.users[rng.random_range(0..self.users.len())],
             // Psychologists: the first tenth of the user pool.
-            users[rng.random_range(0..(users.len() / 10).max(1))],
+            self.users[rng.random_range(0..(self.users.len() / 10).max(1))],
         ];
         let mut events = Vec::new();
         let mut joined = 0;
@@ -100,7 +132,7 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
             };
             events.push(event("join_attempt", t, user));
             if rng.random_bool(0.04) {
-                let mut d = event("join_denied", next(&mut rng, &mut t), user);
+                let mut d = event("join_denied", next(rng, &mut t), user);
                 d.insert(
                     "errorCode",
                     if rng.random_bool(0.5) {
@@ -112,20 +144,21 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
                 events.push(d);
                 continue;
             }
-            events.push(event("join_success", next(&mut rng, &mut t), user));
+            events.push(event("join_success", next(rng, &mut t), user));
             if rng.random_bool(0.02) {
-                let mut d = event("permission_denied", next(&mut rng, &mut t), user);
+                let mut d = event("permission_denied", next(rng, &mut t), user);
                 d.insert("errorCode", "MEDIA_PERMISSION_DENIED");
                 events.push(d);
             }
             while rng.random_bool(0.08) {
-                let mut d = event("connection_failed", next(&mut rng, &mut t), user);
-                d.insert("errorCode", pick_code(&mut rng, zipf.as_ref()));
+                let mut d = event("connection_failed", next(rng, &mut t), user);
+                d.insert("errorCode", pick_code(rng, self.zipf.as_ref()));
                 events.push(d);
             }
-            let mut d = event("connection_established", next(&mut rng, &mut t), user);
-            let ms = connection_ms
-                .map_or(800.0_f64, |dist| dist.sample(&mut rng))
+            let mut d = event("connection_established", next(rng, &mut t), user);
+            let ms = self
+                .connection_ms
+                .map_or(800.0_f64, |dist| dist.sample(rng))
                 .round();
             d.insert("metadata", doc! {"connectionTime": ms});
             events.push(d);
@@ -147,11 +180,12 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
                         begin + Duration::seconds(rng.random_range(60..1800)),
                     ),
                 );
-                d.insert("errorCode", pick_code(&mut rng, zipf.as_ref()));
+                d.insert("errorCode", pick_code(rng, self.zipf.as_ref()));
                 events.push(d);
             }
-            let seconds = call_seconds
-                .map_or(2700.0_f64, |dist| dist.sample(&mut rng))
+            let seconds = self
+                .call_seconds
+                .map_or(2700.0_f64, |dist| dist.sample(rng))
                 .min(4.0 * 3600.0)
                 .round() as i64;
             let mut end = call_start;
@@ -164,19 +198,30 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
             events.push(end);
         }
         for mut d in events {
-            if out.len() == plan.events {
+            if self.left == 0 {
                 break;
             }
+            self.left -= 1;
             if rng.random_bool(MALFORMED_SHARE) {
-                malform(&mut rng, &mut d);
+                malform(rng, &mut d);
             }
-            out.push(Generated {
+            self.pending.push_back(Generated {
                 document: d,
                 late: rng.random_bool(LATE_SHARE),
             });
         }
     }
-    out
+}
+
+impl Iterator for Events {
+    type Item = Generated;
+
+    fn next(&mut self) -> Option<Generated> {
+        while self.pending.is_empty() && self.left > 0 {
+            self.session();
+        }
+        self.pending.pop_front()
+    }
 }
 
 fn object_id(rng: &mut ChaCha8Rng) -> ObjectId {
@@ -263,6 +308,16 @@ mod tests {
         assert_eq!(generate(&plan(2000, 7)), generate(&plan(2000, 7)));
         assert_ne!(generate(&plan(2000, 7)), generate(&plan(2000, 8)));
         assert_eq!(generate(&plan(2000, 7)).len(), 2000);
+    }
+
+    /// `vcmetrics generate --events 10000000` kept every event in memory and was killed at
+    /// 23 GB: the events are made one session at a time.
+    #[test]
+    fn events_are_made_as_they_are_taken_and_a_prefix_is_a_prefix() {
+        let huge = plan(usize::MAX, 7);
+        let first: Vec<Generated> = Events::new(&huge).take(1000).collect();
+        assert_eq!(first.len(), 1000);
+        assert_eq!(first, generate(&plan(1000, 7)));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use vcmetrics::rollup::plan_range;
 use vcmetrics::store::Store;
 use vcmetrics::window::Period;
 
-use super::{client_side, env_number, floor, recompute, scratch, vcmetrics};
+use super::{client_side, env_number, floor, generate_into, recompute, scratch};
 
 /// Per hourly window (its start), what happened in it, in order.
 type ByHour<T> = BTreeMap<DateTime<Utc>, Vec<T>>;
@@ -79,21 +79,7 @@ async fn load(
             })
             .await?;
     }
-    let (generated, _) = vcmetrics(
-        uri,
-        &name,
-        &[
-            "generate",
-            "--events",
-            &events.to_string(),
-            "--from",
-            &from.to_rfc3339(),
-            "--to",
-            &to.to_rfc3339(),
-            "--users",
-            "50000",
-        ],
-    )?;
+    let generated = generate_into(uri, &name, events, from, to)?;
     let started = Instant::now();
     super::create_indexes(&config, &store).await?;
     let indexed = started.elapsed();

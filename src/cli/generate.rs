@@ -6,7 +6,7 @@ use tracing::info;
 use super::parse_instant;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::generate::{generate, Plan};
+use crate::generate::{Events, Plan};
 use crate::store::MongoStore;
 
 #[derive(Debug, clap::Args)]
@@ -95,19 +95,48 @@ const INSERTS_IN_FLIGHT: usize = 2;
 
 async fn write(store: &MongoStore, plan: &Plan, batch_size: usize) -> Result<()> {
     let (from, to) = (plan.from, plan.to);
-    let mut events = generate(plan);
-    // Late events are written after all the others, as they arrive after their windows closed.
-    events.sort_by_key(|e| e.late);
-    let late = events.iter().filter(|e| e.late).count();
     let bar = super::progress_bar(
-        events.len() as u64,
+        plan.events as u64,
         "[{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}",
     );
-    let total = events.len();
-    // Two batches in flight: the server writes one while the next one travels, which keeps
-    // generate close to a plain batched insert_many (see the MongoDB benchmark). The documents
-    // move into their batches; nothing is copied.
-    let mut documents = events.into_iter().map(|e| e.document);
+    // Late events are written after all the others, as they arrive after their windows closed:
+    // held back (2% of them) while the rest is generated and written as it comes, so memory
+    // stays at a few batches whatever the count.
+    let mut held_back = Vec::new();
+    let mut total = 0;
+    let on_time = Events::new(plan).filter_map(|e| {
+        total += 1;
+        if e.late {
+            held_back.push(e.document);
+            None
+        } else {
+            Some(e.document)
+        }
+    });
+    insert_in_batches(store, on_time, batch_size, &bar).await?;
+    let late = held_back.len();
+    insert_in_batches(store, held_back.into_iter(), batch_size, &bar).await?;
+    bar.finish_and_clear();
+    info!(events = total, late, from = %from.to_rfc3339(), to = %to.to_rfc3339(), seed = plan.seed, "generated");
+    println!(
+        "wrote {} events ({late} late) between {} and {}",
+        total,
+        from.to_rfc3339(),
+        to.to_rfc3339()
+    );
+    Ok(())
+}
+
+/// Inserts `documents` in unordered batches of `batch_size`, two batches in flight: the server
+/// writes one while the next one travels, which keeps generate close to a plain batched
+/// insert_many (see the MongoDB benchmark). The documents move into their batches; nothing is
+/// copied.
+async fn insert_in_batches(
+    store: &MongoStore,
+    mut documents: impl Iterator<Item = bson::Document>,
+    batch_size: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
     let batches = std::iter::from_fn(|| {
         let batch: Vec<_> = documents.by_ref().take(batch_size).collect();
         (!batch.is_empty()).then_some(batch)
@@ -120,13 +149,5 @@ async fn write(store: &MongoStore, plan: &Plan, batch_size: usize) -> Result<()>
     while let Some(n) = inserts.try_next().await? {
         bar.inc(n);
     }
-    bar.finish_and_clear();
-    info!(events = total, late, from = %from.to_rfc3339(), to = %to.to_rfc3339(), seed = plan.seed, "generated");
-    println!(
-        "wrote {} events ({late} late) between {} and {}",
-        total,
-        from.to_rfc3339(),
-        to.to_rfc3339()
-    );
     Ok(())
 }
