@@ -28,6 +28,9 @@ fn late_mark_id(period: Period) -> String {
     format!("late-events:{period}")
 }
 
+/// How long [`MongoStore::shutdown`] waits for the driver's graceful shutdown.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// [`Store`] on a MongoDB deployment.
 #[derive(Clone)]
 pub struct MongoStore {
@@ -122,9 +125,19 @@ impl MongoStore {
         }
     }
 
-    /// Closes the client's connections; call once at exit.
+    /// Closes the client's connections; call once at exit. The driver's graceful shutdown waits
+    /// for every live cursor or session, indefinitely: seen once in about twenty runs of a
+    /// command whose server never answered (a `recompute --dry-run` parked for minutes with no
+    /// timer left). After [`SHUTDOWN_WAIT`] it closes at once instead: nothing is pending that
+    /// the process still needs.
     pub async fn shutdown(self) {
-        self.client.shutdown().await;
+        let graceful = self.client.clone().shutdown();
+        if tokio::time::timeout(SHUTDOWN_WAIT, graceful).await.is_err() {
+            tracing::debug!(
+                "MongoDB client shutdown still waited after {SHUTDOWN_WAIT:?}; closed at once"
+            );
+            self.client.shutdown().immediate(true).await;
+        }
     }
 
     pub async fn list_indexes(&self, collection: &str) -> Result<Vec<ExistingIndex>> {
