@@ -15,10 +15,10 @@
 //! - [`store`]: the storage trait at the level of the domain, its MongoDB implementation, and
 //!   the indexes `migrate` creates — the only MongoDB I/O.
 //! - [`daemon`]: when each period runs, one run of a period, the leader lease, MongoDB
-//!   reachability, the daemon's state.
+//!   reachability, whether the database is set up (its indexes), the daemon's state.
 //! - [`exporter`]: `/metrics` (the daemon's own metrics and the call metrics), `/healthz`,
 //!   `/readyz`.
-//! - [`cli`]: one module per subcommand, glue only.
+//! - [`cli`]: one module per subcommand, glue only (plus `config`, `completions` and `man`).
 //! - [`generate`]: realistic demo and benchmark audit events.
 //! - [`clock`]: wall-clock time as an input.
 //! - [`error`]: the error type and exit codes.

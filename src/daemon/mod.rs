@@ -14,10 +14,11 @@
 //! run that leaves a backlog is followed at once by the next, until the period has caught up;
 //! then the schedules take over. A tick starts a run only when MongoDB answers, this replica
 //! holds the lease, and the period's previous run has finished; otherwise it is skipped and
-//! counted. A run (`run`) plans its
-//! windows from the watermark (`run_plan`), rolls them up (`rollup`), and advances the watermark
-//! only after that succeeded; then it refreshes the older windows that events written since its
-//! previous run fall in (`late_events`). A failed run is logged, counted and retried at the next tick; it
+//! counted. A run (`run`) plans its windows from the watermark (`run_plan`), rolls them up
+//! (`rollup`), and advances the watermark only after that succeeded; then it refreshes the older
+//! windows that events written since its previous run fall in (`late_events`). What the
+//! database lacks for the runs is watched by `setup`. A failed run is logged, counted and
+//! retried at the next tick; it
 //! never stops other periods or the process.
 //!
 //! Correctness comes from the watermark and the window arithmetic, never from when ticks fire.
