@@ -18,8 +18,7 @@
 //! (`rollup`), and advances the watermark only after that succeeded; then it refreshes the older
 //! windows that events written since its previous run fall in (`late_events`). What the
 //! database lacks for the runs is watched by `setup`. A failed run is logged, counted and
-//! retried at the next tick; it
-//! never stops other periods or the process.
+//! retried at the next tick; it never stops other periods or the process.
 //!
 //! Correctness comes from the watermark and the window arithmetic, never from when ticks fire.
 
