@@ -47,8 +47,9 @@ use vcmetrics::daemon::late_events::refresh_late_windows;
 use vcmetrics::daemon::run_plan::plan_run;
 use vcmetrics::daemon::status::LateReport;
 use vcmetrics::generate::{generate, Plan};
+use vcmetrics::rollup::commands::Target;
 use vcmetrics::rollup::late_scan::object_id_at;
-use vcmetrics::rollup::pipeline::{Chunk, Target};
+use vcmetrics::rollup::pipeline::Chunk;
 use vcmetrics::rollup::{chunks, plan_range};
 use vcmetrics::store::{MongoStore, Store};
 use vcmetrics::window::{Calendar, Period};
@@ -473,7 +474,7 @@ async fn archive_cost(
     let per_event = |key: &str| {
         stats
             .get(key)
-            .and_then(vcmetrics::rollup::window_metrics::number)
+            .and_then(vcmetrics::metrics_document::number)
             .map(|bytes| format!("{:.0} bytes", bytes / archived.max(1) as f64))
             .unwrap_or_else(|| "not reported by this engine".to_owned())
     };
@@ -719,7 +720,7 @@ async fn run(uri: String) -> anyhow::Result<()> {
         .await?;
     let counted = doc
         .as_ref()
-        .and_then(|d| vcmetrics::rollup::window_metrics::number(d.get("uniqueUsers")?))
+        .and_then(|d| vcmetrics::metrics_document::number(d.get("uniqueUsers")?))
         .unwrap_or(-1.0);
     println!(
         "   completed in {:.1} s, peak RSS {:.1} MiB, uniqueUsers = {counted} (expected {users})",

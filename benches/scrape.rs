@@ -19,7 +19,7 @@ use vcmetrics::daemon::status::Status;
 use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
 use vcmetrics::exporter::call_metrics_cache::CallMetricsCache;
 use vcmetrics::exporter::server::{serve, Endpoint, Security};
-use vcmetrics::rollup::window_metrics::{WindowMetrics, FIELDS};
+use vcmetrics::metrics_document::{WindowMetrics, FIELDS};
 use vcmetrics::window::{Calendar, Period};
 
 const CLIENTS: usize = 64;

@@ -1,8 +1,8 @@
 //! The library's error type, and the process exit code each kind of failure maps to.
 
 use crate::config::ConfigError;
-use crate::rollup::pipeline::PipelineError;
-use crate::rollup::window_metrics::NoDate;
+use crate::metrics_document::NoDate;
+use crate::pipeline_files::PipelineError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

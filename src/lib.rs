@@ -32,6 +32,8 @@ pub mod daemon;
 pub mod error;
 pub mod exporter;
 pub mod generate;
+pub mod metrics_document;
+pub mod pipeline_files;
 pub mod rollup;
 pub mod sessions;
 pub mod store;

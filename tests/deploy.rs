@@ -199,13 +199,13 @@ fn live_families() -> BTreeSet<String> {
 fn call_families() -> BTreeSet<String> {
     use vcmetrics::exporter::call_metrics::{families, ExportedWindow, WindowRole};
     let mut doc = bson::doc! {"period": "hourly", "date": bson::DateTime::now(), "updatedAt": bson::DateTime::now(), "errorCounts": {"E": 1}};
-    for f in vcmetrics::rollup::window_metrics::FIELDS {
+    for f in vcmetrics::metrics_document::FIELDS {
         doc.insert(f.name, 1);
     }
     let w = ExportedWindow {
         period: vcmetrics::window::Period::Hourly,
         role: WindowRole::Open,
-        metrics: vcmetrics::rollup::window_metrics::WindowMetrics::from_document(&doc).unwrap(),
+        metrics: vcmetrics::metrics_document::WindowMetrics::from_document(&doc).unwrap(),
     };
     let sessions = vcmetrics::sessions::gauges::SessionGauges {
         upcoming: vec![1; 3],

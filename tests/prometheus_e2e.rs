@@ -339,7 +339,7 @@ fn call_metric_series_match_the_documents_in_the_collection() {
     // A document as the rollup writes it, for the open hour.
     let mut doc = bson::doc! {"period": "hourly", "date": bson::DateTime::from_chrono(hour),
     "errorCounts": {"ICE_TIMEOUT": 7}, "updatedAt": bson::DateTime::from_chrono(now)};
-    for (i, f) in vcmetrics::rollup::window_metrics::FIELDS.iter().enumerate() {
+    for (i, f) in vcmetrics::metrics_document::FIELDS.iter().enumerate() {
         doc.insert(f.name, i as i32 + 1);
     }
     runtime

@@ -128,14 +128,13 @@ fn every_metric_family_has_its_entry_and_no_entry_is_stale() {
         "updatedAt": bson::DateTime::now(),
         "errorCounts": {"E": 1},
     };
-    for f in vcmetrics::rollup::window_metrics::FIELDS {
+    for f in vcmetrics::metrics_document::FIELDS {
         doc_fields.insert(f.name, 1);
     }
     let window = ExportedWindow {
         period: vcmetrics::window::Period::Hourly,
         role: WindowRole::Open,
-        metrics: vcmetrics::rollup::window_metrics::WindowMetrics::from_document(&doc_fields)
-            .unwrap(),
+        metrics: vcmetrics::metrics_document::WindowMetrics::from_document(&doc_fields).unwrap(),
     };
     let gauges = vcmetrics::sessions::gauges::SessionGauges {
         upcoming: vec![1; 3],

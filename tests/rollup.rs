@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use support::fake_store::{window_document, FakeStore};
 use vcmetrics::config::{from_toml, Config};
-use vcmetrics::rollup::window_metrics::FieldDiff;
+use vcmetrics::metrics_document::FieldDiff;
 use vcmetrics::rollup::{process, Batch, Mode, Outcome, Summary};
 use vcmetrics::window::{Period, Window};
 

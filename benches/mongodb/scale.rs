@@ -373,9 +373,7 @@ async fn freshness(
                         .await?;
                     let counted = doc
                         .as_ref()
-                        .and_then(|d| {
-                            vcmetrics::rollup::window_metrics::number(d.get("totalAttempts")?)
-                        })
+                        .and_then(|d| vcmetrics::metrics_document::number(d.get("totalAttempts")?))
                         .unwrap_or(0.0) as usize;
                     seen.lock()
                         .unwrap_or_else(|p| p.into_inner())

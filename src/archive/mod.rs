@@ -11,6 +11,7 @@
 //! Raw events never pass through the daemon: the copy is a server-side `$merge`, and only the
 //! batch's `_id`s come back.
 
+pub mod retention;
 pub mod run;
 pub mod state;
 

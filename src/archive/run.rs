@@ -12,11 +12,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::info;
 
+use super::retention::{audit_retention, horizon};
 use super::state::{complete_from_after_run, Finished, MovingBatch, Phase};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::rollup::retention::{audit_retention, horizon};
 use crate::store::Store;
 
 /// How long a run holds the archive lock without renewing it; every batch renews it (0.1 to 3 s

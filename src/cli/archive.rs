@@ -4,12 +4,12 @@
 use chrono::{DateTime, Utc};
 
 use super::parse_instant;
+use crate::archive::retention::{audit_retention, horizon};
 use crate::archive::state::{cutoff, in_days};
 use crate::archive::{archive, ArchiveOutcome, ArchiveState, EventSpan};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::Result;
-use crate::rollup::retention::{audit_retention, horizon};
 use crate::store::{MongoStore, Store};
 
 /// `println!` that stops quietly when stdout is closed (`vcmetrics archive | head`): the

@@ -17,9 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::config::web::leaf_certificate;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::exporter::web_config::leaf_certificate;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -7,11 +7,11 @@ use super::{parse_instant, RangeArgs};
 use crate::config::Config;
 use std::io::Write;
 
+use crate::archive::retention::horizon;
 use crate::archive::state::ArchiveRead;
 use crate::error::{Error, Result};
+use crate::rollup::commands::Target;
 use crate::rollup::late_scan::{object_id_at, LateScan};
-use crate::rollup::pipeline::Target;
-use crate::rollup::retention::horizon;
 use crate::rollup::{check_retention, plan_chunks, plan_range};
 
 #[derive(Debug, clap::Args)]

@@ -3,11 +3,10 @@
 use chrono::Utc;
 
 use super::{nothing_closed, RangeArgs};
+use crate::archive::retention::retention_horizon;
 use crate::config::Config;
 use crate::error::Result;
-use crate::rollup::{
-    self, check_retention, retention_horizon, Batch, Mode, Outcome, RangePlan, Summary,
-};
+use crate::rollup::{self, check_retention, Batch, Mode, Outcome, RangePlan, Summary};
 use crate::store::MongoStore;
 
 #[derive(Debug, clap::Args)]

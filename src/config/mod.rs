@@ -8,6 +8,7 @@
 pub mod effective;
 mod sources;
 mod values;
+pub mod web;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -19,7 +20,6 @@ use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use mongodb::options::ConnectionString;
 
-use crate::exporter::web_config::WebConfig;
 use crate::window::{Calendar, Period, Schedule};
 use sources::Sources;
 pub use sources::{Origin, Origins};
@@ -28,6 +28,7 @@ use values::{
     ListenAddress, RefreshBounds, RetentionBounds, RulesLookbackBounds, SettleBounds, StuckBounds,
     TimeZoneName, WeekStart,
 };
+use web::WebConfig;
 
 /// The audit log's TTL the platform's schema declares: 180 days.
 pub const SCHEMA_AUDIT_TTL: Duration = Duration::from_secs(15_552_000);

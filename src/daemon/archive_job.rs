@@ -14,12 +14,12 @@ use tracing::{info, warn};
 
 use super::status::{ArchiveView, Status};
 use super::MAX_SLEEP;
+use crate::archive::retention::{audit_retention, horizon};
 use crate::archive::state::cutoff;
 use crate::archive::{archive, ArchiveOutcome};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Result};
-use crate::rollup::retention::{audit_retention, horizon};
 use crate::store::Store;
 
 /// Runs the archive at each fire time of `archive.schedule` (none: returns at once), and reads

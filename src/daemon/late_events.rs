@@ -22,10 +22,10 @@ use tracing::{info, warn};
 use super::status::LateReport;
 use crate::config::Config;
 use crate::error::Result;
+use crate::rollup::commands::Target;
 use crate::rollup::late_scan::{
     next_object_id, object_id_at, LateScan, LateScanQuery, LateScanResult,
 };
-use crate::rollup::pipeline::Target;
 use crate::rollup::{self, Batch, Mode};
 use crate::store::Store;
 use crate::window::{Calendar, Period, Window};

@@ -28,6 +28,7 @@ pub mod lease;
 pub mod reachability;
 pub mod run;
 pub mod run_plan;
+pub mod self_metrics;
 pub mod setup;
 pub mod status;
 pub mod watermarks;

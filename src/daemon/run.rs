@@ -6,10 +6,11 @@ use tracing::{info, warn};
 use super::late_events::refresh_late_windows;
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
 use super::status::{RunOutcome, RunRecord, Status};
+use crate::archive::retention::retention_horizon;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Error, Result};
-use crate::rollup::{self, retention_horizon, Batch, Mode, Summary};
+use crate::rollup::{self, Batch, Mode, Summary};
 use crate::store::Store;
 use crate::window::Period;
 

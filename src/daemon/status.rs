@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::archive::{ArchiveOutcome, ArchiveState, EventSpan};
 use crate::daemon::lease::Leadership;
-use crate::exporter::self_metrics::SelfMetrics;
+use crate::daemon::self_metrics::SelfMetrics;
 use crate::window::Period;
 
 /// How a run ended.

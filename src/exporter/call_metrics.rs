@@ -9,7 +9,7 @@
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, Opts, Registry};
 
-use crate::rollup::window_metrics::WindowMetrics;
+use crate::metrics_document::WindowMetrics;
 use crate::window::Period;
 
 /// Which of a period's windows a document is.
@@ -354,7 +354,7 @@ mod tests {
             }
         }
         // Every field of the document has a series.
-        for field in crate::rollup::window_metrics::FIELDS {
+        for field in crate::metrics_document::FIELDS {
             assert!(
                 SERIES.iter().any(|(f, ..)| f == &field.name),
                 "{} is not exported",

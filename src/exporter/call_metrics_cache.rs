@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::daemon::status::Status;
 use crate::error::{Chain, Result};
-use crate::rollup::window_metrics::WindowMetrics;
+use crate::metrics_document::WindowMetrics;
 use crate::sessions::gauges::GaugeQueries;
 use crate::store::Store;
 use crate::window::Period;

@@ -7,7 +7,5 @@
 pub mod basic_auth;
 pub mod call_metrics;
 pub mod call_metrics_cache;
-pub mod self_metrics;
 pub mod server;
 pub mod session_metrics;
-pub mod web_config;

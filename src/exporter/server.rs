@@ -26,8 +26,8 @@ use tracing::debug;
 use super::basic_auth::BasicAuth;
 use super::call_metrics_cache::CallMetricsCache;
 use super::session_metrics::SessionMetricsCache;
-use super::web_config::WebConfig;
 use crate::clock::Clock;
+use crate::config::web::WebConfig;
 use crate::daemon::status::Status;
 
 /// What the handlers read.

@@ -7,13 +7,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use super::pipeline::{Chunk, Target};
+use super::commands::Target;
+use super::pipeline::Chunk;
 use super::plan::chunks;
 use super::report::{Outcome, WindowReport};
-use super::window_metrics::WindowMetrics;
 use crate::archive::state::ArchiveRead;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics_document::WindowMetrics;
 use crate::store::Store;
 use crate::window::{Period, Window};
 

@@ -13,7 +13,8 @@ use bson::oid::ObjectId;
 use bson::{Bson, Document};
 use chrono::{DateTime, Utc};
 
-use super::pipeline::{stages, AggregateCommand, PipelineError, Target};
+use super::commands::{AggregateCommand, Target};
+use crate::pipeline_files::{stages, PipelineError};
 
 /// `pipelines/late_windows.json`.
 pub const LATE_WINDOWS_PIPELINE: &str = include_str!("../../pipelines/late_windows.json");

@@ -1,16 +1,15 @@
-//! The aggregation pipelines in `pipelines/`, compiled into the binary, and their parameters.
-//!
-//! A pipeline file is MongoDB Extended JSON in which a value of the form `{"$param": "name"}` is
-//! a named parameter. Binding replaces every such value with the run's value and refuses a file
-//! that names a parameter the daemon does not provide (or leaves one unused), so a typo in a
-//! pipeline is an error in a unit test, not a silently empty match on the server.
+//! The rollup's pipelines in `pipelines/`, compiled into the binary, bound into one chunk's
+//! commands (binding itself is `pipeline_files`).
 //!
 //! This module builds commands; it does no I/O. See `store` for running them.
 
 use bson::{bson, doc, oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
 
+use super::archive_read::{archive_source, read_archive_too};
+use super::commands::{AggregateCommand, DeleteCommand, Target, UpdateCommand};
 use crate::archive::state::ArchiveRead;
+use crate::pipeline_files::{bind, parse, stages, PipelineError};
 use crate::window::{Period, QuantumTable, Window};
 
 /// `pipelines/rollup_counts.json`: the audit log's events of a chunk grouped by window, action,
@@ -26,23 +25,6 @@ pub const FINISH_PIPELINE: &str = include_str!("../../pipelines/rollup_finish.js
 /// `pipelines/seed_window.json`: the upsert that gives every window a document (and keeps its
 /// `createdAt`) before the rollup merges into it.
 pub const SEED_WINDOW_STATEMENT: &str = include_str!("../../pipelines/seed_window.json");
-
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error("{file} is not valid Extended JSON: {reason}")]
-    Parse { file: &'static str, reason: String },
-    #[error("{file} uses parameter {name:?}, which the daemon does not bind")]
-    UnknownParam { file: &'static str, name: String },
-    #[error("{file} never uses parameter {name:?}")]
-    UnusedParam { file: &'static str, name: String },
-    #[error("a chunk needs at least one window")]
-    NoWindows,
-    #[error("{file} must be {expected}")]
-    Shape {
-        file: &'static str,
-        expected: &'static str,
-    },
-}
 
 /// The run's values bound into one chunk's pipelines.
 struct Bindings {
@@ -118,71 +100,6 @@ fn window_of_event(table: &QuantumTable, from: DateTime<Utc>) -> Bson {
 
 fn date(t: DateTime<Utc>) -> Bson {
     Bson::DateTime(bson::DateTime::from_chrono(t))
-}
-
-/// An `aggregate` command, as sent to the server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AggregateCommand {
-    pub database: String,
-    pub collection: String,
-    pub pipeline: Vec<Document>,
-    /// Sent as `maxTimeMS`: the server stops the command there.
-    pub time_limit: std::time::Duration,
-}
-
-impl AggregateCommand {
-    /// True when the pipeline ends in `$merge` (it writes); false when it returns its documents.
-    pub fn writes(&self) -> bool {
-        self.pipeline
-            .last()
-            .is_some_and(|stage| stage.contains_key("$merge"))
-    }
-
-    /// The command document, runnable in mongosh with `db.getSiblingDB(database).runCommand(...)`.
-    pub fn to_command(&self) -> Document {
-        doc! {
-            "aggregate": &self.collection,
-            "pipeline": self.pipeline.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-            "allowDiskUse": true,
-            "cursor": {},
-            "maxTimeMS": i64::try_from(self.time_limit.as_millis()).unwrap_or(i64::MAX),
-        }
-    }
-}
-
-/// An `update` command made of upsert statements.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpdateCommand {
-    pub database: String,
-    pub collection: String,
-    pub updates: Vec<Document>,
-}
-
-impl UpdateCommand {
-    pub fn to_command(&self) -> Document {
-        doc! {
-            "update": &self.collection,
-            "updates": self.updates.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-            "ordered": false,
-        }
-    }
-}
-
-/// A `delete` command removing every document matching one filter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeleteCommand {
-    pub database: String,
-    pub collection: String,
-    pub filter: Document,
-}
-
-impl DeleteCommand {
-    pub fn to_command(&self) -> Document {
-        doc! {
-            "delete": &self.collection,
-            "deletes": [{"q": self.filter.clone(), "limit": 0}],
-        }
-    }
 }
 
 /// The commands of one chunk. A run sends `seed`, then `counts` and `users` side by side (two
@@ -264,49 +181,6 @@ impl Chunk {
     /// Whether this chunk's scans read the archive besides the audit log.
     pub fn reads_archive(&self) -> bool {
         self.commands.reads_archive
-    }
-}
-
-/// Where the commands go: database and collection names from the configuration.
-#[derive(Debug, Clone)]
-pub struct Target<'a> {
-    pub database: &'a str,
-    pub audit_collection: &'a str,
-    pub metrics_collection: &'a str,
-    /// Where the two scans of a chunk leave their per-window documents for `finish`.
-    pub staging_collection: &'a str,
-    /// Every aggregate's `maxTimeMS` (`aggregate_timeout`).
-    pub time_limit: std::time::Duration,
-    /// Where `vcmetrics archive` moves old events: chunks before its reach read it too.
-    pub archive_database: &'a str,
-    pub archive_collection: &'a str,
-}
-
-impl<'a> Target<'a> {
-    /// The configured database, collections and time limit.
-    pub fn of(config: &'a crate::config::Config) -> Self {
-        Target {
-            database: &config.database,
-            audit_collection: &config.audit_collection,
-            metrics_collection: &config.metrics_collection,
-            staging_collection: &config.staging_collection,
-            time_limit: config.aggregate_timeout,
-            archive_database: config
-                .archive
-                .database
-                .as_deref()
-                .unwrap_or(&config.database),
-            archive_collection: &config.archive.collection,
-        }
-    }
-
-    fn aggregate(&self, collection: &str, pipeline: Vec<Document>) -> AggregateCommand {
-        AggregateCommand {
-            database: self.database.to_owned(),
-            collection: collection.to_owned(),
-            pipeline,
-            time_limit: self.time_limit,
-        }
     }
 }
 
@@ -424,201 +298,6 @@ pub fn chunk_commands(
         bring,
         reads_archive: archive.is_some(),
     })
-}
-
-/// Where a chunk's scans find the archive's events: the archive itself when it shares the audit
-/// log's database, else their copy in the staging collection (made by `bring`).
-struct ArchiveSource {
-    collection: String,
-    /// What the archive side matches besides the scan's own `$match`.
-    only: Document,
-    /// The copy of an archive in another database, and the run id its copies are staged under.
-    bring: Option<(AggregateCommand, ObjectId)>,
-}
-
-fn archive_source(
-    target: &Target<'_>,
-    counts: &[Document],
-    read: &ArchiveRead,
-    now: DateTime<Utc>,
-) -> Result<ArchiveSource, PipelineError> {
-    let mut only = Document::new();
-    if !read.except_archive.is_empty() {
-        only.insert("_id", doc! {"$nin": read.except_archive.clone()});
-    }
-    if target.archive_database == target.database {
-        return Ok(ArchiveSource {
-            collection: target.archive_collection.to_owned(),
-            only,
-            bring: None,
-        });
-    }
-    // The chunk's timestamp range, exactly as the scans match it.
-    let range = first_match(counts, "pipelines/rollup_counts.json")?
-        .get("timestamp")
-        .cloned()
-        .ok_or(PipelineError::Shape {
-            file: "pipelines/rollup_counts.json",
-            expected: "a first $match on timestamp",
-        })?;
-    let bring_run = ObjectId::new();
-    let mut wanted = only;
-    wanted.insert("timestamp", range);
-    let pipeline = vec![
-        doc! {"$match": wanted},
-        // A staged copy is keyed by this chunk's copy id, so concurrent runs never share one;
-        // `at` lets the staging collection's TTL remove copies a dead run left behind.
-        doc! {"$set": {"_id": {"r": bring_run, "e": "$_id"}, "at": date(now)}},
-        doc! {"$merge": {
-            "into": {"db": target.database, "coll": target.staging_collection},
-            "on": "_id",
-            "whenMatched": "keepExisting",
-            "whenNotMatched": "insert",
-        }},
-    ];
-    Ok(ArchiveSource {
-        collection: target.staging_collection.to_owned(),
-        only: doc! {"_id.r": bring_run},
-        bring: Some((
-            AggregateCommand {
-                database: target.archive_database.to_owned(),
-                collection: target.archive_collection.to_owned(),
-                pipeline,
-                time_limit: target.time_limit,
-            },
-            bring_run,
-        )),
-    })
-}
-
-/// The first stage's `$match` of a scan.
-fn first_match<'d>(
-    scan: &'d [Document],
-    file: &'static str,
-) -> Result<&'d Document, PipelineError> {
-    scan.first()
-        .and_then(|stage| stage.get_document("$match").ok())
-        .ok_or(PipelineError::Shape {
-            file,
-            expected: "a pipeline starting with $match",
-        })
-}
-
-/// Makes a scan read the archive too: its first `$match` leaves out the audit log's side of a
-/// batch being deleted, and a `$unionWith` right after it adds the archive's events that pass
-/// the same `$match` (the same indexed timestamp range), leaving out a batch being copied. The
-/// stages after see one stream, each event once.
-fn read_archive_too(
-    scan: &mut Vec<Document>,
-    read: &ArchiveRead,
-    archive_collection: &str,
-    only: &Document,
-) -> Result<(), PipelineError> {
-    let file = "pipelines/rollup_*.json";
-    let mut archive_match = first_match(scan, file)?.clone();
-    archive_match.extend(only.clone());
-    if !read.except_audit.is_empty() {
-        if let Some(Bson::Document(first)) = scan[0].get_mut("$match") {
-            first.insert("_id", doc! {"$nin": read.except_audit.clone()});
-        }
-    }
-    scan.insert(
-        1,
-        doc! {"$unionWith": {
-            "coll": archive_collection,
-            "pipeline": [{"$match": archive_match}],
-        }},
-    );
-    Ok(())
-}
-
-/// A pipeline file bound: its stages.
-pub(super) fn stages(
-    file: &'static str,
-    text: &str,
-    bindings: &[(&'static str, Bson)],
-) -> Result<Vec<Document>, PipelineError> {
-    let Bson::Array(stages) = bind(parse(file, text)?, file, bindings)? else {
-        return Err(PipelineError::Shape {
-            file,
-            expected: "an array of stages",
-        });
-    };
-    stages
-        .into_iter()
-        .map(|stage| match stage {
-            Bson::Document(d) => Ok(d),
-            _ => Err(PipelineError::Shape {
-                file,
-                expected: "an array of stage documents",
-            }),
-        })
-        .collect()
-}
-
-/// Parses a pipeline file's Extended JSON into BSON, placeholders and all.
-fn parse(file: &'static str, text: &str) -> Result<Bson, PipelineError> {
-    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| PipelineError::Parse {
-        file,
-        reason: e.to_string(),
-    })?;
-    Bson::try_from(json).map_err(|e| PipelineError::Parse {
-        file,
-        reason: e.to_string(),
-    })
-}
-
-/// Replaces every `{"$param": name}` in `template`; every binding must be used.
-fn bind(
-    template: Bson,
-    file: &'static str,
-    bindings: &[(&'static str, Bson)],
-) -> Result<Bson, PipelineError> {
-    let mut used = vec![false; bindings.len()];
-    let bound = substitute(template, file, bindings, &mut used)?;
-    if let Some(i) = used.iter().position(|u| !u) {
-        return Err(PipelineError::UnusedParam {
-            file,
-            name: bindings[i].0.to_owned(),
-        });
-    }
-    Ok(bound)
-}
-
-fn substitute(
-    value: Bson,
-    file: &'static str,
-    bindings: &[(&'static str, Bson)],
-    used: &mut [bool],
-) -> Result<Bson, PipelineError> {
-    match value {
-        Bson::Document(d) => {
-            if d.len() == 1 {
-                if let Some(Bson::String(name)) = d.get("$param") {
-                    let i = bindings
-                        .iter()
-                        .position(|(n, _)| n == name)
-                        .ok_or_else(|| PipelineError::UnknownParam {
-                            file,
-                            name: name.clone(),
-                        })?;
-                    used[i] = true;
-                    return Ok(bindings[i].1.clone());
-                }
-            }
-            let mut out = Document::new();
-            for (k, v) in d {
-                out.insert(k, substitute(v, file, bindings, used)?);
-            }
-            Ok(Bson::Document(out))
-        }
-        Bson::Array(items) => items
-            .into_iter()
-            .map(|v| substitute(v, file, bindings, used))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Bson::Array),
-        other => Ok(other),
-    }
 }
 
 #[cfg(test)]

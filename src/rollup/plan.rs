@@ -1,8 +1,10 @@
-//! Which windows a command-line range covers, and how they are cut into chunks.
+//! Which windows a command-line range covers, how they are cut into chunks, and the guard that
+//! keeps windows the TTL has thinned from being rebuilt.
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::window::{Period, QuantumTable, Window, MAX_QUANTA};
 
 /// The windows of one period that a command-line range covers.
@@ -69,10 +71,36 @@ pub fn describe(windows: &[Window]) -> String {
     }
 }
 
+/// Refuses a plan whose first window starts before the retention horizon, unless forced:
+/// rebuilding it would replace correct history with undercounts.
+pub fn check_retention(
+    plan: &RangePlan,
+    horizon: Option<DateTime<Utc>>,
+    force: bool,
+) -> Result<()> {
+    let (Some(first), Some(horizon)) = (plan.windows.first(), horizon) else {
+        return Ok(());
+    };
+    if first.start >= horizon || force {
+        return Ok(());
+    }
+    let thinned = plan.windows.iter().filter(|w| w.start < horizon).count();
+    Err(Error::Refused(format!(
+        "{thinned} {} window(s) start before the retention horizon {}, from which the audit \
+         log (with its archive, once `vcmetrics archive` has run) holds every event: the TTL has \
+         deleted part of their events, so rebuilding them would undercount; narrow --from or \
+         pass --force",
+        plan.period,
+        horizon.to_rfc3339()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::retention::horizon;
     use crate::config::from_toml;
+    use std::time::Duration;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -122,5 +150,34 @@ mod tests {
         assert_eq!(plan.windows.len(), 2); // 10:00 and 11:00; 12:00 is open, 13:00 future
         assert_eq!(plan.windows[0].start, utc("2026-01-01T10:00:00Z"));
         assert_eq!(plan.not_closed, 2);
+    }
+
+    #[test]
+    fn windows_before_the_horizon_are_refused_unless_forced() {
+        let now = utc("2026-01-10T00:00:00Z");
+        let horizon = horizon(Some(Duration::from_secs(86_400)), now);
+        assert_eq!(horizon, Some(utc("2026-01-09T00:00:00Z")));
+        let plan = plan_range(
+            &config(),
+            Period::Hourly,
+            utc("2026-01-08T22:00:00Z"),
+            now,
+            now,
+        );
+        let err = check_retention(&plan, horizon, false).unwrap_err();
+        assert_eq!(err.exit_code(), 4);
+        assert!(
+            err.to_string().contains("2 hourly window(s) start before"),
+            "{err}"
+        );
+        check_retention(&plan, horizon, true).unwrap();
+        let recent = plan_range(
+            &config(),
+            Period::Hourly,
+            utc("2026-01-09T00:00:00Z"),
+            now,
+            now,
+        );
+        check_retention(&recent, horizon, false).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::window::Window;
 
-use super::window_metrics::FieldDiff;
+use crate::metrics_document::FieldDiff;
 
 /// What happened (or would happen) to one window's document.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bson::{doc, Document};
 
 use crate::config::Config;
-use crate::rollup::window_metrics::number;
+use crate::metrics_document::number;
 use crate::store::ExistingIndex;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,8 +14,9 @@ use super::{Store, LEASE_ID};
 use crate::archive::{ArchiveState, EventSpan, Finished, MovingBatch};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::rollup::commands::{AggregateCommand, DeleteCommand, UpdateCommand};
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
-use crate::rollup::pipeline::{AggregateCommand, Chunk, DeleteCommand, UpdateCommand};
+use crate::rollup::pipeline::Chunk;
 use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::window::Period;
 

@@ -117,7 +117,7 @@ pub fn missing_merge_index() -> Error {
 pub fn window_document(period: &str, start: DateTime<Utc>, calls: i32) -> Document {
     let mut d =
         doc! {"period": period, "date": bson::DateTime::from_chrono(start), "errorCounts": {}};
-    for f in vcmetrics::rollup::window_metrics::FIELDS {
+    for f in vcmetrics::metrics_document::FIELDS {
         d.insert(f.name, 0_i32);
     }
     d.insert("totalCalls", calls);
