@@ -44,14 +44,14 @@ use chrono::{DateTime, DurationRound, Utc};
 use futures_util::TryStreamExt;
 use vcmetrics::config::{from_toml, Config};
 use vcmetrics::daemon::late_events::refresh_late_windows;
+use vcmetrics::daemon::records::LateReport;
 use vcmetrics::daemon::run_plan::plan_run;
-use vcmetrics::daemon::status::LateReport;
 use vcmetrics::generate::{generate, Plan};
 use vcmetrics::rollup::commands::Target;
 use vcmetrics::rollup::late_scan::object_id_at;
 use vcmetrics::rollup::pipeline::Chunk;
 use vcmetrics::rollup::{chunks, plan_range};
-use vcmetrics::store::{MongoStore, Store};
+use vcmetrics::store::{MarkStore, MongoStore};
 use vcmetrics::window::{Calendar, Period};
 
 fn main() {

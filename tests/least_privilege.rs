@@ -27,6 +27,7 @@ use mongodb::options::{ClientOptions, Credential};
 use support::{calls_per_hour, hours, Scratch, IDLE};
 use tokio::sync::{mpsc, watch};
 use vcmetrics::archive::retention::retention_horizon;
+use vcmetrics::archive::storage::ArchiveStore;
 use vcmetrics::clock::SystemClock;
 use vcmetrics::config::{from_toml, Config};
 use vcmetrics::daemon::status::Status;
@@ -36,7 +37,7 @@ use vcmetrics::exporter::session_metrics::SessionMetricsCache;
 use vcmetrics::rollup::{plan_range, process, Batch, Mode};
 use vcmetrics::sessions::rules::SessionRule;
 use vcmetrics::store::privileges::{daemon_role, migrate_role, Role};
-use vcmetrics::store::{MongoStore, Store};
+use vcmetrics::store::{MongoStore, ServerStore};
 use vcmetrics::window::Period;
 
 /// Every command a client started: (database, command document).

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, Document};
 use chrono::{DateTime, DurationRound, Utc};
 use vcmetrics::rollup::plan_range;
-use vcmetrics::store::Store;
+use vcmetrics::store::MarkStore;
 use vcmetrics::window::Period;
 
 use super::{client_side, env_number, floor, generate_into, recompute, scratch};

@@ -14,6 +14,7 @@
 pub mod retention;
 pub mod run;
 pub mod state;
+pub mod storage;
 
 pub use run::{archive, ArchiveOutcome};
 pub use state::{ArchiveState, EventSpan, Finished, MovingBatch, Phase};

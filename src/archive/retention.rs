@@ -4,16 +4,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::storage::RetentionStore;
 use crate::config::Config;
 use crate::error::Result;
-use crate::store::Store;
 
 /// The oldest instant whose audit events are all still stored. In the audit log alone that is
 /// `now - retention`, where the retention is the configured override or else the audit log's
 /// TTL; once `vcmetrics archive` has run, the point its runs recorded from which audit log and
 /// archive together are complete (`archive::state`). `None`: every event is stored.
 pub async fn retention_horizon(
-    store: &impl Store,
+    store: &impl RetentionStore,
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>> {
@@ -27,7 +27,10 @@ pub async fn retention_horizon(
 
 /// How long the audit log keeps events: `audit_retention` if configured, else the TTL of its
 /// `timestamp` index; `None` when neither exists.
-pub async fn audit_retention(store: &impl Store, config: &Config) -> Result<Option<Duration>> {
+pub async fn audit_retention(
+    store: &impl RetentionStore,
+    config: &Config,
+) -> Result<Option<Duration>> {
     match config.audit_retention {
         Some(r) => Ok(Some(r)),
         None => store.audit_ttl().await,

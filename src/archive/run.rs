@@ -14,10 +14,10 @@ use tracing::info;
 
 use super::retention::{audit_retention, horizon};
 use super::state::{complete_from_after_run, Finished, MovingBatch, Phase};
+use super::storage::ArchiveStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 /// How long a run holds the archive lock without renewing it; every batch renews it (0.1 to 3 s
 /// on DocumentDB at 1,000 events). A killed run keeps the next one out this long.
@@ -39,7 +39,7 @@ pub struct ArchiveOutcome {
 /// Moves the audit events timestamped before `cutoff` into the archive, as `holder`.
 /// `stop` is asked between batches (a shutdown); `progress` gets the events moved so far.
 pub async fn archive(
-    store: &impl Store,
+    store: &impl ArchiveStore,
     config: &Config,
     clock: &impl Clock,
     holder: &str,
@@ -127,7 +127,7 @@ pub async fn archive(
 /// The batches of one run: `(moved, batches, stopped)`.
 #[allow(clippy::too_many_arguments)]
 async fn move_batches(
-    store: &impl Store,
+    store: &impl ArchiveStore,
     config: &Config,
     clock: &impl Clock,
     holder: &str,

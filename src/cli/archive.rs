@@ -6,11 +6,12 @@ use chrono::{DateTime, Utc};
 use super::parse_instant;
 use crate::archive::retention::{audit_retention, horizon};
 use crate::archive::state::{cutoff, in_days};
+use crate::archive::storage::{ArchiveStore, RetentionStore};
 use crate::archive::{archive, ArchiveOutcome, ArchiveState, EventSpan};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::Result;
-use crate::store::{MongoStore, Store};
+use crate::store::MongoStore;
 
 /// `println!` that stops quietly when stdout is closed (`vcmetrics archive | head`): the
 /// archive's work is done by then.

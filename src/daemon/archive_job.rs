@@ -12,19 +12,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::status::{ArchiveView, Status};
+use super::records::ArchiveView;
+use super::status::Status;
 use super::MAX_SLEEP;
 use crate::archive::retention::{audit_retention, horizon};
 use crate::archive::state::cutoff;
+use crate::archive::storage::ArchiveStore;
 use crate::archive::{archive, ArchiveOutcome};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Result};
-use crate::store::Store;
 
 /// Runs the archive at each fire time of `archive.schedule` (none: returns at once), and reads
 /// where the archive stands every `metrics_refresh`, until shutdown.
-pub async fn archive_on_schedule<S: Store, C: Clock>(
+pub async fn archive_on_schedule<S: ArchiveStore, C: Clock>(
     store: Arc<S>,
     config: Arc<Config>,
     clock: C,
@@ -90,7 +91,7 @@ pub async fn archive_on_schedule<S: Store, C: Clock>(
 }
 
 /// One scheduled run, recorded in the status (and so in the daemon's metrics).
-async fn run_once<S: Store, C: Clock>(
+async fn run_once<S: ArchiveStore, C: Clock>(
     store: &S,
     config: &Config,
     clock: &C,
@@ -134,7 +135,7 @@ async fn run_once<S: Store, C: Clock>(
 }
 
 /// Reads where the archive stands into the status; a failed read keeps the last values.
-async fn refresh(store: &impl Store, config: &Config, status: &Status, now: DateTime<Utc>) {
+async fn refresh(store: &impl ArchiveStore, config: &Config, status: &Status, now: DateTime<Utc>) {
     match read_view(store, config, now).await {
         Ok(view) => status.set_archive_view(&view),
         Err(e) => {
@@ -143,7 +144,11 @@ async fn refresh(store: &impl Store, config: &Config, status: &Status, now: Date
     }
 }
 
-async fn read_view(store: &impl Store, config: &Config, now: DateTime<Utc>) -> Result<ArchiveView> {
+async fn read_view(
+    store: &impl ArchiveStore,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<ArchiveView> {
     let ttl = audit_retention(store, config).await?;
     let state = store.archive_state().await?;
     Ok(ArchiveView {

@@ -19,15 +19,17 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::status::LateReport;
+use super::records::LateReport;
+use crate::archive::storage::RetentionStore;
 use crate::config::Config;
 use crate::error::Result;
 use crate::rollup::commands::Target;
 use crate::rollup::late_scan::{
     next_object_id, object_id_at, LateScan, LateScanQuery, LateScanResult,
 };
+use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode};
-use crate::store::Store;
+use crate::store::MarkStore;
 use crate::window::{Calendar, Period, Window};
 
 /// What one scan's answer means for the run.
@@ -112,7 +114,7 @@ fn consecutive(windows: &[Window]) -> Vec<&[Window]> {
 /// The late-event part of a run of `period` whose first window starts at `before`. `None` when
 /// switched off.
 pub async fn refresh_late_windows(
-    store: &impl Store,
+    store: &(impl LateEventStore + MarkStore + RollupStore + RetentionStore),
     config: &Config,
     period: Period,
     now: DateTime<Utc>,

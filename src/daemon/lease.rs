@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::error::{Chain, Error};
-use crate::store::Store;
+use crate::store::LeaseStore;
 
 /// Whether this replica may schedule, shared between the lease task and the scheduler.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +57,7 @@ pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// Takes, renews and finally releases the lease until `shutdown` flips.
 pub async fn hold_lease(
-    store: Arc<impl Store>,
+    store: Arc<impl LeaseStore>,
     clock: impl Clock,
     holder: String,
     ttl: Duration,

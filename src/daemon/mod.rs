@@ -26,6 +26,7 @@ pub mod archive_job;
 pub mod late_events;
 pub mod lease;
 pub mod reachability;
+pub mod records;
 pub mod run;
 pub mod run_plan;
 pub mod self_metrics;
@@ -49,8 +50,9 @@ use crate::store::Store;
 use crate::window::Period;
 use lease::hold_lease;
 use reachability::watch_mongodb;
+use records::SkipReason;
 use run::{run_period, RunEnd};
-use status::{SkipReason, Status};
+use status::Status;
 
 /// The longest the daemon sleeps before it looks at the clock again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -82,59 +84,9 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
         extra_ticks: mpsc::Receiver<Period>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
-        let mut background = JoinSet::new();
-        background.spawn(watch_mongodb(
-            self.store.clone(),
-            self.config.mongodb_uri.clone(),
-            self.status.clone(),
-            shutdown.clone(),
-        ));
-        background.spawn(watermarks::follow_stored_watermarks(
-            self.store.clone(),
-            self.status.clone(),
-            self.config.metrics_refresh,
-            shutdown.clone(),
-        ));
-        background.spawn(setup::watch_setup(
-            self.store.clone(),
-            self.config.clone(),
-            self.status.clone(),
-            shutdown.clone(),
-        ));
-        background.spawn(archive_job::archive_on_schedule(
-            self.store.clone(),
-            self.config.clone(),
-            self.clock.clone(),
-            self.status.clone(),
-            shutdown.clone(),
-        ));
-        // The lease is given up only after running runs have drained, so no standby starts the
-        // same period while this replica's run is still writing it.
-        // A JoinSet, not a detached task: if this future is dropped, the lease task dies with it
-        // (as in a crash) instead of outliving the daemon.
-        let (release_lease, lease_shutdown) = watch::channel(false);
-        let mut lease = JoinSet::new();
-        lease.spawn(hold_lease(
-            self.store.clone(),
-            self.clock.clone(),
-            self.config.instance_id.clone(),
-            self.config.lease_ttl,
-            self.status.leadership().clone(),
-            lease_shutdown,
-        ));
-
-        // Until a watermark is read or written, the data lag counts from where each period
-        // starts (`start_from`): a daemon that never succeeds shows a growing lag.
-        for period in Period::ALL {
-            let start = run_plan::initial_watermark(
-                &self.config.calendar,
-                period,
-                self.clock.now(),
-                self.config.start_from,
-                None,
-            );
-            self.status.assume_watermark(period, start);
-        }
+        let mut background = self.spawn_watchers(&shutdown);
+        let (release_lease, mut lease) = self.spawn_lease();
+        self.assume_start_watermarks();
         let tz = self.config.calendar.time_zone();
         let next_fire =
             |period: Period, after| self.config.period(period).schedule.next_after(tz, after);
@@ -209,6 +161,84 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             }
         }
 
+        self.drain(runs).await;
+        while background.join_next().await.is_some() {}
+        let _ = release_lease.send(true);
+        if let Some(Err(e)) = lease.join_next().await {
+            error!(error = %e, "the lease task failed; the lease expires on its own");
+        }
+        Ok(())
+    }
+
+    /// The daemon's watchers: MongoDB's reachability, the stored watermarks, the database's
+    /// setup, and the archive's schedule.
+    fn spawn_watchers(&self, shutdown: &watch::Receiver<bool>) -> JoinSet<()> {
+        let mut background = JoinSet::new();
+        background.spawn(watch_mongodb(
+            self.store.clone(),
+            self.config.mongodb_uri.clone(),
+            self.status.clone(),
+            shutdown.clone(),
+        ));
+        background.spawn(watermarks::follow_stored_watermarks(
+            self.store.clone(),
+            self.status.clone(),
+            self.config.metrics_refresh,
+            shutdown.clone(),
+        ));
+        background.spawn(setup::watch_setup(
+            self.store.clone(),
+            self.config.clone(),
+            self.status.clone(),
+            shutdown.clone(),
+        ));
+        background.spawn(archive_job::archive_on_schedule(
+            self.store.clone(),
+            self.config.clone(),
+            self.clock.clone(),
+            self.status.clone(),
+            shutdown.clone(),
+        ));
+        background
+    }
+
+    /// The lease task, and the sender that makes it give the lease up.
+    fn spawn_lease(&self) -> (watch::Sender<bool>, JoinSet<()>) {
+        // The lease is given up only after running runs have drained, so no standby starts the
+        // same period while this replica's run is still writing it.
+        // A JoinSet, not a detached task: if this future is dropped, the lease task dies with it
+        // (as in a crash) instead of outliving the daemon.
+        let (release_lease, lease_shutdown) = watch::channel(false);
+        let mut lease = JoinSet::new();
+        lease.spawn(hold_lease(
+            self.store.clone(),
+            self.clock.clone(),
+            self.config.instance_id.clone(),
+            self.config.lease_ttl,
+            self.status.leadership().clone(),
+            lease_shutdown,
+        ));
+
+        (release_lease, lease)
+    }
+
+    /// Until a watermark is read or written, the data lag counts from where each period
+    /// starts (`start_from`): a daemon that never succeeds shows a growing lag.
+    fn assume_start_watermarks(&self) {
+        for period in Period::ALL {
+            let start = run_plan::initial_watermark(
+                &self.config.calendar,
+                period,
+                self.clock.now(),
+                self.config.start_from,
+                None,
+            );
+            self.status.assume_watermark(period, start);
+        }
+    }
+
+    /// Lets running runs finish within `shutdown_grace`, then aborts the rest.
+    async fn drain(&self, mut runs: JoinSet<(Period, RunEnd)>) {
         info!(
             running = runs.len(),
             grace_seconds = self.config.shutdown_grace.as_secs(),
@@ -225,12 +255,6 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             );
             runs.shutdown().await;
         }
-        while background.join_next().await.is_some() {}
-        let _ = release_lease.send(true);
-        if let Some(Err(e)) = lease.join_next().await {
-            error!(error = %e, "the lease task failed; the lease expires on its own");
-        }
-        Ok(())
     }
 
     fn fire(&self, period: Period, runs: &mut JoinSet<(Period, RunEnd)>) {

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::config::{redact_uri, WHERE_TO_SET_URI};
 use crate::daemon::status::Status;
 use crate::error::Chain;
-use crate::store::Store;
+use crate::store::ServerStore;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -21,7 +21,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const FIRST_REPORT: Duration = Duration::from_secs(5);
 
 pub async fn watch_mongodb(
-    store: Arc<impl Store>,
+    store: Arc<impl ServerStore>,
     uri: String,
     status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,

@@ -4,14 +4,17 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::late_events::refresh_late_windows;
+use super::records::{RunOutcome, RunRecord};
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
-use super::status::{RunOutcome, RunRecord, Status};
+use super::status::Status;
 use crate::archive::retention::retention_horizon;
+use crate::archive::storage::RetentionStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Error, Result};
+use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode, Summary};
-use crate::store::Store;
+use crate::store::MarkStore;
 use crate::window::Period;
 
 /// How a run ended, for the scheduler.
@@ -26,7 +29,7 @@ pub enum RunEnd {
 
 /// One run of one period: plan from the watermark, roll up, advance the watermark, record.
 pub async fn run_period(
-    store: &impl Store,
+    store: &(impl RollupStore + LateEventStore + RetentionStore + MarkStore),
     config: &Config,
     clock: &impl Clock,
     status: &Status,

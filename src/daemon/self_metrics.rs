@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 use crate::archive::ArchiveOutcome;
-use crate::daemon::status::{ArchiveView, LateReport, RunOutcome, RunRecord, SkipReason};
+use crate::daemon::records::{ArchiveView, LateReport, RunOutcome, RunRecord, SkipReason};
 use crate::window::Period;
 
 /// The one series of a family without labels, made when first set.
@@ -62,175 +62,140 @@ impl SelfMetrics {
     /// or inconsistent definition, a bug every test shows.
     pub fn new() -> prometheus::Result<SelfMetrics> {
         let registry = Registry::new();
-        let registry = &registry;
-        fn add<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> prometheus::Result<C> {
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
+        let r = Registering(&registry);
+        #[rustfmt::skip]
         let metrics = SelfMetrics {
             registry: registry.clone(),
-            runs: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_runs_total", "Finished runs by period and outcome (success, failed)."),
-                &["period", "outcome"],
-            )?)?,
-            run_errors: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_run_errors_total", "Failed runs by period and kind of error."),
-                &["period", "kind"],
-            )?)?,
-            run_duration: add(registry, HistogramVec::new(
-                HistogramOpts::new("vcmetrics_run_duration_seconds", "Duration of finished runs, in seconds.")
-                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
-                &["period"],
-            )?)?,
-            windows_written: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_windows_written_total", "Windows written by successful runs."),
-                &["period"],
-            )?)?,
-            ticks_skipped: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_ticks_skipped_total", "Ticks that started no run, by reason (overlap, standby, mongodb_unavailable)."),
-                &["period", "reason"],
-            )?)?,
-            last_success: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_last_success_timestamp_seconds", "When the last successful run of the period finished (Unix time)."),
-                &["period"],
-            )?)?,
-            watermark: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_watermark_timestamp_seconds", "End of the newest closed window known complete (Unix time)."),
-                &["period"],
-            )?)?,
-            data_lag: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_data_lag_seconds", "Now minus the end of the newest complete window aggregated: alert when it exceeds a window or two."),
-                &["period"],
-            )?)?,
-            leader: add(registry, IntGauge::new("vcmetrics_leader", "1 when this replica holds the lease and runs jobs, else 0.")?)?,
-            mongodb_up: add(registry, IntGauge::new("vcmetrics_mongodb_up", "1 when MongoDB answered the last ping, else 0.")?)?,
-            missing_indexes: add(registry, IntGauge::new("vcmetrics_database_missing_indexes", "Indexes the runs need that the database lacks (vcmetrics migrate creates them); 0 when set up.")?)?,
-            late_events: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_late_events_total", "Audit events written after the runs that covered their window, found by their _id and counted by the period whose window they refreshed."),
-                &["period"],
-            )?)?,
-            late_windows: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_late_windows_refreshed_total", "Windows refreshed because late events fell in them."),
-                &["period"],
-            )?)?,
-            late_unrepairable: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_late_windows_unrepairable_total", "Windows with late events before the retention horizon, not rebuilt."),
-                &["period"],
-            )?)?,
-            late_oldest_age: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_late_event_oldest_age_seconds", "Age (run time minus timestamp) of the oldest late event the period's last scan found; 0 when it found none."),
-                &["period"],
-            )?)?,
-            late_scan_duration: add(registry, HistogramVec::new(
-                HistogramOpts::new("vcmetrics_late_scan_duration_seconds", "Duration of the late-event scans, in seconds.")
-                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-                &["period"],
-            )?)?,
-            late_mark: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_late_scan_mark_timestamp_seconds", "Write time (from the _id) where the period's next late-event scan starts (Unix time)."),
-                &["period"],
-            )?)?,
-            archive_runs: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_archive_runs_total", "Finished scheduled archive runs by outcome (success, failed)."),
-                &["outcome"],
-            )?)?,
-            archive_errors: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_archive_errors_total", "Failed scheduled archive runs by kind of error."),
-                &["kind"],
-            )?)?,
-            archive_events: add(registry, IntCounterVec::new(
-                Opts::new("vcmetrics_archive_events_total", "Audit events moved into the archive by scheduled runs (copied, confirmed, deleted from the audit log)."),
-                &[],
-            )?)?,
-            archive_duration: add(registry, HistogramVec::new(
-                HistogramOpts::new("vcmetrics_archive_duration_seconds", "Duration of scheduled archive runs, in seconds.")
-                    .buckets(vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0]),
-                &[],
-            )?)?,
-            archive_last_success: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_archive_last_success_timestamp_seconds", "When the last archive run that reached its cutoff finished (Unix time)."),
-                &[],
-            )?)?,
-            archive_oldest: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_archive_oldest_event_timestamp_seconds", "Timestamp of the archive's oldest event (Unix time)."),
-                &[],
-            )?)?,
-            archive_newest: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_archive_newest_event_timestamp_seconds", "Timestamp of the archive's newest event (Unix time)."),
-                &[],
-            )?)?,
-            archive_archived_before: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_archive_archived_before_timestamp_seconds", "Every audit event before this instant is archived, as of the last finished run (Unix time)."),
-                &[],
-            )?)?,
-            archive_complete_from: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_archive_complete_from_timestamp_seconds", "Audit log and archive together hold every event from this instant: recompute and verify rebuild windows from here (Unix time)."),
-                &[],
-            )?)?,
-            archive_batch_pending: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_archive_batch_pending", "1 while a batch is recorded as moving: a run in progress, or one that stopped half-way (the next run finishes it)."),
-                &[],
-            )?)?,
-            audit_oldest: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_audit_oldest_event_timestamp_seconds", "Timestamp of the audit log's oldest event (Unix time): it must be archived before it reaches the TTL."),
-                &[],
-            )?)?,
-            audit_retention: add(registry, GaugeVec::new(
-                Opts::new("vcmetrics_audit_retention_seconds", "The audit log's retention: its TTL (or audit_retention), in seconds."),
-                &[],
-            )?)?,
+            runs: r.counter("vcmetrics_runs_total", "Finished runs by period and outcome (success, failed).", &["period", "outcome"])?,
+            run_errors: r.counter("vcmetrics_run_errors_total", "Failed runs by period and kind of error.", &["period", "kind"])?,
+            run_duration: r.histogram("vcmetrics_run_duration_seconds", "Duration of finished runs, in seconds.", vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0], &["period"])?,
+            windows_written: r.counter("vcmetrics_windows_written_total", "Windows written by successful runs.", &["period"])?,
+            ticks_skipped: r.counter("vcmetrics_ticks_skipped_total", "Ticks that started no run, by reason (overlap, standby, mongodb_unavailable).", &["period", "reason"])?,
+            last_success: r.gauge("vcmetrics_last_success_timestamp_seconds", "When the last successful run of the period finished (Unix time).", &["period"])?,
+            watermark: r.gauge("vcmetrics_watermark_timestamp_seconds", "End of the newest closed window known complete (Unix time).", &["period"])?,
+            data_lag: r.gauge("vcmetrics_data_lag_seconds", "Now minus the end of the newest complete window aggregated: alert when it exceeds a window or two.", &["period"])?,
+            leader: r.int_gauge("vcmetrics_leader", "1 when this replica holds the lease and runs jobs, else 0.")?,
+            mongodb_up: r.int_gauge("vcmetrics_mongodb_up", "1 when MongoDB answered the last ping, else 0.")?,
+            missing_indexes: r.int_gauge("vcmetrics_database_missing_indexes", "Indexes the runs need that the database lacks (vcmetrics migrate creates them); 0 when set up.")?,
+            late_events: r.counter("vcmetrics_late_events_total", "Audit events written after the runs that covered their window, found by their _id and counted by the period whose window they refreshed.", &["period"])?,
+            late_windows: r.counter("vcmetrics_late_windows_refreshed_total", "Windows refreshed because late events fell in them.", &["period"])?,
+            late_unrepairable: r.counter("vcmetrics_late_windows_unrepairable_total", "Windows with late events before the retention horizon, not rebuilt.", &["period"])?,
+            late_oldest_age: r.gauge("vcmetrics_late_event_oldest_age_seconds", "Age (run time minus timestamp) of the oldest late event the period's last scan found; 0 when it found none.", &["period"])?,
+            late_scan_duration: r.histogram("vcmetrics_late_scan_duration_seconds", "Duration of the late-event scans, in seconds.", vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0], &["period"])?,
+            late_mark: r.gauge("vcmetrics_late_scan_mark_timestamp_seconds", "Write time (from the _id) where the period's next late-event scan starts (Unix time).", &["period"])?,
+            archive_runs: r.counter("vcmetrics_archive_runs_total", "Finished scheduled archive runs by outcome (success, failed).", &["outcome"])?,
+            archive_errors: r.counter("vcmetrics_archive_errors_total", "Failed scheduled archive runs by kind of error.", &["kind"])?,
+            archive_events: r.counter("vcmetrics_archive_events_total", "Audit events moved into the archive by scheduled runs (copied, confirmed, deleted from the audit log).", &[])?,
+            archive_duration: r.histogram("vcmetrics_archive_duration_seconds", "Duration of scheduled archive runs, in seconds.", vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0], &[])?,
+            archive_last_success: r.gauge("vcmetrics_archive_last_success_timestamp_seconds", "When the last archive run that reached its cutoff finished (Unix time).", &[])?,
+            archive_oldest: r.gauge("vcmetrics_archive_oldest_event_timestamp_seconds", "Timestamp of the archive's oldest event (Unix time).", &[])?,
+            archive_newest: r.gauge("vcmetrics_archive_newest_event_timestamp_seconds", "Timestamp of the archive's newest event (Unix time).", &[])?,
+            archive_archived_before: r.gauge("vcmetrics_archive_archived_before_timestamp_seconds", "Every audit event before this instant is archived, as of the last finished run (Unix time).", &[])?,
+            archive_complete_from: r.gauge("vcmetrics_archive_complete_from_timestamp_seconds", "Audit log and archive together hold every event from this instant: recompute and verify rebuild windows from here (Unix time).", &[])?,
+            archive_batch_pending: r.gauge("vcmetrics_archive_batch_pending", "1 while a batch is recorded as moving: a run in progress, or one that stopped half-way (the next run finishes it).", &[])?,
+            audit_oldest: r.gauge("vcmetrics_audit_oldest_event_timestamp_seconds", "Timestamp of the audit log's oldest event (Unix time): it must be archived before it reaches the TTL.", &[])?,
+            audit_retention: r.gauge("vcmetrics_audit_retention_seconds", "The audit log's retention: its TTL (or audit_retention), in seconds.", &[])?,
         };
+        metrics.create_bounded_series();
+        register_build_and_process(&registry)?;
+        Ok(metrics)
+    }
+
+    /// Every bounded combination of labels, at zero, so that `rate()` and alerts see a series
+    /// before the first event rather than nothing.
+    fn create_bounded_series(&self) {
         for outcome in [RunOutcome::Success, RunOutcome::Failed] {
-            metrics.archive_runs.with_label_values(&[outcome.as_str()]);
+            self.archive_runs.with_label_values(&[outcome.as_str()]);
         }
         for kind in crate::error::Error::METRIC_LABELS {
-            metrics.archive_errors.with_label_values(&[kind]);
+            self.archive_errors.with_label_values(&[kind]);
         }
-        metrics.archive_events.with_label_values(NO_LABELS);
-        // Every bounded combination exists from the start at zero, so `rate()` and alerts see
-        // a series before the first event rather than nothing.
+        self.archive_events.with_label_values(NO_LABELS);
         for period in Period::ALL.map(Period::as_str) {
             for outcome in [RunOutcome::Success, RunOutcome::Failed] {
-                metrics.runs.with_label_values(&[period, outcome.as_str()]);
+                self.runs.with_label_values(&[period, outcome.as_str()]);
             }
             for reason in [
                 SkipReason::Overlap,
                 SkipReason::Standby,
                 SkipReason::MongodbUnavailable,
             ] {
-                metrics
-                    .ticks_skipped
+                self.ticks_skipped
                     .with_label_values(&[period, reason.as_str()]);
             }
-            metrics.windows_written.with_label_values(&[period]);
+            self.windows_written.with_label_values(&[period]);
             for kind in crate::error::Error::METRIC_LABELS {
-                metrics.run_errors.with_label_values(&[period, kind]);
+                self.run_errors.with_label_values(&[period, kind]);
             }
             // 0: no successful run yet (the Prometheus convention for "never").
-            metrics.last_success.with_label_values(&[period]).set(0.0);
-            metrics.run_duration.with_label_values(&[period]);
-            metrics.late_events.with_label_values(&[period]);
-            metrics.late_windows.with_label_values(&[period]);
-            metrics.late_unrepairable.with_label_values(&[period]);
-            metrics.late_scan_duration.with_label_values(&[period]);
+            self.last_success.with_label_values(&[period]).set(0.0);
+            self.run_duration.with_label_values(&[period]);
+            self.late_events.with_label_values(&[period]);
+            self.late_windows.with_label_values(&[period]);
+            self.late_unrepairable.with_label_values(&[period]);
+            self.late_scan_duration.with_label_values(&[period]);
         }
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "vcmetrics_build_info",
-                "Version and commit of the running vcmetrics; always 1.",
-            ),
-            &["version", "commit"],
-        )?;
-        build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("VCMETRICS_COMMIT")])
-            .set(1);
-        registry.register(Box::new(build))?;
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-        Ok(metrics)
     }
+}
+
+/// Registers each metric as it is made: one line per metric above.
+struct Registering<'a>(&'a Registry);
+
+impl Registering<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, c: C) -> prometheus::Result<C> {
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+        self.add(GaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.add(IntGauge::new(name, help)?)
+    }
+
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> prometheus::Result<HistogramVec> {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets),
+            labels,
+        )?)
+    }
+}
+
+/// `vcmetrics_build_info` and, on Linux, the process collector.
+fn register_build_and_process(registry: &Registry) -> prometheus::Result<()> {
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "vcmetrics_build_info",
+            "Version and commit of the running vcmetrics; always 1.",
+        ),
+        &["version", "commit"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("VCMETRICS_COMMIT")])
+        .set(1);
+    registry.register(Box::new(build))?;
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(())
 }
 
 impl SelfMetrics {

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::daemon::status::Status;
 use crate::error::Chain;
 use crate::store::indexes::{needed_by_runs, WantedIndex};
-use crate::store::Store;
+use crate::store::ServerStore;
 
 /// How often a database found set up is looked at again (someone may drop an index).
 pub const RECHECK: Duration = Duration::from_secs(300);
@@ -25,7 +25,7 @@ pub const RECHECK: Duration = Duration::from_secs(300);
 const WAIT_FOR_MONGODB: Duration = Duration::from_secs(1);
 
 pub async fn watch_setup(
-    store: Arc<impl Store>,
+    store: Arc<impl ServerStore>,
     config: Arc<Config>,
     status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,

@@ -9,11 +9,11 @@ use tracing::debug;
 
 use super::status::Status;
 use crate::error::{Chain, Result};
-use crate::store::Store;
+use crate::store::MarkStore;
 use crate::window::Period;
 
 /// Reads every period's stored watermark into `status`.
-pub async fn read_stored_watermarks(store: &impl Store, status: &Status) -> Result<()> {
+pub async fn read_stored_watermarks(store: &impl MarkStore, status: &Status) -> Result<()> {
     for period in Period::ALL {
         if let Some(watermark) = store.watermark(period).await? {
             status.set_watermark(period, watermark);
@@ -24,7 +24,7 @@ pub async fn read_stored_watermarks(store: &impl Store, status: &Status) -> Resu
 
 /// Reads the stored watermarks after every finished run and every `every`, until shutdown.
 pub async fn follow_stored_watermarks(
-    store: Arc<impl Store>,
+    store: Arc<impl MarkStore>,
     status: Arc<Status>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,

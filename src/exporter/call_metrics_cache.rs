@@ -18,8 +18,9 @@ use crate::config::Config;
 use crate::daemon::status::Status;
 use crate::error::{Chain, Result};
 use crate::metrics_document::WindowMetrics;
+use crate::rollup::storage::StoredMetrics;
 use crate::sessions::gauges::GaugeQueries;
-use crate::store::Store;
+use crate::sessions::storage::SessionStore;
 use crate::window::Period;
 
 /// The call metrics, already in the text exposition format: encoded once per refresh, not once
@@ -44,7 +45,7 @@ impl CallMetricsCache {
 
 /// Reads each period's open and last closed window documents and rebuilds the snapshot.
 pub async fn refresh(
-    store: &impl Store,
+    store: &(impl StoredMetrics + SessionStore),
     config: &Config,
     clock: &impl Clock,
     cache: &CallMetricsCache,
@@ -81,7 +82,7 @@ pub async fn refresh(
 
 /// Reads the session gauges at the clock's now: a failure is counted and the last values stay.
 pub async fn refresh_sessions(
-    store: &impl Store,
+    store: &(impl StoredMetrics + SessionStore),
     config: &Config,
     clock: &impl Clock,
     cache: &SessionMetricsCache,
@@ -101,7 +102,7 @@ pub async fn refresh_sessions(
 /// Refreshes the call metrics and the session gauges after every finished run and every
 /// `metrics_refresh` until shutdown.
 pub async fn keep_fresh(
-    store: Arc<impl Store>,
+    store: Arc<impl StoredMetrics + SessionStore>,
     config: Arc<Config>,
     clock: impl Clock,
     status: Arc<Status>,

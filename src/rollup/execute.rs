@@ -11,11 +11,12 @@ use super::commands::Target;
 use super::pipeline::Chunk;
 use super::plan::chunks;
 use super::report::{Outcome, WindowReport};
+use super::storage::RollupStore;
 use crate::archive::state::ArchiveRead;
+use crate::archive::storage::RetentionStore;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics_document::WindowMetrics;
-use crate::store::Store;
 use crate::window::{Period, Window};
 
 /// Write the documents, or only compute and compare them.
@@ -40,7 +41,7 @@ pub struct Batch<'a> {
 /// Runs the rollup for a batch chunk by chunk, up to `chunks_in_flight` chunks at once, calling
 /// `progress` with the number of windows finished after each chunk (in window order).
 pub async fn process(
-    store: &impl Store,
+    store: &(impl RollupStore + RetentionStore),
     config: &Config,
     batch: Batch<'_>,
     mut progress: impl FnMut(usize),
@@ -98,7 +99,7 @@ const ARCHIVE_WAIT_MAX: Duration = Duration::from_secs(30);
 /// not whole), and is done again when that state changed during the read in a way that concerns
 /// it. Returns the computed documents in preview mode.
 async fn settled(
-    store: &impl Store,
+    store: &(impl RollupStore + RetentionStore),
     target: &Target<'_>,
     period: Period,
     windows: &[Window],
@@ -138,7 +139,7 @@ async fn settled(
 
 /// Rolls one chunk up (or computes it) and compares each window with what was stored before.
 async fn report(
-    store: &impl Store,
+    store: &(impl RollupStore + RetentionStore),
     target: &Target<'_>,
     period: Period,
     windows: &[Window],

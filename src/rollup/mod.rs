@@ -18,6 +18,7 @@ pub mod late_scan;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
+pub mod storage;
 
 pub use execute::{plan_chunks, process, Batch, Mode};
 pub use plan::{check_retention, chunks, describe, plan_range, RangePlan};

@@ -7,3 +7,4 @@
 pub mod gauges;
 pub mod migration;
 pub mod rules;
+pub mod storage;

@@ -10,8 +10,11 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 
 use super::indexes::WantedIndex;
-use super::{Store, LEASE_ID};
-use crate::archive::{ArchiveState, EventSpan, Finished, MovingBatch};
+use super::{
+    LateEventStore, LeaseStore, MarkStore, RetentionStore, RollupStore, ServerStore, SessionStore,
+    StoredMetrics, LEASE_ID,
+};
+use crate::archive::ArchiveState;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::rollup::commands::{AggregateCommand, DeleteCommand, UpdateCommand};
@@ -419,7 +422,7 @@ impl MongoStore {
     }
 }
 
-impl Store for MongoStore {
+impl RollupStore for MongoStore {
     async fn roll_up(&self, chunk: &Chunk) -> Result<()> {
         let c = &chunk.commands;
         self.ensure_staging().await?;
@@ -466,7 +469,9 @@ impl Store for MongoStore {
         self.clean_up(chunk).await;
         computed
     }
+}
 
+impl StoredMetrics for MongoStore {
     async fn stored_windows(
         &self,
         period: Period,
@@ -488,13 +493,39 @@ impl Store for MongoStore {
             .await
             .map_err(self.failed("find (metrics)"))
     }
+}
 
+impl LateEventStore for MongoStore {
+    async fn scan_late_events(&self, query: &LateScanQuery) -> Result<LateScanResult> {
+        let docs = self.aggregate(&query.command).await?;
+        LateScanResult::from_documents(&docs).map_err(|e| Error::MongoWrite {
+            operation: "aggregate (late events)",
+            message: e.to_string(),
+        })
+    }
+}
+
+impl RetentionStore for MongoStore {
     async fn audit_ttl(&self) -> Result<Option<Duration>> {
         let indexes = self.list_indexes(&self.audit_collection).await?;
         Ok(indexes
             .iter()
             .filter(|i| i.keys.len() == 1 && i.keys.contains_key("timestamp"))
             .find_map(|i| i.expire_after))
+    }
+
+    async fn archive_state(&self) -> Result<ArchiveState> {
+        self.read_archive_state().await
+    }
+}
+
+impl ServerStore for MongoStore {
+    async fn ping(&self) -> Result<()> {
+        self.database
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(drop)
+            .map_err(self.failed("ping"))
     }
 
     async fn absent_indexes(&self, wanted: &[WantedIndex]) -> Result<Vec<WantedIndex>> {
@@ -514,15 +545,9 @@ impl Store for MongoStore {
         }
         Ok(absent)
     }
+}
 
-    async fn ping(&self) -> Result<()> {
-        self.database
-            .run_command(doc! {"ping": 1})
-            .await
-            .map(drop)
-            .map_err(self.failed("ping"))
-    }
-
+impl MarkStore for MongoStore {
     async fn watermark(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
         let state = self
             .database
@@ -562,14 +587,6 @@ impl Store for MongoStore {
             .await
             .map(drop)
             .map_err(self.failed("update (watermark)"))
-    }
-
-    async fn scan_late_events(&self, query: &LateScanQuery) -> Result<LateScanResult> {
-        let docs = self.aggregate(&query.command).await?;
-        LateScanResult::from_documents(&docs).map_err(|e| Error::MongoWrite {
-            operation: "aggregate (late events)",
-            message: e.to_string(),
-        })
     }
 
     async fn late_mark(&self, period: Period) -> Result<Option<ObjectId>> {
@@ -612,11 +629,9 @@ impl Store for MongoStore {
             .map(drop)
             .map_err(self.failed("update (late-event mark)"))
     }
+}
 
-    async fn session_gauges(&self, queries: &GaugeQueries) -> Result<SessionGauges> {
-        self.read_session_gauges(queries).await
-    }
-
+impl LeaseStore for MongoStore {
     async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
         // lease_ttl is at most an hour (config validation); saturate rather than overflow anyway.
         let expires = chrono::Duration::from_std(ttl)
@@ -643,70 +658,6 @@ impl Store for MongoStore {
         }
     }
 
-    async fn archive_state(&self) -> Result<ArchiveState> {
-        self.read_archive_state().await
-    }
-
-    async fn begin_archive(
-        &self,
-        holder: &str,
-        cutoff: DateTime<Utc>,
-        now: DateTime<Utc>,
-        hold: Duration,
-    ) -> Result<bool> {
-        self.take_archive_lock(holder, cutoff, now, hold).await
-    }
-
-    async fn record_archive_batch(
-        &self,
-        holder: &str,
-        batch: Option<&MovingBatch>,
-        now: DateTime<Utc>,
-        hold: Duration,
-    ) -> Result<()> {
-        self.write_archive_batch(holder, batch, now, hold).await
-    }
-
-    async fn finish_archive(&self, holder: &str, finished: &Finished) -> Result<()> {
-        self.write_archive_finished(holder, finished).await
-    }
-
-    async fn release_archive(&self, holder: &str) -> Result<()> {
-        self.give_archive_lock_up(holder).await
-    }
-
-    async fn archivable(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Bson>> {
-        self.oldest_audit_ids(cutoff, limit).await
-    }
-
-    async fn copy_to_archive(&self, ids: &[Bson]) -> Result<()> {
-        self.copy_audit_events(ids).await
-    }
-
-    async fn archived(&self, ids: &[Bson]) -> Result<Vec<Bson>> {
-        self.archived_ids(ids).await
-    }
-
-    async fn delete_audit_events(&self, ids: &[Bson]) -> Result<u64> {
-        self.delete_audit_ids(ids).await
-    }
-
-    async fn archivable_span(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
-        self.audit_span_before(cutoff).await
-    }
-
-    async fn archive_span(&self) -> Result<EventSpan> {
-        self.archived_span().await
-    }
-
-    async fn drop_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        self.drop_archived(before).await
-    }
-
-    async fn oldest_audit_event(&self) -> Result<Option<DateTime<Utc>>> {
-        self.oldest_audit_timestamp().await
-    }
-
     async fn release_lease(&self, holder: &str) -> Result<()> {
         self.database
             .collection::<Document>(&self.state_collection)
@@ -714,6 +665,12 @@ impl Store for MongoStore {
             .await
             .map(drop)
             .map_err(self.failed("delete (lease)"))
+    }
+}
+
+impl SessionStore for MongoStore {
+    async fn session_gauges(&self, queries: &GaugeQueries) -> Result<SessionGauges> {
+        self.read_session_gauges(queries).await
     }
 }
 

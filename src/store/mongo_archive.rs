@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 
 use super::mongo::{bson_date, is_duplicate_key};
-use super::MongoStore;
+use super::{ArchiveStore, MongoStore};
 use crate::archive::{ArchiveState, EventSpan, Finished, MovingBatch, Phase};
 use crate::error::{Error, Result};
 
@@ -116,7 +116,17 @@ impl MongoStore {
         found.map_or_else(|| Ok(ArchiveState::default()), |d| parse_state(&d))
     }
 
-    pub(super) async fn take_archive_lock(
+    /// Archived events timestamped before `before` (what `archive --drop-before` would drop).
+    pub async fn count_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.archive()
+            .count_documents(doc! {"timestamp": {"$lt": bson_date(before)}})
+            .await
+            .map_err(self.failed("count (archive)"))
+    }
+}
+
+impl ArchiveStore for MongoStore {
+    async fn begin_archive(
         &self,
         holder: &str,
         cutoff: DateTime<Utc>,
@@ -151,7 +161,7 @@ impl MongoStore {
         }
     }
 
-    pub(super) async fn write_archive_batch(
+    async fn record_archive_batch(
         &self,
         holder: &str,
         batch: Option<&MovingBatch>,
@@ -181,11 +191,7 @@ impl MongoStore {
         Ok(())
     }
 
-    pub(super) async fn write_archive_finished(
-        &self,
-        holder: &str,
-        finished: &Finished,
-    ) -> Result<()> {
+    async fn finish_archive(&self, holder: &str, finished: &Finished) -> Result<()> {
         let result = self
             .archive_record()
             .update_one(
@@ -211,7 +217,7 @@ impl MongoStore {
         Ok(())
     }
 
-    pub(super) async fn give_archive_lock_up(&self, holder: &str) -> Result<()> {
+    async fn release_archive(&self, holder: &str) -> Result<()> {
         self.archive_record()
             .update_one(
                 doc! {"_id": ARCHIVE_STATE_ID, "holder": holder},
@@ -222,11 +228,7 @@ impl MongoStore {
             .map_err(self.failed("update (archive lock)"))
     }
 
-    pub(super) async fn oldest_audit_ids(
-        &self,
-        cutoff: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Bson>> {
+    async fn archivable(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Bson>> {
         // Oldest first along the timestamp index; only the `_id`s come back.
         let docs: Vec<Document> = self
             .audit()
@@ -245,7 +247,7 @@ impl MongoStore {
             .collect())
     }
 
-    pub(super) async fn copy_audit_events(&self, ids: &[Bson]) -> Result<()> {
+    async fn copy_to_archive(&self, ids: &[Bson]) -> Result<()> {
         // Server-side: the events go from collection to collection, never through vcmetrics.
         // `keepExisting`: an event copied by a run that stopped before its delete stays as it is.
         let pipeline = vec![
@@ -267,7 +269,7 @@ impl MongoStore {
             .map_err(self.failed("aggregate (copy to archive)"))
     }
 
-    pub(super) async fn archived_ids(&self, ids: &[Bson]) -> Result<Vec<Bson>> {
+    async fn archived(&self, ids: &[Bson]) -> Result<Vec<Bson>> {
         let docs: Vec<Document> = self
             .archive()
             .find(doc! {"_id": {"$in": ids}})
@@ -283,7 +285,7 @@ impl MongoStore {
             .collect())
     }
 
-    pub(super) async fn delete_audit_ids(&self, ids: &[Bson]) -> Result<u64> {
+    async fn delete_audit_events(&self, ids: &[Bson]) -> Result<u64> {
         self.audit()
             .delete_many(doc! {"_id": {"$in": ids}})
             .await
@@ -291,7 +293,7 @@ impl MongoStore {
             .map_err(self.failed("delete (archived events)"))
     }
 
-    pub(super) async fn audit_span_before(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
+    async fn archivable_span(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
         let filter = doc! {"timestamp": {"$lt": bson_date(cutoff)}};
         let count = self
             .audit()
@@ -308,15 +310,23 @@ impl MongoStore {
         })
     }
 
-    /// Archived events timestamped before `before` (what `archive --drop-before` would drop).
-    pub async fn count_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        self.archive()
-            .count_documents(doc! {"timestamp": {"$lt": bson_date(before)}})
+    async fn archive_span(&self) -> Result<EventSpan> {
+        let count = self
+            .archive()
+            .estimated_document_count()
             .await
-            .map_err(self.failed("count (archive)"))
+            .map_err(self.failed("count (archive)"))?;
+        let (oldest, newest) = timestamp_extremes(&self.archive(), doc! {})
+            .await
+            .map_err(self.failed("find (archive)"))?;
+        Ok(EventSpan {
+            count,
+            oldest,
+            newest,
+        })
     }
 
-    pub(super) async fn drop_archived(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn drop_archived_before(&self, before: DateTime<Utc>) -> Result<u64> {
         // Recorded first: the guard refuses those windows before their events disappear.
         self.archive_record()
             .update_one(
@@ -333,7 +343,7 @@ impl MongoStore {
             .map_err(self.failed("delete (dropped archive events)"))
     }
 
-    pub(super) async fn oldest_audit_timestamp(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn oldest_audit_event(&self) -> Result<Option<DateTime<Utc>>> {
         let found = self
             .audit()
             .find_one(doc! {"timestamp": {"$type": "date"}})
@@ -345,22 +355,6 @@ impl MongoStore {
             Some(Bson::DateTime(t)) => Some(t.to_chrono()),
             _ => None,
         }))
-    }
-
-    pub(super) async fn archived_span(&self) -> Result<EventSpan> {
-        let count = self
-            .archive()
-            .estimated_document_count()
-            .await
-            .map_err(self.failed("count (archive)"))?;
-        let (oldest, newest) = timestamp_extremes(&self.archive(), doc! {})
-            .await
-            .map_err(self.failed("find (archive)"))?;
-        Ok(EventSpan {
-            count,
-            oldest,
-            newest,
-        })
     }
 }
 
