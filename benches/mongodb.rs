@@ -46,12 +46,13 @@ use vcmetrics::config::{from_toml, Config};
 use vcmetrics::daemon::late_events::refresh_late_windows;
 use vcmetrics::daemon::records::LateReport;
 use vcmetrics::daemon::run_plan::plan_run;
+use vcmetrics::daemon::tenure::Tenure;
 use vcmetrics::generate::{generate, Plan};
-use vcmetrics::rollup::commands::Target;
+use vcmetrics::rollup::commands::{Fence, Target};
 use vcmetrics::rollup::late_scan::object_id_at;
 use vcmetrics::rollup::pipeline::Chunk;
 use vcmetrics::rollup::{chunks, plan_range};
-use vcmetrics::store::{MarkStore, MongoStore};
+use vcmetrics::store::{LeaseStore, MarkStore, MongoStore};
 use vcmetrics::window::{Calendar, Period};
 
 fn main() {
@@ -423,15 +424,28 @@ async fn late_cost(
     let mut config = config.clone();
     config.late_events.settle = Duration::ZERO;
     let config = &config;
+    // Runs write under the lease, as the daemon's do.
+    let lease = store
+        .try_lease("bench", Utc::now(), Duration::from_secs(3600))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the lease is held by another holder"))?;
+    let tenure = Tenure {
+        fence: Fence {
+            holder: "bench".to_owned(),
+            epoch: lease.epoch,
+        },
+        redo: None,
+    };
     let mut runs = Vec::new();
     loop {
         let run_at = Utc::now() + chrono::Duration::seconds(1);
         let before =
             run_at.duration_trunc(chrono::Duration::hours(1))? - chrono::Duration::hours(3);
         let started = Instant::now();
-        let report = refresh_late_windows(store, config, Period::Hourly, run_at, before, None)
-            .await?
-            .unwrap_or_default();
+        let report =
+            refresh_late_windows(store, config, Period::Hourly, run_at, before, None, &tenure)
+                .await?
+                .unwrap_or_default();
         let done = report.windows == 0;
         runs.push((started.elapsed(), report));
         if done || runs.len() > 100 {

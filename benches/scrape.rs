@@ -170,7 +170,10 @@ fn serve_loaded(port: u16) {
     runtime.block_on(async {
         let status = Arc::new(Status::new().unwrap());
         status.set_mongodb_up(true);
-        status.leadership().set(Some(tokio::time::Instant::now() + Duration::from_secs(3600)));
+        status.leadership().set(Some((
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+            vcmetrics::store::HeldLease { epoch: 1, taken_over: false },
+        )));
         let calendar = Calendar::default();
         let now = Utc::now();
         let mut windows = Vec::new();

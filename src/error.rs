@@ -27,6 +27,13 @@ pub enum Error {
         #[source]
         source: ServerError,
     },
+    /// Before moving a mark, a run found that this replica no longer holds the lease it started
+    /// under: another replica took it, and the run's writes were fenced off.
+    #[error(
+        "this replica lost the lease (epoch {epoch}) during the run: its writes were fenced off \
+         and no mark moved; the replica holding the lease runs the period"
+    )]
+    LostLease { epoch: i64 },
     /// The database lacks what `vcmetrics migrate` creates: the server refused a command for
     /// want of an index (a `$merge` needs a unique index on its `on` fields).
     #[error(
@@ -163,13 +170,14 @@ impl Error {
             | Error::Signal(_)
             | Error::Unhealthy(_)
             | Error::Metrics(_)
-            | Error::Listen { .. } => 1,
+            | Error::Listen { .. }
+            | Error::LostLease { .. } => 1,
         }
     }
 
     /// Every value [`Error::metric_label`] can return: the `kind` label of
     /// `vcmetrics_run_errors_total`, each exported from the start so an alert on it can fire.
-    pub const METRIC_LABELS: [&'static str; 15] = [
+    pub const METRIC_LABELS: [&'static str; 16] = [
         "usage",
         "config",
         "pipeline",
@@ -185,6 +193,7 @@ impl Error {
         "listen",
         "drift",
         "setup",
+        "lease",
     ];
 
     /// A short, bounded label for counting failures by kind.
@@ -205,6 +214,7 @@ impl Error {
             Error::Listen { .. } => "listen",
             Error::Drift { .. } | Error::RulesBroken { .. } => "drift",
             Error::NotMigrated { .. } | Error::Setup(_) => "setup",
+            Error::LostLease { .. } => "lease",
         }
     }
 }

@@ -1358,3 +1358,99 @@ async fn a_database_without_its_indexes_is_named_and_cleared_after_migrate() {
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();
 }
+
+/// Two replicas on one store, leases of 30 s, no lookback, every tick by hand; `a` leads.
+async fn leader_and_standby(store: &Arc<FakeStore>, clock: &TestClock) -> (Running, Running) {
+    let settings = format!("lease_ttl = \"30s\"\n{NO_LOOKBACK}");
+    let a = start(store, config("a", &settings), clock.clone());
+    sleep(Duration::from_secs(1)).await;
+    let b = start(store, config("b", &settings), clock.clone());
+    sleep(Duration::from_secs(5)).await;
+    assert!(a.status.is_leader() && !b.status.is_leader());
+    (a, b)
+}
+
+/// Cuts `a` off the lease and waits until `b` has taken it over.
+async fn take_over(store: &FakeStore, a: &Running, b: &Running) {
+    store.with(|s| s.cut_off.push("a".to_owned()));
+    while !b.status.is_leader() {
+        sleep(Duration::from_secs(1)).await;
+    }
+    assert!(!a.status.is_leader());
+}
+
+/// #23: the leader's roll-up of a late window reads its events, then stalls past its lease; the
+/// new leader refreshes the window with a later late event and moves the late-event mark; the
+/// stalled `$merge` then lands. Fenced by the lease's epoch, it writes nothing: the window keeps
+/// the newer count (without the fence it would go back to 1 and no later run would repair it).
+#[tokio::test(start_paused = true)]
+async fn a_stalled_leader_cannot_overwrite_what_the_new_leader_wrote() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
+    let (a, b) = leader_and_standby(&store, &clock).await;
+    let window = "2026-05-31T10:00:00Z";
+    store.write_call(utc("2026-05-31T10:20:00Z"), clock.now());
+    sleep(minutes(2)).await; // past the settling minute
+                             // The regular roll-up goes through; the late window's reads its event, then stalls.
+    store.with(|s| s.stalled_roll_ups = [Duration::ZERO, minutes(10)].into());
+    a.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    take_over(&store, &a, &b).await;
+    store.write_call(utc("2026-05-31T10:40:00Z"), clock.now());
+    sleep(minutes(2)).await;
+    b.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(store.total_calls("hourly", window), Some(2));
+    // The stalled roll-up ends: fenced off, and `a`'s run fails without moving a mark.
+    sleep(minutes(10)).await;
+    assert_eq!(
+        store.with(|s| s.fenced_off.clone()),
+        [("hourly".to_owned(), 1)]
+    );
+    assert_eq!(store.total_calls("hourly", window), Some(2));
+    assert_eq!(runs(&a.status, Period::Hourly, RunOutcome::Failed), 1);
+    for daemon in [a, b] {
+        daemon.shutdown.send(true).unwrap();
+        daemon.handle.await.unwrap().unwrap();
+    }
+}
+
+/// #23: the old leader's `$merge` passed its fence check just before the takeover and was still
+/// writing after it, over the window the new leader had just refreshed. Such a write lands
+/// within `aggregate_timeout` of the takeover; the new leader rewrites what it wrote until then
+/// at its first run after that, so the window ends right.
+#[tokio::test(start_paused = true)]
+async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_wait() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
+    let (a, b) = leader_and_standby(&store, &clock).await;
+    let window = "2026-05-31T10:00:00Z";
+    store.write_call(utc("2026-05-31T10:20:00Z"), clock.now());
+    sleep(minutes(2)).await;
+    // The late window's `$merge` passes its check, then takes 5 minutes to write.
+    store.with(|s| s.slow_merges = [Duration::ZERO, minutes(5)].into());
+    a.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    take_over(&store, &a, &b).await;
+    store.write_call(utc("2026-05-31T10:40:00Z"), clock.now());
+    sleep(minutes(2)).await;
+    b.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(store.total_calls("hourly", window), Some(2));
+    sleep(minutes(3)).await;
+    assert_eq!(
+        store.total_calls("hourly", window),
+        Some(1),
+        "the old leader's write landed over the newer one"
+    );
+    // Past `aggregate_timeout` (10 minutes) after the new leader's first write: its next run
+    // rewrites what it wrote before then.
+    sleep(minutes(6)).await;
+    b.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(store.total_calls("hourly", window), Some(2));
+    for daemon in [a, b] {
+        daemon.shutdown.send(true).unwrap();
+        daemon.handle.await.unwrap().unwrap();
+    }
+}

@@ -270,6 +270,7 @@ async fn daemon_work(store: MongoStore, config: &Config) {
             now,
             mode,
             chunk_windows: 4,
+            fence: None,
         };
         process(&*store, &config, batch, |_| {}).await.unwrap();
     }

@@ -28,6 +28,7 @@ fn batch(windows: &[Window], mode: Mode) -> Batch<'_> {
         now: utc("2026-01-02T00:00:00Z"),
         mode,
         chunk_windows: 2,
+        fence: None,
     }
 }
 

@@ -55,6 +55,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
                 now,
                 mode,
                 chunk_windows: config.period(plan.period).chunk_windows,
+                fence: None,
             };
             let reports =
                 rollup::process(&store, config, batch, |done| bar.set_position(done as u64))

@@ -38,6 +38,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
                 now,
                 mode: Mode::Preview,
                 chunk_windows: config.period(period).chunk_windows,
+                fence: None,
             };
             let reports = rollup::process(&store, config, batch, |_| {}).await?;
             for r in &reports {

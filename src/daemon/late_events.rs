@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::records::LateReport;
+use super::tenure::{confirm_lease, Tenure};
 use crate::archive::storage::RetentionStore;
 use crate::config::Config;
 use crate::error::Result;
@@ -29,7 +30,8 @@ use crate::rollup::late_scan::{
 };
 use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode};
-use crate::store::MarkStore;
+use crate::store::{LeaseStore, MarkStore};
+use crate::window::consecutive;
 use crate::window::{Calendar, Period, Window};
 
 /// What one scan's answer means for the run.
@@ -98,28 +100,16 @@ pub fn plan_late_windows(
     }
 }
 
-/// Runs of consecutive windows: each is rolled up as its own batch.
-fn consecutive(windows: &[Window]) -> Vec<&[Window]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=windows.len() {
-        if i == windows.len() || windows[i].start != windows[i - 1].end {
-            out.push(&windows[start..i]);
-            start = i;
-        }
-    }
-    out
-}
-
 /// The late-event part of a run of `period` whose first window starts at `before`. `None` when
 /// switched off.
 pub async fn refresh_late_windows(
-    store: &(impl LateEventStore + MarkStore + RollupStore + RetentionStore),
+    store: &(impl LateEventStore + MarkStore + RollupStore + RetentionStore + LeaseStore),
     config: &Config,
     period: Period,
     now: DateTime<Utc>,
     before: DateTime<Utc>,
     horizon: Option<DateTime<Utc>>,
+    tenure: &Tenure<'_>,
 ) -> Result<Option<LateReport>> {
     let settings = &config.late_events;
     if !settings.enabled {
@@ -161,9 +151,13 @@ pub async fn refresh_late_windows(
             now,
             mode: Mode::Write,
             chunk_windows: config.period(period).chunk_windows,
+            fence: Some(&tenure.fence),
         };
         rollup::process(store, config, batch, |_| {}).await?;
+        tenure.wrote(period, run);
     }
+    // The refreshes may have been fenced off: the mark moves only past events counted.
+    confirm_lease(store, &tenure.fence).await?;
     if !plan.windows.is_empty() {
         info!(
             period = %period, events = plan.events, windows = plan.windows.len(),

@@ -4,8 +4,11 @@
 //! renews it every third of its TTL; a standby tries every fifth. A leader that cannot renew
 //! stops scheduling a fifth of a TTL *before* its lease can have expired (clock skew between
 //! replicas must stay below that), and gives the lease up on shutdown so a standby takes over at
-//! its next try. Correctness never depends on the lease — runs are idempotent upserts — it only
-//! keeps replicas from doing the same work twice.
+//! its next try.
+//!
+//! Each time the lease changes hands its epoch grows by one. A run stamps the epoch it started
+//! under on its writes: the `$merge` of a leader that lost the lease writes nothing, and the
+//! run fails before it moves a mark (`rollup::commands::Fence`, `daemon::redo`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,32 +19,69 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::error::{Chain, Error};
-use crate::store::LeaseStore;
+use crate::store::{HeldLease, LeaseStore};
 
-/// Whether this replica may schedule, shared between the lease task and the scheduler.
+/// Whether this replica may schedule, and under which epoch of the lease; shared between the
+/// lease task and the scheduler.
 #[derive(Debug, Clone, Default)]
 pub struct Leadership {
-    valid_until: Arc<Mutex<Option<Instant>>>,
-    /// Signalled when this replica becomes leader.
+    /// Until when this replica leads (the last renewal, less its safety margin), and the lease
+    /// as it holds it.
+    held: Arc<Mutex<Option<(Instant, HeldLease)>>>,
+    /// Signalled when this replica becomes leader, or takes the lease again under a new epoch.
     gained: Arc<tokio::sync::Notify>,
 }
 
 impl Leadership {
     /// True while the last successful renewal still covers now (with its safety margin).
     pub fn is_leader(&self) -> bool {
-        self.valid_until()
-            .is_some_and(|until| Instant::now() < until)
+        self.epoch().is_some()
+    }
+
+    /// The lease's epoch while this replica leads.
+    pub fn epoch(&self) -> Option<i64> {
+        self.lease().map(|l| l.epoch)
+    }
+
+    /// The lease while this replica leads: its epoch, and whether it was taken over from a
+    /// holder that did not give it up.
+    pub fn lease(&self) -> Option<HeldLease> {
+        self.held()
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, lease)| lease)
+    }
+
+    fn held(&self) -> Option<(Instant, HeldLease)> {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn valid_until(&self) -> Option<Instant> {
-        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+        self.held().map(|(until, _)| until)
     }
 
-    /// Leader until `until` (`None`: not leader). The lease task calls this after each attempt.
-    pub fn set(&self, until: Option<Instant>) {
-        let was_leader = self.is_leader();
-        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
-        if !was_leader && self.is_leader() {
+    /// Leader until `until` with `lease` (`None`: not leader). The lease task calls this after
+    /// each attempt; a renewal keeps what the epoch's first attempt said of the takeover.
+    pub fn set(&self, held: Option<(Instant, HeldLease)>) {
+        let before = self.epoch();
+        {
+            let mut current = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let taken_over = |lease: HeldLease| match *current {
+                Some((_, was)) if was.epoch == lease.epoch => was.taken_over,
+                _ => lease.taken_over,
+            };
+            *current = held.map(|(until, lease)| {
+                let taken_over = taken_over(lease);
+                (
+                    until,
+                    HeldLease {
+                        taken_over,
+                        ..lease
+                    },
+                )
+            });
+        }
+        let after = self.epoch();
+        if after.is_some() && after != before {
             self.gained.notify_one();
         }
     }
@@ -75,11 +115,11 @@ pub async fn hold_lease(
             taken = store.try_lease(&holder, clock.now(), ttl) => taken,
         };
         match taken {
-            Ok(true) => {
-                leadership.set(Some(attempt + ttl - margin));
+            Ok(Some(lease)) => {
+                leadership.set(Some((attempt + ttl - margin, lease)));
                 renew_failing = false;
             }
-            Ok(false) => leadership.set(None),
+            Ok(None) => leadership.set(None),
             Err(e) => {
                 // Keep the current validity: it runs out on its own, before the lease does.
                 // An unreachable server is the reachability watcher's to report, once.

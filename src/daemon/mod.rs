@@ -32,6 +32,7 @@ pub mod run_plan;
 pub mod self_metrics;
 pub mod setup;
 pub mod status;
+pub mod tenure;
 pub mod watermarks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Result;
+use crate::rollup::commands::Fence;
 use crate::store::Store;
 use crate::window::Period;
 use lease::hold_lease;
@@ -53,6 +55,7 @@ use reachability::watch_mongodb;
 use records::SkipReason;
 use run::{run_period, RunEnd};
 use status::Status;
+use tenure::{Redo, Tenure};
 
 /// The longest the daemon sleeps before it looks at the clock again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -63,16 +66,20 @@ pub struct Daemon<S, C> {
     clock: C,
     status: Arc<Status>,
     running: [Arc<AtomicBool>; 4],
+    /// Windows written early in this replica's tenure, rewritten once no older write can land.
+    redo: Arc<Redo>,
 }
 
 impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
     pub fn new(store: Arc<S>, config: Arc<Config>, clock: C, status: Arc<Status>) -> Self {
+        let redo = Arc::new(Redo::new(config.aggregate_timeout));
         Daemon {
             store,
             config,
             clock,
             status,
             running: Default::default(),
+            redo,
         }
     }
 
@@ -258,9 +265,10 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
     }
 
     fn fire(&self, period: Period, runs: &mut JoinSet<(Period, RunEnd)>) {
+        let lease = self.status.leadership().lease();
         let skip = if !self.status.mongodb_up() {
             Some(SkipReason::MongodbUnavailable)
-        } else if !self.status.is_leader() {
+        } else if lease.is_none() {
             Some(SkipReason::Standby)
         } else if self.running[period.index()].swap(true, Ordering::AcqRel) {
             Some(SkipReason::Overlap)
@@ -275,17 +283,27 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             return;
         }
         let running = RunningFlag(self.running[period.index()].clone());
-        let (store, config, clock, status) = (
+        let (store, config, clock, status, redo) = (
             self.store.clone(),
             self.config.clone(),
             self.clock.clone(),
             self.status.clone(),
+            self.redo.clone(),
         );
+        let fence = Fence {
+            holder: self.config.instance_id.clone(),
+            epoch: lease.map_or(0, |l| l.epoch),
+        };
+        let taken_over = lease.is_some_and(|l| l.taken_over);
         runs.spawn(async move {
             let _running = running;
+            let tenure = Tenure {
+                fence,
+                redo: taken_over.then_some(&*redo),
+            };
             (
                 period,
-                run_period(&*store, &config, &clock, &status, period).await,
+                run_period(&*store, &config, &clock, &status, period, &tenure).await,
             )
         });
     }

@@ -3,10 +3,13 @@
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use chrono::{DateTime, Utc};
+
 use super::late_events::refresh_late_windows;
 use super::records::{RunOutcome, RunRecord};
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
 use super::status::Status;
+use super::tenure::{confirm_lease, Tenure};
 use crate::archive::retention::retention_horizon;
 use crate::archive::storage::RetentionStore;
 use crate::clock::Clock;
@@ -14,8 +17,9 @@ use crate::config::Config;
 use crate::error::{Chain, Error, Result};
 use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode, Summary};
-use crate::store::MarkStore;
-use crate::window::Period;
+use crate::store::{LeaseStore, MarkStore};
+use crate::window::consecutive;
+use crate::window::{Period, Window};
 
 /// How a run ended, for the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,19 +31,22 @@ pub enum RunEnd {
     Failed,
 }
 
-/// One run of one period: plan from the watermark, roll up, advance the watermark, record.
+/// One run of one period: rewrite what a takeover made doubtful, plan from the watermark, roll
+/// up, confirm the lease, advance the watermark, refresh late windows, record.
 pub async fn run_period(
-    store: &(impl RollupStore + LateEventStore + RetentionStore + MarkStore),
+    store: &(impl RollupStore + LateEventStore + RetentionStore + MarkStore + LeaseStore),
     config: &Config,
     clock: &impl Clock,
     status: &Status,
     period: Period,
+    tenure: &Tenure<'_>,
 ) -> RunEnd {
     let started = Instant::now();
     let now = clock.now();
     let mut windows_planned = Vec::new();
     let result: Result<(usize, usize, usize, usize)> = async {
         let horizon = retention_horizon(store, config, now).await?;
+        rewrite_after_takeover(store, config, period, now, horizon, tenure).await?;
         let watermark = match store.watermark(period).await? {
             Some(stored) => {
                 let w = respect_retention(&config.calendar, period, stored, horizon);
@@ -68,8 +75,11 @@ pub async fn run_period(
             mode: Mode::Write,
             // One chunk for the whole run.
             chunk_windows: plan.windows.len(),
+            fence: Some(&tenure.fence),
         };
         let reports = rollup::process(store, config, batch, |_| {}).await?;
+        tenure.wrote(period, &plan.windows);
+        confirm_lease(store, &tenure.fence).await?;
         if plan.watermark_after > watermark {
             store
                 .advance_watermark(period, plan.watermark_after, now)
@@ -82,7 +92,7 @@ pub async fn run_period(
             .first()
             .map_or(plan.watermark_after, |w| w.start);
         if let Some(late) =
-            refresh_late_windows(store, config, period, now, before, horizon).await?
+            refresh_late_windows(store, config, period, now, before, horizon, tenure).await?
         {
             status.record_late(period, &late);
         }
@@ -134,4 +144,43 @@ pub async fn run_period(
             RunEnd::Failed
         }
     }
+}
+
+/// Rewrites the windows of `period` this leader wrote while an older leader's write could still
+/// land (`redo`), once it cannot; those before the retention horizon are left as they are.
+async fn rewrite_after_takeover(
+    store: &(impl RollupStore + RetentionStore + LeaseStore),
+    config: &Config,
+    period: Period,
+    now: DateTime<Utc>,
+    horizon: Option<DateTime<Utc>>,
+    tenure: &Tenure<'_>,
+) -> Result<()> {
+    let due = tenure.due(period);
+    if due.is_empty() {
+        return Ok(());
+    }
+    let rebuildable: Vec<Window> = due
+        .iter()
+        .copied()
+        .filter(|w| horizon.is_none_or(|h| w.start >= h))
+        .collect();
+    for run in consecutive(&rebuildable) {
+        let batch = Batch {
+            period,
+            windows: run,
+            now,
+            mode: Mode::Write,
+            chunk_windows: config.period(period).chunk_windows,
+            fence: Some(&tenure.fence),
+        };
+        rollup::process(store, config, batch, |_| {}).await?;
+    }
+    confirm_lease(store, &tenure.fence).await?;
+    tenure.done(period, &due);
+    info!(
+        period = %period, windows = rebuildable.len(),
+        "after the takeover: rewrote the windows written while the previous leader's last write could still land"
+    );
+    Ok(())
 }

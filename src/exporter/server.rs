@@ -304,9 +304,13 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body(r).await, "not ready: MongoDB unreachable, standby\n");
         e.status.set_mongodb_up(true);
-        e.status
-            .leadership()
-            .set(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
+        e.status.leadership().set(Some((
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            crate::store::HeldLease {
+                epoch: 1,
+                taken_over: false,
+            },
+        )));
         let r = e.respond(&Method::GET, "/readyz");
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(body(r).await, "ready: MongoDB reachable, leader\n");

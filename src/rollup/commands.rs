@@ -16,6 +16,42 @@ pub struct Target<'a> {
     /// Where `vcmetrics archive` moves old events: chunks before its reach read it too.
     pub archive_database: &'a str,
     pub archive_collection: &'a str,
+    /// Where the lease document lives (`state_collection`).
+    pub state_collection: &'a str,
+    /// The lease a daemon's run writes under; `None` for the command line's runs.
+    pub fence: Option<Fence>,
+}
+
+/// The `_id` of the lease document in the state collection.
+pub const LEASE_ID: &str = "leader";
+
+/// The lease a daemon's run writes under. Its `$merge` first checks on the server that
+/// `holder` still holds the lease at `epoch` and writes nothing otherwise, so a leader whose
+/// lease lapsed while its aggregate ran (a stalled network, a paused VM) cannot overwrite what
+/// the new leader has written since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub holder: String,
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// The stages that let a window's document through to the `$merge` only while the lease is
+    /// still this fence's.
+    pub fn stages(&self, state_collection: &str) -> Vec<Document> {
+        vec![
+            doc! {"$lookup": {
+                "from": state_collection,
+                "pipeline": [
+                    {"$match": {"_id": LEASE_ID, "holder": &self.holder, "epoch": self.epoch}},
+                    {"$project": {"_id": 1}},
+                ],
+                "as": "_lease",
+            }},
+            doc! {"$match": {"_lease.0": {"$exists": true}}},
+            doc! {"$unset": "_lease"},
+        ]
+    }
 }
 
 impl<'a> Target<'a> {
@@ -33,6 +69,8 @@ impl<'a> Target<'a> {
                 .as_deref()
                 .unwrap_or(&config.database),
             archive_collection: &config.archive.collection,
+            state_collection: &config.state_collection,
+            fence: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use super::commands::Target;
+use super::commands::{Fence, Target};
 use super::pipeline::Chunk;
 use super::plan::chunks;
 use super::report::{Outcome, WindowReport};
@@ -36,6 +36,8 @@ pub struct Batch<'a> {
     pub mode: Mode,
     /// At most this many windows per chunk.
     pub chunk_windows: usize,
+    /// The lease the writes are fenced by (the daemon's runs); `None` for the command line.
+    pub fence: Option<&'a Fence>,
 }
 
 /// Runs the rollup for a batch chunk by chunk, up to `chunks_in_flight` chunks at once, calling
@@ -52,8 +54,10 @@ pub async fn process(
         now,
         mode,
         chunk_windows,
+        fence,
     } = batch;
-    let target = Target::of(config);
+    let mut target = Target::of(config);
+    target.fence = fence.cloned();
     // The futures are made before they go into the stream: a closure mapping inside it would
     // make the spawned run's future not provably `Send`.
     let pending: Vec<_> = chunks(windows, chunk_windows)

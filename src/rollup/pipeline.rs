@@ -7,7 +7,7 @@ use bson::{bson, doc, oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
 
 use super::archive_read::{archive_source, read_archive_too};
-use super::commands::{AggregateCommand, DeleteCommand, Target, UpdateCommand};
+use super::commands::{AggregateCommand, DeleteCommand, Fence, Target, UpdateCommand};
 use crate::archive::state::ArchiveRead;
 use crate::pipeline_files::{bind, parse, stages, PipelineError};
 use crate::window::{Period, QuantumTable, Window};
@@ -157,6 +157,8 @@ pub struct Chunk {
     pub windows: Vec<Window>,
     /// The run's pinned "now": `updatedAt`, and `createdAt` of new documents.
     pub now: DateTime<Utc>,
+    /// The lease its `$merge` is fenced by (bound into `commands.finish`), if any.
+    pub fence: Option<Fence>,
     pub commands: ChunkCommands,
 }
 
@@ -174,6 +176,7 @@ impl Chunk {
             period,
             windows: windows.to_vec(),
             now,
+            fence: target.fence.clone(),
             commands: chunk_commands(target, period, windows, now, ObjectId::new(), archive)?,
         })
     }
@@ -244,7 +247,11 @@ pub fn chunk_commands(
     };
     let this_run = doc! {"_id.r": run};
     let mut staged_finish = vec![doc! {"$match": this_run.clone()}];
-    staged_finish.extend(finish.iter().cloned());
+    staged_finish.extend(finish[..finish.len() - 1].iter().cloned());
+    if let Some(fence) = &target.fence {
+        staged_finish.extend(fence.stages(target.state_collection));
+    }
+    staged_finish.extend(finish.last().cloned());
 
     // The one-aggregate form: the users scan as a `$unionWith` of the counts scan.
     let mut preview = counts.clone();
@@ -318,6 +325,8 @@ mod tests {
             time_limit: std::time::Duration::from_secs(600),
             archive_database: "app",
             archive_collection: "videocallauditlogs_archive",
+            state_collection: "vcmetricsstate",
+            fence: None,
         }
     }
 
@@ -679,5 +688,46 @@ mod tests {
         );
         let order: Vec<&str> = c.in_order().iter().map(|(db, _)| *db).collect();
         assert_eq!(order, ["cold", "app", "app", "app", "app", "app"]);
+    }
+
+    #[test]
+    fn a_fenced_finish_checks_the_lease_right_before_its_merge() {
+        let mut fenced = target();
+        fenced.fence = Some(Fence {
+            holder: "replica-a".into(),
+            epoch: 7,
+        });
+        let c = chunk_commands(
+            &fenced,
+            Period::Daily,
+            &Calendar::default().windows_covering(
+                Period::Daily,
+                utc("2026-03-01T00:00:00Z"),
+                utc("2026-03-03T00:00:00Z"),
+            ),
+            utc("2026-03-10T12:00:00Z"),
+            run(),
+            None,
+        )
+        .unwrap();
+        let stages = &c.finish.pipeline;
+        let merge = stages.len() - 1;
+        assert!(stages[merge].contains_key("$merge"));
+        let lookup = stages[merge - 3].get_document("$lookup").unwrap();
+        assert_eq!(lookup.get_str("from").unwrap(), "vcmetricsstate");
+        let check = &lookup.get_array("pipeline").unwrap()[0];
+        assert_eq!(
+            check.as_document().unwrap().get_document("$match").unwrap(),
+            &doc! {"_id": "leader", "holder": "replica-a", "epoch": 7_i64}
+        );
+        assert!(stages[merge - 2].contains_key("$match"));
+        assert!(stages[merge - 1].contains_key("$unset"));
+        // The command line's runs and every preview are not fenced.
+        assert!(!commands()
+            .finish
+            .pipeline
+            .iter()
+            .any(|s| s.contains_key("$lookup")));
+        assert!(!c.preview.pipeline.iter().any(|s| s.contains_key("$lookup")));
     }
 }

@@ -62,15 +62,23 @@ pub trait MarkStore: Send + Sync {
 
 /// The leader lease: one replica runs the periods at a time.
 pub trait LeaseStore: Send + Sync {
-    /// Takes or renews the leader lease for `holder` until `now + ttl`. False when another
-    /// holder's lease has not expired.
+    /// Takes or renews the leader lease for `holder` until `now + ttl`; `None` when another
+    /// holder's lease has not expired. Renewing an unexpired lease keeps its epoch; taking it
+    /// (from another holder, or again after it expired) adds one. The epoch fences writes: a
+    /// run stamps it on its commands, and a leader that lost the lease writes nothing.
     fn try_lease(
         &self,
         holder: &str,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    /// Gives the lease up, if `holder` has it.
+    ) -> impl Future<Output = Result<Option<HeldLease>>> + Send;
+
+    /// Whether `holder` still holds the lease at `epoch` (expired or not, as long as nobody
+    /// took it since): what a run checks before it moves a mark.
+    fn holds_lease(&self, holder: &str, epoch: i64) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives the lease up, if `holder` has it: it expires at once and says it was given up, so
+    /// the next holder knows no write of this one is still in flight.
     fn release_lease(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -103,5 +111,13 @@ impl<S> Store for S where
 {
 }
 
-/// The `_id` of the lease document in the state collection.
-pub const LEASE_ID: &str = "leader";
+pub use crate::rollup::commands::LEASE_ID;
+
+/// The lease as its holder has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLease {
+    pub epoch: i64,
+    /// Taken from a holder that did not give it up (it expired): that holder may still have a
+    /// write in flight (`daemon::tenure`).
+    pub taken_over: bool,
+}

@@ -6,13 +6,13 @@ use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Database, IndexModel};
 
 use super::indexes::WantedIndex;
 use super::{
-    LateEventStore, LeaseStore, MarkStore, RetentionStore, RollupStore, ServerStore, SessionStore,
-    StoredMetrics, LEASE_ID,
+    HeldLease, LateEventStore, LeaseStore, MarkStore, RetentionStore, RollupStore, ServerStore,
+    SessionStore, StoredMetrics, LEASE_ID,
 };
 use crate::archive::ArchiveState;
 use crate::config::Config;
@@ -632,45 +632,92 @@ impl MarkStore for MongoStore {
 }
 
 impl LeaseStore for MongoStore {
-    async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+    async fn try_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Option<HeldLease>> {
         // lease_ttl is at most an hour (config validation); saturate rather than overflow anyway.
         let expires = chrono::Duration::from_std(ttl)
             .ok()
             .and_then(|ttl| now.checked_add_signed(ttl))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let result = self
-            .database
-            .collection::<Document>(&self.state_collection)
-            .update_one(
-                doc! {
-                    "_id": LEASE_ID,
-                    "$or": [{"holder": holder}, {"expiresAt": {"$lte": bson_date(now)}}],
-                },
-                doc! {"$set": {"holder": holder, "expiresAt": bson_date(expires), "renewedAt": bson_date(now)}},
+        let leases = self.database.collection::<Document>(&self.state_collection);
+        let extend = doc! {
+            "holder": holder, "expiresAt": bson_date(expires), "renewedAt": bson_date(now),
+            "released": false,
+        };
+        // Renewing: the holder's unexpired lease keeps its epoch.
+        let renewed = leases
+            .find_one_and_update(
+                doc! {"_id": LEASE_ID, "holder": holder, "expiresAt": {"$gt": bson_date(now)}},
+                doc! {"$set": extend.clone()},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(self.failed("findAndModify (lease)"))?;
+        if let Some(lease) = renewed {
+            return Ok(Some(HeldLease {
+                epoch: lease_epoch(&lease),
+                taken_over: false,
+            }));
+        }
+        // Taking it: never taken, given up, or expired (whoever held it); the epoch moves on.
+        let taken = leases
+            .find_one_and_update(
+                doc! {"_id": LEASE_ID, "expiresAt": {"$lte": bson_date(now)}},
+                doc! {"$set": extend, "$inc": {"epoch": 1_i64}},
             )
             .upsert(true)
+            .return_document(ReturnDocument::Before)
             .await;
-        match result {
-            Ok(_) => Ok(true),
+        match taken {
+            Ok(before) => Ok(Some(HeldLease {
+                epoch: before.as_ref().map_or(0, lease_epoch) + 1,
+                taken_over: before.is_some_and(|b| !b.get_bool("released").unwrap_or(false)),
+            })),
             // Held by someone else: the filter missed and the upsert hit the existing _id.
-            Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(self.failed("update (lease)")(e)),
+            Err(e) if is_duplicate_key(&e) => Ok(None),
+            Err(e) => Err(self.failed("findAndModify (lease)")(e)),
         }
+    }
+
+    async fn holds_lease(&self, holder: &str, epoch: i64) -> Result<bool> {
+        let found = self
+            .database
+            .collection::<Document>(&self.state_collection)
+            .find_one(doc! {"_id": LEASE_ID, "holder": holder})
+            .await
+            .map_err(self.failed("find (lease)"))?;
+        Ok(found.is_some_and(|lease| lease_epoch(&lease) == epoch))
     }
 
     async fn release_lease(&self, holder: &str) -> Result<()> {
         self.database
             .collection::<Document>(&self.state_collection)
-            .delete_one(doc! {"_id": LEASE_ID, "holder": holder})
+            .update_one(
+                doc! {"_id": LEASE_ID, "holder": holder},
+                doc! {"$set": {"expiresAt": bson_date(DateTime::<Utc>::UNIX_EPOCH), "released": true}},
+            )
             .await
             .map(drop)
-            .map_err(self.failed("delete (lease)"))
+            .map_err(self.failed("update (lease)"))
     }
 }
 
 impl SessionStore for MongoStore {
     async fn session_gauges(&self, queries: &GaugeQueries) -> Result<SessionGauges> {
         self.read_session_gauges(queries).await
+    }
+}
+
+/// A lease document's epoch; 0 for one written before epochs existed.
+fn lease_epoch(lease: &Document) -> i64 {
+    match lease.get("epoch") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        _ => 0,
     }
 }
 

@@ -98,6 +98,20 @@ impl Window {
     }
 }
 
+/// `windows` (in order) cut where one does not start at the previous one's end: runs of
+/// consecutive windows, each rolled up as a batch of its own.
+pub fn consecutive(windows: &[Window]) -> Vec<&[Window]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=windows.len() {
+        if i == windows.len() || windows[i].start != windows[i - 1].end {
+            out.push(&windows[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
 /// The calendar the windows are cut from: a time zone and the first day of the week.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Calendar {

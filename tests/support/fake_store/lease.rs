@@ -3,24 +3,61 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use vcmetrics::error::Result;
-use vcmetrics::store::LeaseStore;
+use vcmetrics::error::{Error, Result};
+use vcmetrics::store::{HeldLease, LeaseStore};
 
 use super::FakeStore;
 
+impl FakeStore {
+    fn lease_gate(&self, holder: &str, operation: &'static str) -> Result<()> {
+        if self.with(|s| s.cut_off.iter().any(|h| h == holder)) {
+            return Err(Error::MongoWrite {
+                operation,
+                message: "injected: this replica is cut off".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl LeaseStore for FakeStore {
-    async fn try_lease(&self, holder: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
-        self.gate("update (lease)").await?;
-        Ok(self.with(|s| match &s.lease {
-            Some((other, expires)) if other != holder && *expires > now => false,
-            _ => {
-                s.lease = Some((
-                    holder.to_owned(),
-                    now + chrono::Duration::from_std(ttl).unwrap(),
-                ));
-                true
+    async fn try_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Option<HeldLease>> {
+        self.gate("findAndModify (lease)").await?;
+        self.lease_gate(holder, "findAndModify (lease)")?;
+        Ok(self.with(|s| {
+            let expires = now + chrono::Duration::from_std(ttl).unwrap();
+            match &s.lease {
+                Some((other, until)) if other != holder && *until > now => None,
+                Some((same, until)) if same == holder && *until > now => {
+                    s.lease = Some((holder.to_owned(), expires));
+                    Some(HeldLease {
+                        epoch: s.lease_epoch,
+                        taken_over: false,
+                    })
+                }
+                // Free: expired (taken over), given up or never taken (`None`).
+                expired => {
+                    let taken_over = expired.is_some();
+                    s.lease = Some((holder.to_owned(), expires));
+                    s.lease_epoch += 1;
+                    Some(HeldLease {
+                        epoch: s.lease_epoch,
+                        taken_over,
+                    })
+                }
             }
         }))
+    }
+
+    async fn holds_lease(&self, holder: &str, epoch: i64) -> Result<bool> {
+        self.gate("find (lease)").await?;
+        self.lease_gate(holder, "find (lease)")?;
+        Ok(self.with(|s| s.holds(holder, epoch)))
     }
 
     async fn release_lease(&self, holder: &str) -> Result<()> {

@@ -50,6 +50,17 @@ pub struct FakeState {
     pub docs: BTreeMap<(String, DateTime<Utc>), Document>,
     pub watermarks: BTreeMap<Period, DateTime<Utc>>,
     pub lease: Option<(String, DateTime<Utc>)>,
+    /// The lease's epoch: one more each time it changes hands.
+    pub lease_epoch: i64,
+    /// Lease operations of these holders fail, as for a replica cut off from the server.
+    pub cut_off: Vec<String>,
+    /// Roll-ups that take longer, by the order they start: the first takes the first duration
+    /// (after reading its events, before its `$merge` checks the fence), and so on.
+    pub stalled_roll_ups: std::collections::VecDeque<Duration>,
+    /// `$merge`s that take longer after their fence check passed, by the order they pass it.
+    pub slow_merges: std::collections::VecDeque<Duration>,
+    /// Roll-ups whose `$merge` the fence stopped: (period, epoch).
+    pub fenced_off: Vec<(String, i64)>,
     /// Every chunk rolled up, in order.
     pub aggregates: Vec<Aggregate>,
     /// Every chunk computed (previewed), in order.
@@ -90,6 +101,13 @@ pub struct FakeState {
 /// state (`down`, `failing_aggregates`, `aggregate_time`).
 pub struct FakeStore {
     state: Mutex<FakeState>,
+}
+
+impl FakeState {
+    /// Whether `holder` holds the lease at `epoch` (expired or not, as long as nobody took it).
+    pub fn holds(&self, holder: &str, epoch: i64) -> bool {
+        self.lease.as_ref().is_some_and(|(h, _)| h == holder) && self.lease_epoch == epoch
+    }
 }
 
 impl Default for FakeStore {

@@ -25,7 +25,19 @@ impl RollupStore for FakeStore {
             return Err(missing_merge_index());
         }
         let period = chunk.period.as_str().to_owned();
+        // The scans read the events when they start; the `$merge` writes when they end.
         let computed = self.computed(chunk);
+        let stall = self.with(|s| s.stalled_roll_ups.pop_front().unwrap_or_default());
+        tokio::time::sleep(stall).await;
+        // A fenced `$merge` checks the lease just before it writes.
+        if let Some(fence) = &chunk.fence {
+            if !self.with(|s| s.holds(&fence.holder, fence.epoch)) {
+                self.with(|s| s.fenced_off.push((period.clone(), fence.epoch)));
+                return Ok(());
+            }
+        }
+        let merge_time = self.with(|s| s.slow_merges.pop_front().unwrap_or_default());
+        tokio::time::sleep(merge_time).await;
         self.with(|s| {
             s.aggregates.push(Aggregate {
                 period: period.clone(),
