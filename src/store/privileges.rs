@@ -99,12 +99,9 @@ pub fn daemon_role(config: &Config) -> Role {
                 "listIndexes",
             ],
         ),
-        // Watermarks, late-event marks, the leader lease (released with a delete), the
-        // archive's record.
-        Privilege::on(
-            &config.state_collection,
-            &["find", "insert", "update", "remove"],
-        ),
+        // Watermarks, late-event marks, the leader lease (taken with findAndModify, released
+        // by marking it so; a run's `$merge` reads it through `$lookup`), the archive's record.
+        Privilege::on(&config.state_collection, &["find", "insert", "update"]),
         // The live session gauges and `check sessions`: counts, read only.
         Privilege::on(&config.sessions_collection, &["find"]),
     ];
@@ -175,7 +172,7 @@ mod tests {
         let daemon = daemon_role(&config);
         assert!(daemon.allows("events", "find"));
         assert!(!daemon.allows("events", "insert"));
-        assert!(daemon.allows("vcstate", "remove"));
+        assert!(daemon.allows("vcstate", "update") && !daemon.allows("vcstate", "remove"));
         assert!(daemon.allows("sessions", "find") && !daemon.allows("sessions", "update"));
         let command = daemon.create_command("platform");
         assert_eq!(command.get_str("createRole").unwrap(), "vcmetricsDaemon");

@@ -265,6 +265,14 @@ impl Scratch {
         self.state().find_one(doc! {"_id": "leader"}).await.unwrap()
     }
 
+    /// Whether the lease is free because its holder gave it up (it is kept, with its epoch,
+    /// marked released and expired), or was never taken.
+    pub async fn lease_released(&self) -> bool {
+        self.lease()
+            .await
+            .is_none_or(|l| l.get_bool("released") == Ok(true))
+    }
+
     /// Drops the database and closes the client.
     pub async fn finish(mut self) {
         self.db.drop().await.unwrap();
