@@ -46,13 +46,33 @@ impl Schedule {
     }
 
     /// The first fire time strictly after `t`, in `tz`'s real (DST-aware) local time.
+    ///
+    /// Asked from inside the second pass of an autumn change's repeated hour, croner answers a
+    /// local time of that hour as its *first* pass, which is before `t`; a scheduler taking that
+    /// answer would fire at once, forever, without time moving (found by `tests/simulation.rs`).
+    /// Such answers are stepped over: in the repeated hour a schedule fires in its first pass
+    /// only, as documented.
     pub fn next_after(&self, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&t.with_timezone(&tz), false)
-            .ok()
-            .map(|next| next.with_timezone(&Utc))
+        let mut from = t;
+        // A minute's steps through one repeated hour at most; more is a bug, not a schedule.
+        for _ in 0..MAX_STEPS_BACK {
+            let next = self
+                .cron
+                .find_next_occurrence(&from.with_timezone(&tz), false)
+                .ok()?
+                .with_timezone(&Utc);
+            if next > t {
+                return Some(next);
+            }
+            from = next.max(from) + chrono::Duration::seconds(1);
+        }
+        None
     }
 }
+
+/// How many answers at or before `t` [`Schedule::next_after`] steps over: every second of one
+/// repeated hour, for a schedule firing every second.
+const MAX_STEPS_BACK: usize = 3_700;
 
 impl std::str::FromStr for Schedule {
     type Err = String;
@@ -141,5 +161,31 @@ mod tests {
         }
         let err = Schedule::parse("*/5 * * * *").unwrap_err();
         assert!(err.contains("not a 6-field cron expression"), "{err}");
+    }
+
+    #[test]
+    fn asked_from_the_second_pass_of_a_repeated_hour_the_next_fire_is_still_later() {
+        // 2026-10-25, Berlin: 02:00-03:00 local twice, 00:00-01:00 UTC (CEST) then 01:00-02:00
+        // UTC (CET). From 02:10 CET (01:10 UTC) croner names 02:20 of the first pass.
+        let s = Schedule::parse("0 */20 * * * *").unwrap();
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        for from in [
+            "2026-10-25T01:10:00Z",
+            "2026-10-25T01:40:00Z",
+            "2026-10-25T01:59:59Z",
+        ] {
+            let next = s.next_after(tz, utc(from)).unwrap();
+            assert_eq!(next, utc("2026-10-25T02:00:00Z"), "from {from}");
+        }
+        assert_eq!(
+            fires("0 */20 * * * *", "Europe/Berlin", "2026-10-25T00:30:00Z", 5),
+            [
+                "2026-10-25T00:40:00+00:00",
+                "2026-10-25T02:00:00+00:00",
+                "2026-10-25T02:20:00+00:00",
+                "2026-10-25T02:40:00+00:00",
+                "2026-10-25T03:00:00+00:00",
+            ]
+        );
     }
 }

@@ -67,7 +67,7 @@ pub struct FakeState {
     pub previews: Vec<Aggregate>,
     /// Every operation fails, as with MongoDB unreachable.
     pub down: bool,
-    /// Every operation waits forever, as with a server that never answers.
+    /// Every operation waits while this is set, as with a server that does not answer.
     pub hang: bool,
     /// The next this-many roll-ups fail.
     pub failing_aggregates: usize,
@@ -178,10 +178,11 @@ impl FakeStore {
         })
     }
 
-    /// Fails (`down`) or never returns (`hang`) as the injected faults say.
+    /// Fails (`down`) or waits while `hang` (forever if it stays) as the injected faults say.
     async fn gate(&self, operation: &'static str) -> Result<()> {
-        if self.with(|s| s.hang) {
-            std::future::pending::<()>().await;
+        // A hanging server answers nothing until it stops hanging (if ever).
+        while self.with(|s| s.hang) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
         self.check_up(operation)
     }
