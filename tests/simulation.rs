@@ -155,7 +155,10 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
     };
     let start_from = start - chrono::Duration::days(2);
     let store = Arc::new(FakeStore::default());
-    store.with(|s| s.audit_ttl = Some(Duration::from_secs(TTL_DAYS as u64 * 86_400)));
+    store.with(|s| {
+        s.audit_ttl = Some(Duration::from_secs(TTL_DAYS as u64 * 86_400));
+        s.flaky_state = seed;
+    });
     // History since `start_from`, written on time.
     let mut t = start_from;
     while t < start {
@@ -183,11 +186,13 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
     let fault_time = chrono::Duration::hours(6 + rng.below(8) as i64);
     let faults_end = clock.now() + fault_time;
     let mut leaders_seen = BTreeMap::new();
+    // When late events were stamped: later late events land in the same windows.
+    let mut late: Vec<DateTime<Utc>> = Vec::new();
     while clock.now() < faults_end {
         tokio::time::sleep(rng.seconds(20, 1200)).await;
         check_one_leader(&replicas, &mut leaders_seen)?;
         let now = clock.now();
-        match rng.below(20) {
+        match rng.below(21) {
             // Live writes, the bulk of the traffic.
             0..=6 => {
                 for _ in 0..1 + rng.below(5) {
@@ -203,6 +208,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
                     _ => chrono::Duration::days(TTL_DAYS + 1 + rng.below(5) as i64),
                 };
                 store.write_call(now - back, now);
+                late.push(now - back);
                 trace.say(&clock, format!("late write {} back", back.num_minutes()));
             }
             9 => {
@@ -270,11 +276,15 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
             16 | 17 => {
                 let stall = rng.seconds(60, 170);
                 let slow_merge = rng.chance(50);
+                // The next few roll-ups: the regular windows' and the late windows' alike.
+                let count = 1 + rng.below(8);
                 store.with(|s| {
-                    if slow_merge {
-                        s.slow_merges.push_back(stall);
-                    } else {
-                        s.stalled_roll_ups.push_back(stall);
+                    for _ in 0..count {
+                        if slow_merge {
+                            s.slow_merges.push_back(stall);
+                        } else {
+                            s.stalled_roll_ups.push_back(stall);
+                        }
                     }
                 });
                 let leader = replicas
@@ -287,13 +297,25 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
                     trace.say(
                         &clock,
                         format!(
-                            "next roll-up {} {}s; {leader} cut off the lease for {}s",
-                            if slow_merge { "merges for" } else { "stalls" },
+                            "next {count} roll-up(s) {} {}s; {leader} cut off the lease for {}s",
+                            if slow_merge { "merge for" } else { "stall" },
                             stall.as_secs(),
                             cut.as_secs()
                         ),
                     );
                     store.with(|s| s.cut_off.push(leader.clone()));
+                    // Meanwhile, late events land in windows the stalled reads may cover.
+                    tokio::time::sleep(rng.seconds(1, 90)).await;
+                    for _ in 0..1 + rng.below(3) {
+                        let at = match late.len() {
+                            0 => {
+                                clock.now()
+                                    - chrono::Duration::minutes(200 + rng.below(2880) as i64)
+                            }
+                            n => late[rng.below(n as u64) as usize],
+                        };
+                        store.write_call(at, clock.now());
+                    }
                     tokio::time::sleep(cut).await;
                     store.with(|s| s.cut_off.retain(|h| *h != leader));
                 }
@@ -301,6 +323,18 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
             // Archive moves are read by chunks while they happen.
             18 => {
                 store.with(|s| s.archive_moves_during_reads += 1);
+            }
+            // For a while, single operations fail at random.
+            19 => {
+                let percent = 5 + rng.below(30);
+                let length = rng.seconds(600, 7200);
+                trace.say(
+                    &clock,
+                    format!("{percent}% of operations fail for {}s", length.as_secs()),
+                );
+                store.with(|s| s.flaky_percent = percent);
+                tokio::time::sleep(length).await;
+                store.with(|s| s.flaky_percent = 0);
             }
             _ => {
                 trace.say(&clock, "quiet".into());
@@ -318,6 +352,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
         s.stalled_roll_ups.clear();
         s.slow_merges.clear();
         s.cut_off.clear();
+        s.flaky_percent = 0;
     });
     for slot in replicas.iter_mut().filter(|r| r.is_none()) {
         generation += 1;

@@ -29,6 +29,7 @@ impl LeaseStore for FakeStore {
     ) -> Result<Option<HeldLease>> {
         self.gate("findAndModify (lease)").await?;
         self.lease_gate(holder, "findAndModify (lease)")?;
+        self.flaky("findAndModify (lease)")?;
         Ok(self.with(|s| {
             let expires = now + chrono::Duration::from_std(ttl).unwrap();
             match &s.lease {

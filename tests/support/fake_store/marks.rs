@@ -21,6 +21,7 @@ impl MarkStore for FakeStore {
         _: DateTime<Utc>,
     ) -> Result<()> {
         self.gate("update (watermark)").await?;
+        self.flaky("update (watermark)")?;
         self.with(|s| {
             let w = s.watermarks.entry(period).or_insert(to);
             *w = (*w).max(to);
@@ -40,6 +41,7 @@ impl MarkStore for FakeStore {
         _: DateTime<Utc>,
     ) -> Result<()> {
         self.gate("update (late-event mark)").await?;
+        self.flaky("update (late-event mark)")?;
         self.injected_failure("update (late-event mark)", |s| &mut s.failing_late_marks)?;
         self.with(|s| {
             let mark = s.late_marks.entry(period).or_insert(to);

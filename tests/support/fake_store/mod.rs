@@ -59,6 +59,10 @@ pub struct FakeState {
     pub stalled_roll_ups: std::collections::VecDeque<Duration>,
     /// `$merge`s that take longer after their fence check passed, by the order they pass it.
     pub slow_merges: std::collections::VecDeque<Duration>,
+    /// Single operations (roll-ups, watermark and late-mark writes, lease renewals) fail at
+    /// random, this many in a hundred, drawn from `flaky_state` (a seeded sequence).
+    pub flaky_percent: u64,
+    pub flaky_state: u64,
     /// Roll-ups whose `$merge` the fence stopped: (period, epoch).
     pub fenced_off: Vec<(String, i64)>,
     /// Every chunk rolled up, in order.
@@ -206,6 +210,28 @@ impl FakeStore {
             s.writes.push((ObjectId::from_bytes(bytes), at));
             s.calls.push(at);
         });
+    }
+
+    /// Fails `operation` at random, as often as `flaky_percent` says.
+    pub fn flaky(&self, operation: &'static str) -> Result<()> {
+        let fail = self.with(|s| {
+            if s.flaky_percent == 0 {
+                return false;
+            }
+            // SplitMix64, as the simulation's own sequence.
+            s.flaky_state = s.flaky_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s.flaky_state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % 100 < s.flaky_percent
+        });
+        if fail {
+            return Err(Error::MongoWrite {
+                operation,
+                message: "injected: a flaky operation".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Fails `operation` while the counter `left` picks is above zero, counting it down.

@@ -20,6 +20,7 @@ impl RollupStore for FakeStore {
         let delay = self.with(|s| s.aggregate_time);
         tokio::time::sleep(delay).await;
         self.injected_failure("aggregate", |s| &mut s.failing_aggregates)?;
+        self.flaky("aggregate")?;
         // As a server does: the `$merge` on {period, date} needs its unique index.
         if self.with(|s| s.absent_indexes.iter().any(|n| n == "period_1_date_1")) {
             return Err(missing_merge_index());
