@@ -1,9 +1,8 @@
 //! One run of one period: plan from the watermark, roll up, advance the watermark, record.
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::{info, warn};
-
-use chrono::{DateTime, Utc};
 
 use super::late_events::refresh_late_windows;
 use super::records::{RunOutcome, RunRecord};
@@ -18,8 +17,7 @@ use crate::error::{Chain, Error, Result};
 use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode, Summary};
 use crate::store::{LeaseStore, MarkStore};
-use crate::window::consecutive;
-use crate::window::{Period, Window};
+use crate::window::{consecutive, Period, Window};
 
 /// How a run ended, for the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
