@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::records::LateReport;
-use super::tenure::{confirm_lease, Tenure};
+use super::tenure::{confirm_lease, write_windows, Tenure};
 use crate::archive::storage::RetentionStore;
 use crate::config::Config;
 use crate::error::Result;
@@ -29,9 +29,7 @@ use crate::rollup::late_scan::{
     next_object_id, object_id_at, LateScan, LateScanQuery, LateScanResult,
 };
 use crate::rollup::storage::{LateEventStore, RollupStore};
-use crate::rollup::{self, Batch, Mode};
 use crate::store::{LeaseStore, MarkStore};
-use crate::window::consecutive;
 use crate::window::{Calendar, Period, Window};
 
 /// What one scan's answer means for the run.
@@ -144,18 +142,7 @@ pub async fn refresh_late_windows(
         horizon,
         config.period(period).max_windows_per_run,
     );
-    for run in consecutive(&plan.windows) {
-        let batch = Batch {
-            period,
-            windows: run,
-            now,
-            mode: Mode::Write,
-            chunk_windows: config.period(period).chunk_windows,
-            fence: Some(&tenure.fence),
-        };
-        rollup::process(store, config, batch, |_| {}).await?;
-        tenure.wrote(period, run);
-    }
+    write_windows(store, config, period, &plan.windows, now, tenure).await?;
     // The refreshes may have been fenced off: the mark moves only past events counted.
     confirm_lease(store, &tenure.fence).await?;
     if !plan.windows.is_empty() {
@@ -313,20 +300,5 @@ mod tests {
         assert_eq!(starts(&plan.unrepairable), ["01 01:00"]);
         assert_eq!(plan.events, 3);
         assert_eq!(plan.next_mark, id(300));
-    }
-
-    #[test]
-    fn consecutive_windows_are_batched_together() {
-        let cal = Calendar::default();
-        let w = |t: &str| cal.window_containing(Period::Hourly, utc(t));
-        let windows = [
-            w("2026-03-09T01:00:00Z"),
-            w("2026-03-09T02:00:00Z"),
-            w("2026-03-09T05:00:00Z"),
-        ];
-        let runs = consecutive(&windows);
-        assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].len(), 2);
-        assert!(consecutive(&[]).is_empty());
     }
 }

@@ -8,7 +8,7 @@ use super::late_events::refresh_late_windows;
 use super::records::{RunOutcome, RunRecord};
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
 use super::status::Status;
-use super::tenure::{confirm_lease, Tenure};
+use super::tenure::{confirm_lease, write_windows, Tenure};
 use crate::archive::retention::retention_horizon;
 use crate::archive::storage::RetentionStore;
 use crate::clock::Clock;
@@ -17,7 +17,7 @@ use crate::error::{Chain, Error, Result};
 use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode, Summary};
 use crate::store::{LeaseStore, MarkStore};
-use crate::window::{consecutive, Period, Window};
+use crate::window::{Period, Window};
 
 /// How a run ended, for the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,17 +163,7 @@ async fn rewrite_after_takeover(
         .copied()
         .filter(|w| horizon.is_none_or(|h| w.start >= h))
         .collect();
-    for run in consecutive(&rebuildable) {
-        let batch = Batch {
-            period,
-            windows: run,
-            now,
-            mode: Mode::Write,
-            chunk_windows: config.period(period).chunk_windows,
-            fence: Some(&tenure.fence),
-        };
-        rollup::process(store, config, batch, |_| {}).await?;
-    }
+    write_windows(store, config, period, &rebuildable, now, tenure).await?;
     confirm_lease(store, &tenure.fence).await?;
     tenure.done(period, &due);
     info!(

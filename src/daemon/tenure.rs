@@ -16,10 +16,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use chrono::{DateTime, Utc};
+
+use crate::archive::storage::RetentionStore;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::rollup::commands::Fence;
+use crate::rollup::storage::RollupStore;
+use crate::rollup::{self, Batch, Mode};
 use crate::store::LeaseStore;
-use crate::window::{Period, Window};
+use crate::window::{consecutive, Period, Window};
 
 /// The lease a run runs under: the fence stamped on its writes, and, for a lease taken over
 /// from a holder that did not give it up, where the windows it writes early on are recorded for
@@ -50,6 +56,31 @@ impl Tenure<'_> {
             redo.done(self.fence.epoch, period, windows);
         }
     }
+}
+
+/// Writes `windows` of `period` (in order, not necessarily consecutive) under the tenure's
+/// fence, one batch per run of consecutive windows, and records them for the redo.
+pub async fn write_windows(
+    store: &(impl RollupStore + RetentionStore),
+    config: &Config,
+    period: Period,
+    windows: &[Window],
+    now: DateTime<Utc>,
+    tenure: &Tenure<'_>,
+) -> Result<()> {
+    for run in consecutive(windows) {
+        let batch = Batch {
+            period,
+            windows: run,
+            now,
+            mode: Mode::Write,
+            chunk_windows: config.period(period).chunk_windows,
+            fence: Some(&tenure.fence),
+        };
+        rollup::process(store, config, batch, |_| {}).await?;
+        tenure.wrote(period, run);
+    }
+    Ok(())
 }
 
 /// Fails with [`Error::LostLease`] unless this replica still holds the lease the run writes

@@ -596,4 +596,19 @@ mod tests {
             "unknown period \"yearly\" (expected hourly, daily, weekly or monthly)"
         );
     }
+
+    #[test]
+    fn consecutive_windows_are_batched_together() {
+        let cal = Calendar::default();
+        let w = |t: &str| cal.window_containing(Period::Hourly, utc(t));
+        let windows = [
+            w("2026-03-09T01:00:00Z"),
+            w("2026-03-09T02:00:00Z"),
+            w("2026-03-09T05:00:00Z"),
+        ];
+        let runs = consecutive(&windows);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].len(), 2);
+        assert!(consecutive(&[]).is_empty());
+    }
 }
