@@ -1401,7 +1401,10 @@ async fn a_stalled_leader_cannot_overwrite_what_the_new_leader_wrote() {
     b.ticks.send(Period::Hourly).await.unwrap();
     sleep(Duration::from_secs(5)).await;
     assert_eq!(store.total_calls("hourly", window), Some(2));
-    // The stalled roll-up ends: fenced off, and `a`'s run fails without moving a mark.
+    // `a` reaches the server again (as a standby: `b` holds the lease). Its stalled roll-up
+    // ends: fenced off, and its run, finding the lease gone, fails without moving a mark.
+    store.with(|s| s.cut_off.clear());
+    let mark = store.with(|s| s.late_marks[&Period::Hourly]);
     sleep(minutes(10)).await;
     assert_eq!(
         store.with(|s| s.fenced_off.clone()),
@@ -1409,6 +1412,9 @@ async fn a_stalled_leader_cannot_overwrite_what_the_new_leader_wrote() {
     );
     assert_eq!(store.total_calls("hourly", window), Some(2));
     assert_eq!(runs(&a.status, Period::Hourly, RunOutcome::Failed), 1);
+    let lost = [("period", "hourly"), ("kind", "lease")];
+    assert_eq!(metric(&a.status, "vcmetrics_run_errors_total", &lost), 1.0);
+    assert_eq!(store.with(|s| s.late_marks[&Period::Hourly]), mark);
     for daemon in [a, b] {
         daemon.shutdown.send(true).unwrap();
         daemon.handle.await.unwrap().unwrap();
