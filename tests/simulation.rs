@@ -370,8 +370,9 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
         check_one_leader(&replicas, &mut leaders_seen)?;
     }
     let now = clock.now();
-    let result = check_windows(&store, &sim_config("check", start_from), now)
-        .and_then(|()| check_marks(&store, &sim_config("check", start_from), now, last_write));
+    let settled = sim_config("check", start_from);
+    let result = check_windows(&store, &settled, now)
+        .and_then(|()| check_marks(&store, &settled, now, last_write));
     for r in replicas.into_iter().flatten() {
         let _ = r.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(60), r.handle).await;

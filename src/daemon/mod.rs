@@ -266,22 +266,24 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
 
     fn fire(&self, period: Period, runs: &mut JoinSet<(Period, RunEnd)>) {
         let lease = self.status.leadership().lease();
-        let skip = if !self.status.mongodb_up() {
-            Some(SkipReason::MongodbUnavailable)
-        } else if lease.is_none() {
-            Some(SkipReason::Standby)
-        } else if self.running[period.index()].swap(true, Ordering::AcqRel) {
-            Some(SkipReason::Overlap)
-        } else {
-            None
-        };
-        if let Some(reason) = skip {
-            self.status.skipped(period, reason);
-            if reason == SkipReason::Overlap {
-                info!(period = %period, "tick skipped: the previous run is still going");
+        let skip = match lease {
+            _ if !self.status.mongodb_up() => Err(SkipReason::MongodbUnavailable),
+            None => Err(SkipReason::Standby),
+            Some(_) if self.running[period.index()].swap(true, Ordering::AcqRel) => {
+                Err(SkipReason::Overlap)
             }
-            return;
-        }
+            Some(lease) => Ok(lease),
+        };
+        let lease = match skip {
+            Ok(lease) => lease,
+            Err(reason) => {
+                self.status.skipped(period, reason);
+                if reason == SkipReason::Overlap {
+                    info!(period = %period, "tick skipped: the previous run is still going");
+                }
+                return;
+            }
+        };
         let running = RunningFlag(self.running[period.index()].clone());
         let (store, config, clock, status, redo) = (
             self.store.clone(),
@@ -292,9 +294,9 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
         );
         let fence = Fence {
             holder: self.config.instance_id.clone(),
-            epoch: lease.map_or(0, |l| l.epoch),
+            epoch: lease.epoch,
         };
-        let taken_over = lease.is_some_and(|l| l.taken_over);
+        let taken_over = lease.taken_over;
         runs.spawn(async move {
             let _running = running;
             let tenure = Tenure {
