@@ -426,7 +426,12 @@ async fn late_cost(
     let config = &config;
     // Runs write under the lease, as the daemon's do.
     let lease = store
-        .try_lease("bench", Utc::now(), Duration::from_secs(3600))
+        .try_lease(
+            "bench",
+            Utc::now(),
+            Duration::from_secs(3600),
+            config.aggregate_timeout,
+        )
         .await?
         .ok_or_else(|| anyhow::anyhow!("the lease is held by another holder"))?;
     let tenure = Tenure {
@@ -434,7 +439,7 @@ async fn late_cost(
             holder: "bench".to_owned(),
             epoch: lease.epoch,
         },
-        redo: None,
+        settled_at: lease.settled_at,
     };
     let mut runs = Vec::new();
     loop {

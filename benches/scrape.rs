@@ -172,7 +172,7 @@ fn serve_loaded(port: u16) {
         status.set_mongodb_up(true);
         status.leadership().set(Some((
             tokio::time::Instant::now() + Duration::from_secs(3600),
-            vcmetrics::store::HeldLease { epoch: 1, taken_over: false },
+            vcmetrics::store::HeldLease { epoch: 1, settled_at: chrono::DateTime::<chrono::Utc>::MIN_UTC },
         )));
         let calendar = Calendar::default();
         let now = Utc::now();

@@ -565,15 +565,26 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
     )
     .unwrap();
     let store = MongoStore::connect(&config).await.unwrap();
-    let now = chrono::Utc::now();
-    let ttl = std::time::Duration::from_secs(30);
+    // Dates as the server keeps them (milliseconds).
+    let now = bson::DateTime::from_chrono(chrono::Utc::now()).to_chrono();
+    let (ttl, settle) = (
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(95),
+    );
+    // Never taken: nothing of an earlier holder can land.
     let first = HeldLease {
         epoch: 1,
-        taken_over: false,
+        settled_at: now,
     };
-    assert_eq!(store.try_lease("a", now, ttl).await.unwrap(), Some(first));
-    assert_eq!(store.try_lease("a", now, ttl).await.unwrap(), Some(first));
-    assert_eq!(store.try_lease("b", now, ttl).await.unwrap(), None);
+    assert_eq!(
+        store.try_lease("a", now, ttl, settle).await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        store.try_lease("a", now, ttl, settle).await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(store.try_lease("b", now, ttl, settle).await.unwrap(), None);
 
     let hour = support::hour_of(now) - support::hours(3);
     let plan = plan_range(&config, Period::Hourly, hour, hour + support::hours(1), now);
@@ -611,13 +622,15 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
 
     // `a`'s lease lapses; `b` takes it over, under the next epoch.
     let later = now + chrono::Duration::seconds(31);
-    let taken = store.try_lease("b", later, ttl).await.unwrap();
+    let taken = store.try_lease("b", later, ttl, settle).await.unwrap();
+    let settles = later + chrono::Duration::seconds(95);
     assert_eq!(
         taken,
         Some(HeldLease {
             epoch: 2,
-            taken_over: true
-        })
+            settled_at: settles,
+        }),
+        "a write of `a` may land until its aggregate_timeout and margin have passed"
     );
     assert!(!store.holds_lease("a", 1).await.unwrap());
     assert!(store.holds_lease("b", 2).await.unwrap());
@@ -627,15 +640,47 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
     roll_up(fence("b", 2)).await;
     assert_eq!(total_calls().await, Some(5.0));
 
-    // Given up, the lease passes on without a takeover, and its epoch still grows.
-    store.release_lease("b").await.unwrap();
+    // Given up, the lease passes on without a takeover: its epoch still grows, and its
+    // `settledAt` only moves forward (`b` gave it up with no write in flight).
+    store.release_lease("b", later).await.unwrap();
     assert_eq!(
-        store.try_lease("a", later, ttl).await.unwrap(),
+        store.try_lease("a", later, ttl, settle).await.unwrap(),
         Some(HeldLease {
             epoch: 3,
-            taken_over: false
+            settled_at: settles,
         })
     );
+    // A holder that abandoned a run gives it up with the time its write lands at the latest.
+    let abandoned = settles + chrono::Duration::seconds(60);
+    store.release_lease("a", abandoned).await.unwrap();
+    let retaken = store.try_lease("b", later, ttl, settle).await.unwrap();
+    assert_eq!(retaken.map(|l| l.settled_at), Some(abandoned));
+
+    // Windows noted for a rewrite wait in the database, with the latest `until` noted.
+    use vcmetrics::store::{MarkStore, PendingRewrite};
+    assert_eq!(store.pending_rewrite(Period::Hourly).await.unwrap(), None);
+    let (h1, h2) = (hour, hour + support::hours(1));
+    store
+        .note_rewrite(Period::Hourly, &[h2, h1], settles)
+        .await
+        .unwrap();
+    store
+        .note_rewrite(Period::Hourly, &[h1], abandoned)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pending_rewrite(Period::Hourly).await.unwrap(),
+        Some(PendingRewrite {
+            until: abandoned,
+            starts: vec![h1, h2],
+        })
+    );
+    assert_eq!(store.pending_rewrite(Period::Daily).await.unwrap(), None);
+    store
+        .clear_rewrite(Period::Hourly, &[h1, h2])
+        .await
+        .unwrap();
+    assert_eq!(store.pending_rewrite(Period::Hourly).await.unwrap(), None);
     store.shutdown().await;
     scratch.finish().await;
 }

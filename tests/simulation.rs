@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use support::fake_store::FakeStore;
+use support::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vcmetrics::clock::Clock;
@@ -33,32 +34,6 @@ use vcmetrics::daemon::status::Status;
 use vcmetrics::daemon::Daemon;
 use vcmetrics::rollup::late_scan::object_id_at;
 use vcmetrics::window::Period;
-
-/// SplitMix64: small, fast, and the same sequence on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn seconds(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_secs(from + self.below(to - from + 1))
-    }
-}
 
 /// Wall-clock time that moves with tokio's paused clock.
 #[derive(Clone)]
@@ -76,10 +51,13 @@ impl Clock for SimClock {
 /// How long the audit log keeps events in the simulation.
 const TTL_DAYS: i64 = 12;
 
-fn sim_config(instance: &str, start_from: DateTime<Utc>) -> Config {
+/// The configuration of every replica of a scenario. `aggregate_timeout` is how long a roll-up
+/// may run on the server: the longer it is, the longer a stalled roll-up can land after the
+/// lease has moved on (past the new leader's next ticks).
+fn sim_config(instance: &str, start_from: DateTime<Utc>, aggregate_timeout: Duration) -> Config {
     let text = format!(
         "timezone = \"Europe/Berlin\"\nstart_from = \"{}\"\naudit_ttl = \"{TTL_DAYS}d\"\n\
-         lease_ttl = \"2m\"\naggregate_timeout = \"3m\"\nmetrics_refresh = \"10m\"\n\
+         lease_ttl = \"2m\"\naggregate_timeout = \"{}s\"\nmetrics_refresh = \"10m\"\n\
          shutdown_grace = \"20s\"\n\
          [late_events]\nsettle = \"1m\"\nscan_limit = 400\n\
          [periods.hourly]\nschedule = \"0 */20 * * * *\"\nlookback = 2\nmax_windows_per_run = 12\n\
@@ -87,7 +65,8 @@ fn sim_config(instance: &str, start_from: DateTime<Utc>) -> Config {
          [periods.weekly]\nschedule = \"0 7 */4 * * *\"\nlookback = 1\n\
          [periods.monthly]\nschedule = \"0 9 */4 * * *\"\nlookback = 1\n\
          [archive]\nafter = \"8d\"\nschedule = \"0 30 */6 * * *\"\nbatch_size = 40\n",
-        start_from.to_rfc3339()
+        start_from.to_rfc3339(),
+        aggregate_timeout.as_secs()
     );
     from_toml(&text, &[("VCMETRICS_INSTANCE_ID", instance)]).unwrap()
 }
@@ -147,13 +126,20 @@ fn start_instant(rng: &mut Rng) -> DateTime<Utc> {
 
 /// One scenario; `Err` with the reason when an invariant broke.
 async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let start = start_instant(&mut rng);
     let clock = SimClock {
         base: start,
         start: tokio::time::Instant::now(),
     };
     let start_from = start - chrono::Duration::days(2);
+    // Mostly the default-like 3 minutes; sometimes long enough that a stalled roll-up lands
+    // after the new leader's next tick has written the same windows.
+    let aggregate_timeout = if rng.chance(60) {
+        Duration::from_secs(180)
+    } else {
+        Duration::from_secs(1800)
+    };
     let store = Arc::new(FakeStore::default());
     store.with(|s| {
         s.audit_ttl = Some(Duration::from_secs(TTL_DAYS as u64 * 86_400));
@@ -167,7 +153,10 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
     }
     trace.say(
         &clock,
-        format!("seed {seed}: start, history from {start_from}"),
+        format!(
+            "seed {seed}: start, history from {start_from}, aggregate_timeout {}s",
+            aggregate_timeout.as_secs()
+        ),
     );
 
     let mut generation = 0;
@@ -178,12 +167,12 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
         let name = format!("r{generation}");
         replicas.push(Some(start_replica(
             &store,
-            sim_config(&name, start_from),
+            sim_config(&name, start_from, aggregate_timeout),
             clock.clone(),
         )));
     }
 
-    let fault_time = chrono::Duration::hours(6 + rng.below(8) as i64);
+    let fault_time = chrono::Duration::hours(6 + rng.below(6) as i64);
     let faults_end = clock.now() + fault_time;
     let mut leaders_seen = BTreeMap::new();
     // When late events were stamped: later late events land in the same windows.
@@ -243,7 +232,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
                     trace.say(&clock, format!("start {name}"));
                     *slot = Some(start_replica(
                         &store,
-                        sim_config(&name, start_from),
+                        sim_config(&name, start_from, aggregate_timeout),
                         clock.clone(),
                     ));
                 }
@@ -274,7 +263,8 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
             // A roll-up that stalls between its read and its write, past the lease, while its
             // replica is cut off from the lease (a stalled network, a paused VM).
             16 | 17 => {
-                let stall = rng.seconds(60, 170);
+                // Within the time limit: the server stops a command that runs longer.
+                let stall = rng.seconds(60, aggregate_timeout.as_secs() - 10);
                 let slow_merge = rng.chance(50);
                 // The next few roll-ups: the regular windows' and the late windows' alike.
                 let count = 1 + rng.below(8);
@@ -359,7 +349,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
         let name = format!("r{generation}");
         *slot = Some(start_replica(
             &store,
-            sim_config(&name, start_from),
+            sim_config(&name, start_from, aggregate_timeout),
             clock.clone(),
         ));
     }
@@ -370,7 +360,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
         check_one_leader(&replicas, &mut leaders_seen)?;
     }
     let now = clock.now();
-    let settled = sim_config("check", start_from);
+    let settled = sim_config("check", start_from, aggregate_timeout);
     let result = check_windows(&store, &settled, now)
         .and_then(|()| check_marks(&store, &settled, now, last_write));
     for r in replicas.into_iter().flatten() {

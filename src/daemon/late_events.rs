@@ -107,7 +107,7 @@ pub async fn refresh_late_windows(
     now: DateTime<Utc>,
     before: DateTime<Utc>,
     horizon: Option<DateTime<Utc>>,
-    tenure: &Tenure<'_>,
+    tenure: &Tenure,
 ) -> Result<Option<LateReport>> {
     let settings = &config.late_events;
     if !settings.enabled {

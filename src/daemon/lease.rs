@@ -8,11 +8,12 @@
 //!
 //! Each time the lease changes hands its epoch grows by one. A run stamps the epoch it started
 //! under on its writes: the `$merge` of a leader that lost the lease writes nothing, and the
-//! run fails before it moves a mark (`rollup::commands::Fence`, `daemon::redo`).
+//! run fails before it moves a mark (`rollup::commands::Fence`, `daemon::tenure`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -60,26 +61,10 @@ impl Leadership {
     }
 
     /// Leader until `until` with `lease` (`None`: not leader). The lease task calls this after
-    /// each attempt; a renewal keeps what the epoch's first attempt said of the takeover.
+    /// each attempt.
     pub fn set(&self, held: Option<(Instant, HeldLease)>) {
         let before = self.epoch();
-        {
-            let mut current = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            let taken_over = |lease: HeldLease| match *current {
-                Some((_, was)) if was.epoch == lease.epoch => was.taken_over,
-                _ => lease.taken_over,
-            };
-            *current = held.map(|(until, lease)| {
-                let taken_over = taken_over(lease);
-                (
-                    until,
-                    HeldLease {
-                        taken_over,
-                        ..lease
-                    },
-                )
-            });
-        }
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
         let after = self.epoch();
         if after.is_some() && after != before {
             self.gained.notify_one();
@@ -95,14 +80,24 @@ impl Leadership {
 /// How long releasing the lease may hold a shutdown.
 pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
-/// Takes, renews and finally releases the lease until `shutdown` flips.
+/// `settle` after `now`: when a write in flight now has landed at the latest.
+pub fn settles(now: DateTime<Utc>, settle: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(settle)
+        .ok()
+        .and_then(|settle| now.checked_add_signed(settle))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Takes, renews and finally releases the lease once `shutdown` says when this replica's last
+/// write landed (`settle` is how long a write in flight may take: `aggregate_timeout` and a
+/// margin).
 pub async fn hold_lease(
     store: Arc<impl LeaseStore>,
     clock: impl Clock,
     holder: String,
-    ttl: Duration,
+    (ttl, settle): (Duration, Duration),
     leadership: Leadership,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Option<DateTime<Utc>>>,
 ) {
     let margin = ttl / 5;
     let mut was_leader = false;
@@ -112,7 +107,7 @@ pub async fn hold_lease(
         let taken = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            taken = store.try_lease(&holder, clock.now(), ttl) => taken,
+            taken = store.try_lease(&holder, clock.now(), ttl, settle) => taken,
         };
         match taken {
             Ok(Some(lease)) => {
@@ -153,7 +148,10 @@ pub async fn hold_lease(
         leadership.set(None);
         // Bounded: with MongoDB gone, server selection would hold the exit for its whole
         // timeout, and the lease expires on its own anyway.
-        match tokio::time::timeout(RELEASE_WAIT, store.release_lease(&holder)).await {
+        // When this replica's last write can have landed: as the daemon says once its runs
+        // are drained; if it cannot say, as if a write were still in flight.
+        let settled_at = (*shutdown.borrow()).unwrap_or_else(|| settles(clock.now(), settle));
+        match tokio::time::timeout(RELEASE_WAIT, store.release_lease(&holder, settled_at)).await {
             Ok(Ok(())) => info!(holder = %holder, "released the lease"),
             Ok(Err(e)) => {
                 warn!(holder = %holder, error = %Chain(&e), "could not release the lease; it expires on its own")

@@ -55,7 +55,7 @@ use reachability::watch_mongodb;
 use records::SkipReason;
 use run::{run_period, RunEnd};
 use status::Status;
-use tenure::{Redo, Tenure};
+use tenure::Tenure;
 
 /// The longest the daemon sleeps before it looks at the clock again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -66,20 +66,16 @@ pub struct Daemon<S, C> {
     clock: C,
     status: Arc<Status>,
     running: [Arc<AtomicBool>; 4],
-    /// Windows written early in this replica's tenure, rewritten once no older write can land.
-    redo: Arc<Redo>,
 }
 
 impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
     pub fn new(store: Arc<S>, config: Arc<Config>, clock: C, status: Arc<Status>) -> Self {
-        let redo = Arc::new(Redo::new(config.aggregate_timeout));
         Daemon {
             store,
             config,
             clock,
             status,
             running: Default::default(),
-            redo,
         }
     }
 
@@ -168,9 +164,16 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             }
         }
 
-        self.drain(runs).await;
+        let abandoned = self.drain(runs).await;
         while background.join_next().await.is_some() {}
-        let _ = release_lease.send(true);
+        // An abandoned run's `$merge` may still be running on the server.
+        let now = self.clock.now();
+        let settled_at = if abandoned {
+            lease::settles(now, self.settle())
+        } else {
+            now
+        };
+        let _ = release_lease.send(Some(settled_at));
         if let Some(Err(e)) = lease.join_next().await {
             error!(error = %e, "the lease task failed; the lease expires on its own");
         }
@@ -210,18 +213,18 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
     }
 
     /// The lease task, and the sender that makes it give the lease up.
-    fn spawn_lease(&self) -> (watch::Sender<bool>, JoinSet<()>) {
+    fn spawn_lease(&self) -> (watch::Sender<Option<DateTime<Utc>>>, JoinSet<()>) {
         // The lease is given up only after running runs have drained, so no standby starts the
         // same period while this replica's run is still writing it.
         // A JoinSet, not a detached task: if this future is dropped, the lease task dies with it
         // (as in a crash) instead of outliving the daemon.
-        let (release_lease, lease_shutdown) = watch::channel(false);
+        let (release_lease, lease_shutdown) = watch::channel(None);
         let mut lease = JoinSet::new();
         lease.spawn(hold_lease(
             self.store.clone(),
             self.clock.clone(),
             self.config.instance_id.clone(),
-            self.config.lease_ttl,
+            (self.config.lease_ttl, self.settle()),
             self.status.leadership().clone(),
             lease_shutdown,
         ));
@@ -244,8 +247,13 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
         }
     }
 
-    /// Lets running runs finish within `shutdown_grace`, then aborts the rest.
-    async fn drain(&self, mut runs: JoinSet<(Period, RunEnd)>) {
+    /// How long a write in flight may take to land: the server stops it at `aggregate_timeout`.
+    fn settle(&self) -> Duration {
+        self.config.aggregate_timeout + tenure::MARGIN
+    }
+
+    /// Lets running runs finish within `shutdown_grace`, then aborts the rest; whether it did.
+    async fn drain(&self, mut runs: JoinSet<(Period, RunEnd)>) -> bool {
         info!(
             running = runs.len(),
             grace_seconds = self.config.shutdown_grace.as_secs(),
@@ -262,6 +270,7 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             );
             runs.shutdown().await;
         }
+        drained.is_err()
     }
 
     fn fire(&self, period: Period, runs: &mut JoinSet<(Period, RunEnd)>) {
@@ -285,24 +294,21 @@ impl<S: Store + 'static, C: Clock + Clone> Daemon<S, C> {
             }
         };
         let running = RunningFlag(self.running[period.index()].clone());
-        let (store, config, clock, status, redo) = (
+        let (store, config, clock, status) = (
             self.store.clone(),
             self.config.clone(),
             self.clock.clone(),
             self.status.clone(),
-            self.redo.clone(),
         );
-        let fence = Fence {
-            holder: self.config.instance_id.clone(),
-            epoch: lease.epoch,
+        let tenure = Tenure {
+            fence: Fence {
+                holder: self.config.instance_id.clone(),
+                epoch: lease.epoch,
+            },
+            settled_at: lease.settled_at,
         };
-        let taken_over = lease.taken_over;
         runs.spawn(async move {
             let _running = running;
-            let tenure = Tenure {
-                fence,
-                redo: taken_over.then_some(&*redo),
-            };
             (
                 period,
                 run_period(&*store, &config, &clock, &status, period, &tenure).await,

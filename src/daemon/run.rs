@@ -1,6 +1,5 @@
 //! One run of one period: plan from the watermark, roll up, advance the watermark, record.
 
-use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -8,7 +7,7 @@ use super::late_events::refresh_late_windows;
 use super::records::{RunOutcome, RunRecord};
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
 use super::status::Status;
-use super::tenure::{confirm_lease, write_windows, Tenure};
+use super::tenure::{confirm_lease, rewrite_pending, Tenure};
 use crate::archive::retention::retention_horizon;
 use crate::archive::storage::RetentionStore;
 use crate::clock::Clock;
@@ -17,7 +16,7 @@ use crate::error::{Chain, Error, Result};
 use crate::rollup::storage::{LateEventStore, RollupStore};
 use crate::rollup::{self, Batch, Mode, Summary};
 use crate::store::{LeaseStore, MarkStore};
-use crate::window::{Period, Window};
+use crate::window::Period;
 
 /// How a run ended, for the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,14 +36,14 @@ pub async fn run_period(
     clock: &impl Clock,
     status: &Status,
     period: Period,
-    tenure: &Tenure<'_>,
+    tenure: &Tenure,
 ) -> RunEnd {
     let started = Instant::now();
     let now = clock.now();
     let mut windows_planned = Vec::new();
     let result: Result<(usize, usize, usize, usize)> = async {
         let horizon = retention_horizon(store, config, now).await?;
-        rewrite_after_takeover(store, config, period, now, horizon, tenure).await?;
+        rewrite_pending(store, config, period, now, horizon, tenure).await?;
         let watermark = match store.watermark(period).await? {
             Some(stored) => {
                 let w = respect_retention(&config.calendar, period, stored, horizon);
@@ -66,6 +65,7 @@ pub async fn run_period(
             watermark,
         );
         windows_planned.clone_from(&plan.windows);
+        tenure.note(store, period, &plan.windows, now).await?;
         let batch = Batch {
             period,
             windows: &plan.windows,
@@ -76,7 +76,6 @@ pub async fn run_period(
             fence: Some(&tenure.fence),
         };
         let reports = rollup::process(store, config, batch, |_| {}).await?;
-        tenure.wrote(period, &plan.windows);
         confirm_lease(store, &tenure.fence).await?;
         if plan.watermark_after > watermark {
             store
@@ -142,33 +141,4 @@ pub async fn run_period(
             RunEnd::Failed
         }
     }
-}
-
-/// Rewrites the windows of `period` this leader wrote while an older leader's write could still
-/// land (`redo`), once it cannot; those before the retention horizon are left as they are.
-async fn rewrite_after_takeover(
-    store: &(impl RollupStore + RetentionStore + LeaseStore),
-    config: &Config,
-    period: Period,
-    now: DateTime<Utc>,
-    horizon: Option<DateTime<Utc>>,
-    tenure: &Tenure<'_>,
-) -> Result<()> {
-    let due = tenure.due(period);
-    if due.is_empty() {
-        return Ok(());
-    }
-    let rebuildable: Vec<Window> = due
-        .iter()
-        .copied()
-        .filter(|w| horizon.is_none_or(|h| w.start >= h))
-        .collect();
-    write_windows(store, config, period, &rebuildable, now, tenure).await?;
-    confirm_lease(store, &tenure.fence).await?;
-    tenure.done(period, &due);
-    info!(
-        period = %period, windows = rebuildable.len(),
-        "after the takeover: rewrote the windows written while the previous leader's last write could still land"
-    );
-    Ok(())
 }

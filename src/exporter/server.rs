@@ -308,7 +308,7 @@ mod tests {
             tokio::time::Instant::now() + Duration::from_secs(60),
             crate::store::HeldLease {
                 epoch: 1,
-                taken_over: false,
+                settled_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
             },
         )));
         let r = e.respond(&Method::GET, "/readyz");

@@ -58,6 +58,36 @@ pub trait MarkStore: Send + Sync {
         to: ObjectId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Records that windows of `period` (by start) are written while an older leader's write
+    /// may still land, and must be written again from `until` on (`daemon::tenure`). Kept in
+    /// the database, so a leader that dies before `until` leaves the rewrite to the next one.
+    fn note_rewrite(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The windows of `period` waiting to be written again, and from when: the latest `until`
+    /// noted with them. `None` when none wait.
+    fn pending_rewrite(
+        &self,
+        period: Period,
+    ) -> impl Future<Output = Result<Option<PendingRewrite>>> + Send;
+    /// The windows were written again: forgets them (not those noted since).
+    fn clear_rewrite(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Windows of one period to be written again once no older write can land on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRewrite {
+    /// When the last older write can have landed.
+    pub until: DateTime<Utc>,
+    /// The windows' starts, in order.
+    pub starts: Vec<DateTime<Utc>>,
 }
 
 /// The leader lease: one replica runs the periods at a time.
@@ -66,20 +96,29 @@ pub trait LeaseStore: Send + Sync {
     /// holder's lease has not expired. Renewing an unexpired lease keeps its epoch; taking it
     /// (from another holder, or again after it expired) adds one. The epoch fences writes: a
     /// run stamps it on its commands, and a leader that lost the lease writes nothing.
+    ///
+    /// Taking a lease that expired without being given up moves its `settledAt` to at least
+    /// `now + settle`: until then a write of the earlier holder may still land.
     fn try_lease(
         &self,
         holder: &str,
         now: DateTime<Utc>,
         ttl: Duration,
+        settle: Duration,
     ) -> impl Future<Output = Result<Option<HeldLease>>> + Send;
 
     /// Whether `holder` still holds the lease at `epoch` (expired or not, as long as nobody
     /// took it since): what a run checks before it moves a mark.
     fn holds_lease(&self, holder: &str, epoch: i64) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Gives the lease up, if `holder` has it: it expires at once and says it was given up, so
-    /// the next holder knows no write of this one is still in flight.
-    fn release_lease(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Gives the lease up, if `holder` has it: it expires at once and says it was given up.
+    /// `settled_at` is when this holder's last write can have landed (now, unless it abandoned
+    /// runs); the lease's `settledAt` moves to at least that.
+    fn release_lease(
+        &self,
+        holder: &str,
+        settled_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The server itself: whether it answers, and whether it has the indexes runs need.
@@ -117,7 +156,8 @@ pub use crate::rollup::commands::LEASE_ID;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldLease {
     pub epoch: i64,
-    /// Taken from a holder that did not give it up (it expired): that holder may still have a
-    /// write in flight (`daemon::tenure`).
-    pub taken_over: bool,
+    /// Until when a write of an earlier holder may still land (`daemon::tenure`): a holder
+    /// whose lease expired may have had a `$merge` in flight, which the server stops only at
+    /// its time limit.
+    pub settled_at: DateTime<Utc>,
 }

@@ -11,8 +11,8 @@ use mongodb::{Client, Database, IndexModel};
 
 use super::indexes::WantedIndex;
 use super::{
-    HeldLease, LateEventStore, LeaseStore, MarkStore, RetentionStore, RollupStore, ServerStore,
-    SessionStore, StoredMetrics, LEASE_ID,
+    HeldLease, LateEventStore, LeaseStore, MarkStore, PendingRewrite, RetentionStore, RollupStore,
+    ServerStore, SessionStore, StoredMetrics, LEASE_ID,
 };
 use crate::archive::ArchiveState;
 use crate::config::Config;
@@ -30,6 +30,12 @@ fn watermark_id(period: Period) -> String {
 /// Beside the watermark: where the period's next late-event scan starts.
 fn late_mark_id(period: Period) -> String {
     format!("late-events:{period}")
+}
+
+/// Beside the marks: the windows of the period to write again once an older leader's last
+/// write has landed (`daemon::tenure`).
+fn rewrite_id(period: Period) -> String {
+    format!("rewrite:{period}")
 }
 
 /// How long [`MongoStore::shutdown`] waits for the driver's graceful shutdown.
@@ -629,6 +635,77 @@ impl MarkStore for MongoStore {
             .map(drop)
             .map_err(self.failed("update (late-event mark)"))
     }
+
+    async fn note_rewrite(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+        until: DateTime<Utc>,
+    ) -> Result<()> {
+        let starts: Vec<Bson> = starts.iter().map(|t| bson_date(*t)).collect();
+        self.database
+            .collection::<Document>(&self.state_collection)
+            .update_one(
+                doc! {"_id": rewrite_id(period)},
+                doc! {
+                    "$addToSet": {"windows": {"$each": starts}},
+                    "$max": {"until": bson_date(until)},
+                    "$set": {"period": period.as_str()},
+                },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(self.failed("update (rewrite)"))
+    }
+
+    async fn pending_rewrite(&self, period: Period) -> Result<Option<PendingRewrite>> {
+        let state = self
+            .database
+            .collection::<Document>(&self.state_collection)
+            .find_one(doc! {"_id": rewrite_id(period)})
+            .await
+            .map_err(self.failed("find (rewrite)"))?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let malformed = |what: &str| Error::MongoWrite {
+            operation: "find (rewrite)",
+            message: format!("the {period} rewrite document has {what}; fix or delete it"),
+        };
+        let until = match state.get("until") {
+            Some(Bson::DateTime(t)) => t.to_chrono(),
+            _ => return Err(malformed("no date `until`")),
+        };
+        let mut starts = Vec::new();
+        for start in state
+            .get_array("windows")
+            .map_err(|_| malformed("no array `windows`"))?
+        {
+            match start {
+                Bson::DateTime(t) => starts.push(t.to_chrono()),
+                _ => return Err(malformed("a `windows` entry that is not a date")),
+            }
+        }
+        if starts.is_empty() {
+            return Ok(None);
+        }
+        starts.sort();
+        Ok(Some(PendingRewrite { until, starts }))
+    }
+
+    async fn clear_rewrite(&self, period: Period, starts: &[DateTime<Utc>]) -> Result<()> {
+        let starts: Vec<Bson> = starts.iter().map(|t| bson_date(*t)).collect();
+        self.database
+            .collection::<Document>(&self.state_collection)
+            .update_one(
+                doc! {"_id": rewrite_id(period)},
+                doc! {"$pull": {"windows": {"$in": starts}}},
+            )
+            .await
+            .map(drop)
+            .map_err(self.failed("update (rewrite)"))
+    }
 }
 
 impl LeaseStore for MongoStore {
@@ -637,6 +714,7 @@ impl LeaseStore for MongoStore {
         holder: &str,
         now: DateTime<Utc>,
         ttl: Duration,
+        settle: Duration,
     ) -> Result<Option<HeldLease>> {
         // lease_ttl is at most an hour (config validation); saturate rather than overflow anyway.
         let expires = chrono::Duration::from_std(ttl)
@@ -658,26 +736,47 @@ impl LeaseStore for MongoStore {
             .await
             .map_err(self.failed("findAndModify (lease)"))?;
         if let Some(lease) = renewed {
-            return Ok(Some(HeldLease {
-                epoch: lease_epoch(&lease),
-                taken_over: false,
-            }));
+            return Ok(Some(held_lease(&lease)));
         }
-        // Taking it: never taken, given up, or expired (whoever held it); the epoch moves on.
+        // Taking it over: it expired without being given up, so its holder may still have a
+        // write in flight, which lands at the latest `settle` from now. The epoch moves on.
+        let settles = chrono::Duration::from_std(settle)
+            .ok()
+            .and_then(|settle| now.checked_add_signed(settle))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let taken_over = leases
+            .find_one_and_update(
+                doc! {"_id": LEASE_ID, "expiresAt": {"$lte": bson_date(now)}, "released": {"$ne": true}},
+                doc! {
+                    "$set": extend.clone(),
+                    "$inc": {"epoch": 1_i64},
+                    "$max": {"settledAt": bson_date(settles)},
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(self.failed("findAndModify (lease)"))?;
+        if let Some(lease) = taken_over {
+            return Ok(Some(held_lease(&lease)));
+        }
+        // Taking it: never taken, or given up (its holder said when its last write landed).
         let taken = leases
             .find_one_and_update(
-                doc! {"_id": LEASE_ID, "expiresAt": {"$lte": bson_date(now)}},
-                doc! {"$set": extend, "$inc": {"epoch": 1_i64}},
+                doc! {"_id": LEASE_ID, "expiresAt": {"$lte": bson_date(now)}, "released": true},
+                doc! {
+                    "$set": extend,
+                    "$inc": {"epoch": 1_i64},
+                    "$max": {"settledAt": bson_date(now)},
+                },
             )
             .upsert(true)
-            .return_document(ReturnDocument::Before)
+            .return_document(ReturnDocument::After)
             .await;
         match taken {
-            Ok(before) => Ok(Some(HeldLease {
-                epoch: before.as_ref().map_or(0, lease_epoch) + 1,
-                taken_over: before.is_some_and(|b| !b.get_bool("released").unwrap_or(false)),
-            })),
-            // Held by someone else: the filter missed and the upsert hit the existing _id.
+            Ok(Some(lease)) => Ok(Some(held_lease(&lease))),
+            Ok(None) => Ok(None),
+            // Held by someone else (or taken and expired since the first try): the filter
+            // missed and the upsert hit the existing _id.
             Err(e) if is_duplicate_key(&e) => Ok(None),
             Err(e) => Err(self.failed("findAndModify (lease)")(e)),
         }
@@ -693,12 +792,15 @@ impl LeaseStore for MongoStore {
         Ok(found.is_some_and(|lease| lease_epoch(&lease) == epoch))
     }
 
-    async fn release_lease(&self, holder: &str) -> Result<()> {
+    async fn release_lease(&self, holder: &str, settled_at: DateTime<Utc>) -> Result<()> {
         self.database
             .collection::<Document>(&self.state_collection)
             .update_one(
                 doc! {"_id": LEASE_ID, "holder": holder},
-                doc! {"$set": {"expiresAt": bson_date(DateTime::<Utc>::UNIX_EPOCH), "released": true}},
+                doc! {
+                    "$set": {"expiresAt": bson_date(DateTime::<Utc>::UNIX_EPOCH), "released": true},
+                    "$max": {"settledAt": bson_date(settled_at)},
+                },
             )
             .await
             .map(drop)
@@ -709,6 +811,18 @@ impl LeaseStore for MongoStore {
 impl SessionStore for MongoStore {
     async fn session_gauges(&self, queries: &GaugeQueries) -> Result<SessionGauges> {
         self.read_session_gauges(queries).await
+    }
+}
+
+/// The lease as its document says: its epoch and when earlier writes have landed (a document
+/// written before either existed: epoch 0, settled).
+fn held_lease(lease: &Document) -> HeldLease {
+    HeldLease {
+        epoch: lease_epoch(lease),
+        settled_at: match lease.get("settledAt") {
+            Some(Bson::DateTime(t)) => t.to_chrono(),
+            _ => DateTime::<Utc>::MIN_UTC,
+        },
     }
 }
 

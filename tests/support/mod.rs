@@ -79,6 +79,37 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+/// SplitMix64, for seeded scenarios (the simulation, the chaos soak): small, fast, and the same
+/// sequence on every machine.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn seconds(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_secs(from + self.below(to - from + 1))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scratch database
 
@@ -824,8 +855,9 @@ pub enum AfterCut {
 struct ProxyShared {
     /// Armed: cut the next connection that forwards a client message containing this.
     cut: Mutex<Option<(Vec<u8>, AfterCut)>>,
-    /// Armed: hold the next client message containing this for that long before forwarding it.
-    stall: Mutex<Option<(Vec<u8>, Duration)>>,
+    /// Armed: hold the next client message containing each marker for that long before
+    /// forwarding it.
+    stall: Mutex<Vec<(Vec<u8>, Duration)>>,
     cuts: AtomicUsize,
     stalls: AtomicUsize,
     accepted: AtomicUsize,
@@ -854,6 +886,20 @@ impl ProxyShared {
         } else {
             None
         }
+    }
+}
+
+impl ProxyShared {
+    /// Disarms and returns the first armed stall whose marker ends in the last `new` bytes of
+    /// `seen`.
+    fn take_stall(&self, seen: &[u8], new: usize) -> Option<Duration> {
+        let mut armed = self.stall.lock().unwrap();
+        let from = seen.len() - new;
+        let hit = armed.iter().position(|(marker, _)| {
+            let from = from.saturating_sub(marker.len().saturating_sub(1));
+            contains(&seen[from..], marker)
+        })?;
+        Some(armed.remove(hit).1)
     }
 }
 
@@ -965,10 +1011,14 @@ impl Proxy {
     }
 
     /// Holds the next client message containing `marker` for `delay` before forwarding it: a
-    /// command that takes that long.
+    /// command that takes that long. Stalls of several markers can be armed at once.
     pub fn stall_next(&self, marker: &[u8], delay: Duration) {
         assert!(!marker.is_empty() && marker.len() <= MARKER_TAIL);
-        *self.shared.stall.lock().unwrap() = Some((marker.to_vec(), delay));
+        self.shared
+            .stall
+            .lock()
+            .unwrap()
+            .push((marker.to_vec(), delay));
     }
 
     /// Connections cut so far.
@@ -1014,7 +1064,7 @@ async fn forward(mut client: TcpStream, upstream: String, shared: Arc<ProxyShare
                     Ok(n) => n,
                 };
                 seen.extend_from_slice(&up[..n]);
-                if let Some(delay) = ProxyShared::take_if_in(&shared.stall, &seen, n) {
+                if let Some(delay) = shared.take_stall(&seen, n) {
                     shared.stalls.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(delay).await;
                 }

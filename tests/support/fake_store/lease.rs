@@ -26,6 +26,7 @@ impl LeaseStore for FakeStore {
         holder: &str,
         now: DateTime<Utc>,
         ttl: Duration,
+        settle: Duration,
     ) -> Result<Option<HeldLease>> {
         self.gate("findAndModify (lease)").await?;
         self.lease_gate(holder, "findAndModify (lease)")?;
@@ -33,25 +34,22 @@ impl LeaseStore for FakeStore {
         Ok(self.with(|s| {
             let expires = now + chrono::Duration::from_std(ttl).unwrap();
             match &s.lease {
-                Some((other, until)) if other != holder && *until > now => None,
-                Some((same, until)) if same == holder && *until > now => {
-                    s.lease = Some((holder.to_owned(), expires));
-                    Some(HeldLease {
-                        epoch: s.lease_epoch,
-                        taken_over: false,
-                    })
-                }
-                // Free: expired (taken over), given up or never taken (`None`).
-                expired => {
-                    let taken_over = expired.is_some();
-                    s.lease = Some((holder.to_owned(), expires));
+                Some((other, until)) if other != holder && *until > now => return None,
+                Some((same, until)) if same == holder && *until > now => {}
+                // Expired without being given up: its holder's write may still land.
+                Some(_) => {
+                    let settles = now + chrono::Duration::from_std(settle).unwrap();
+                    s.lease_settled = s.lease_settled.max(Some(settles));
                     s.lease_epoch += 1;
-                    Some(HeldLease {
-                        epoch: s.lease_epoch,
-                        taken_over,
-                    })
                 }
+                // Given up or never taken.
+                None => s.lease_epoch += 1,
             }
+            s.lease = Some((holder.to_owned(), expires));
+            Some(HeldLease {
+                epoch: s.lease_epoch,
+                settled_at: s.lease_settled.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            })
         }))
     }
 
@@ -61,11 +59,12 @@ impl LeaseStore for FakeStore {
         Ok(self.with(|s| s.holds(holder, epoch)))
     }
 
-    async fn release_lease(&self, holder: &str) -> Result<()> {
-        self.gate("delete (lease)").await?;
+    async fn release_lease(&self, holder: &str, settled_at: DateTime<Utc>) -> Result<()> {
+        self.gate("update (lease)").await?;
         self.with(|s| {
             if s.lease.as_ref().is_some_and(|(h, _)| h == holder) {
                 s.lease = None;
+                s.lease_settled = s.lease_settled.max(Some(settled_at));
             }
         });
         Ok(())

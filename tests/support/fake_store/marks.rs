@@ -3,7 +3,7 @@
 use bson::oid::ObjectId;
 use chrono::{DateTime, Utc};
 use vcmetrics::error::Result;
-use vcmetrics::store::MarkStore;
+use vcmetrics::store::{MarkStore, PendingRewrite};
 use vcmetrics::window::Period;
 
 use super::FakeStore;
@@ -46,6 +46,51 @@ impl MarkStore for FakeStore {
         self.with(|s| {
             let mark = s.late_marks.entry(period).or_insert(to);
             *mark = (*mark).max(to);
+        });
+        Ok(())
+    }
+
+    async fn note_rewrite(
+        &self,
+        period: Period,
+        starts: &[DateTime<Utc>],
+        until: DateTime<Utc>,
+    ) -> Result<()> {
+        self.gate("update (rewrite)").await?;
+        self.flaky("update (rewrite)")?;
+        self.with(|s| {
+            let (noted_until, noted) = s
+                .rewrites
+                .entry(period)
+                .or_insert((until, Default::default()));
+            *noted_until = (*noted_until).max(until);
+            noted.extend(starts.iter().copied());
+        });
+        Ok(())
+    }
+
+    async fn pending_rewrite(&self, period: Period) -> Result<Option<PendingRewrite>> {
+        self.gate("find (rewrite)").await?;
+        Ok(self.with(|s| {
+            s.rewrites
+                .get(&period)
+                .filter(|(_, starts)| !starts.is_empty())
+                .map(|(until, starts)| PendingRewrite {
+                    until: *until,
+                    starts: starts.iter().copied().collect(),
+                })
+        }))
+    }
+
+    async fn clear_rewrite(&self, period: Period, starts: &[DateTime<Utc>]) -> Result<()> {
+        self.gate("update (rewrite)").await?;
+        self.flaky("update (rewrite)")?;
+        self.with(|s| {
+            if let Some((_, noted)) = s.rewrites.get_mut(&period) {
+                for start in starts {
+                    noted.remove(start);
+                }
+            }
         });
         Ok(())
     }

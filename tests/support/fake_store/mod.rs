@@ -52,6 +52,10 @@ pub struct FakeState {
     pub lease: Option<(String, DateTime<Utc>)>,
     /// The lease's epoch: one more each time it changes hands.
     pub lease_epoch: i64,
+    /// The lease's `settledAt`: until when an earlier holder's write may still land.
+    pub lease_settled: Option<DateTime<Utc>>,
+    /// Per period, the windows noted for a rewrite: (until, starts).
+    pub rewrites: BTreeMap<Period, (DateTime<Utc>, std::collections::BTreeSet<DateTime<Utc>>)>,
     /// Lease operations of these holders fail, as for a replica cut off from the server.
     pub cut_off: Vec<String>,
     /// Roll-ups that take longer, by the order they start: the first takes the first duration
