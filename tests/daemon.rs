@@ -1460,3 +1460,66 @@ async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_w
         daemon.handle.await.unwrap().unwrap();
     }
 }
+
+/// #23: the rewrite after a takeover outlives the leader that owes it. As above, the old
+/// leader's write lands over the new leader's; then the new leader dies before its wait ends,
+/// and a third replica, taking the lease over, rewrites the window once that wait has passed:
+/// the windows to rewrite are noted in the database, not in the dead leader's memory.
+#[tokio::test(start_paused = true)]
+async fn a_rewrite_owed_by_a_leader_that_died_is_done_by_the_next_one() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
+    let (a, b) = leader_and_standby(&store, &clock).await;
+    let window = "2026-05-31T10:00:00Z";
+    store.write_call(utc("2026-05-31T10:20:00Z"), clock.now());
+    sleep(minutes(2)).await;
+    store.with(|s| s.slow_merges = [Duration::ZERO, minutes(5)].into());
+    a.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    take_over(&store, &a, &b).await;
+    store.write_call(utc("2026-05-31T10:40:00Z"), clock.now());
+    sleep(minutes(2)).await;
+    b.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(store.total_calls("hourly", window), Some(2));
+    assert!(
+        store.with(|s| s.rewrites.values().any(|(_, starts)| !starts.is_empty())),
+        "the new leader noted what it wrote before settledAt"
+    );
+    // The new leader dies (its lease left to expire); the old leader's write lands.
+    b.handle.abort();
+    let _ = b.handle.await;
+    sleep(minutes(3)).await;
+    assert_eq!(store.total_calls("hourly", window), Some(1));
+    let settings = format!("lease_ttl = \"30s\"\n{NO_LOOKBACK}");
+    let c = start(&store, config("c", &settings), clock.clone());
+    while !c.status.is_leader() {
+        sleep(Duration::from_secs(1)).await;
+    }
+    // c took over from b, whose own write may still land: the wait now ends `aggregate_timeout`
+    // (10 minutes) and a margin after c's takeover, and c's first run noted what it wrote too.
+    sleep(minutes(9)).await;
+    c.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        store.total_calls("hourly", window),
+        Some(1),
+        "nothing is rewritten before the wait ends"
+    );
+    sleep(minutes(2)).await;
+    c.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        store.total_calls("hourly", window),
+        Some(2),
+        "the window b owed a rewrite was left with the old leader's count"
+    );
+    assert!(
+        store.with(|s| s.rewrites[&Period::Hourly].1.is_empty()),
+        "the hourly windows rewritten are forgotten"
+    );
+    for daemon in [a, c] {
+        daemon.shutdown.send(true).unwrap();
+        daemon.handle.await.unwrap().unwrap();
+    }
+}
