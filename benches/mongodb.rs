@@ -427,7 +427,7 @@ async fn late_cost(
     // Runs write under the lease, as the daemon's do.
     let lease = store
         .try_lease(
-            "bench",
+            &vcmetrics::store::LeaseHolder::new("bench"),
             Utc::now(),
             Duration::from_secs(3600),
             config.aggregate_timeout,

@@ -551,7 +551,7 @@ async fn sharded_migrate_says_which_collection_must_stay_unsharded() {
 async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
     use vcmetrics::rollup::commands::Fence;
     use vcmetrics::rollup::{plan_range, process, Batch, Mode};
-    use vcmetrics::store::{HeldLease, LeaseStore, MongoStore};
+    use vcmetrics::store::{HeldLease, LeaseHolder, LeaseStore, MongoStore};
     use vcmetrics::window::Period;
 
     let scratch = Scratch::new("fence").await;
@@ -571,20 +571,21 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
         std::time::Duration::from_secs(30),
         std::time::Duration::from_secs(95),
     );
+    let (a, b) = (LeaseHolder::new("a"), LeaseHolder::new("b"));
     // Never taken: nothing of an earlier holder can land.
     let first = HeldLease {
         epoch: 1,
         settled_at: now,
     };
     assert_eq!(
-        store.try_lease("a", now, ttl, settle).await.unwrap(),
+        store.try_lease(&a, now, ttl, settle).await.unwrap(),
         Some(first)
     );
     assert_eq!(
-        store.try_lease("a", now, ttl, settle).await.unwrap(),
+        store.try_lease(&a, now, ttl, settle).await.unwrap(),
         Some(first)
     );
-    assert_eq!(store.try_lease("b", now, ttl, settle).await.unwrap(), None);
+    assert_eq!(store.try_lease(&b, now, ttl, settle).await.unwrap(), None);
 
     let hour = support::hour_of(now) - support::hours(3);
     let plan = plan_range(&config, Period::Hourly, hour, hour + support::hours(1), now);
@@ -622,7 +623,7 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
 
     // `a`'s lease lapses; `b` takes it over, under the next epoch.
     let later = now + chrono::Duration::seconds(31);
-    let taken = store.try_lease("b", later, ttl, settle).await.unwrap();
+    let taken = store.try_lease(&b, later, ttl, settle).await.unwrap();
     let settles = later + chrono::Duration::seconds(95);
     assert_eq!(
         taken,
@@ -642,18 +643,52 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
 
     // Given up, the lease passes on without a takeover: its epoch still grows, and its
     // `settledAt` only moves forward (`b` gave it up with no write in flight).
-    store.release_lease("b", later).await.unwrap();
+    store.release_lease(&b, later).await.unwrap();
     assert_eq!(
-        store.try_lease("a", later, ttl, settle).await.unwrap(),
+        store.try_lease(&a, later, ttl, settle).await.unwrap(),
         Some(HeldLease {
             epoch: 3,
             settled_at: settles,
         })
     );
+    // `a` restarted (the same name, another process) cannot renew its predecessor's lease: it
+    // waits for it to expire, then takes it over under the next epoch, like any other replica.
+    let restarted = LeaseHolder::new("a");
+    assert_eq!(
+        store
+            .try_lease(&restarted, later, ttl, settle)
+            .await
+            .unwrap(),
+        None
+    );
+    // A renewal that reaches the server late does not shorten a later one.
+    let sooner = later - chrono::Duration::seconds(10);
+    assert!(store
+        .try_lease(&a, sooner, ttl, settle)
+        .await
+        .unwrap()
+        .is_some());
+    let lease = scratch.lease().await.unwrap();
+    assert_eq!(
+        lease.get_datetime("expiresAt").unwrap().to_chrono(),
+        later + chrono::Duration::seconds(30)
+    );
+    let after_expiry = later + chrono::Duration::seconds(31);
+    let restarted_took = store
+        .try_lease(&restarted, after_expiry, ttl, settle)
+        .await
+        .unwrap();
+    assert_eq!(restarted_took.map(|l| l.epoch), Some(4));
     // A holder that abandoned a run gives it up with the time its write lands at the latest.
+    // (A release from the predecessor, arriving late, gives up nothing.)
     let abandoned = settles + chrono::Duration::seconds(60);
-    store.release_lease("a", abandoned).await.unwrap();
-    let retaken = store.try_lease("b", later, ttl, settle).await.unwrap();
+    store.release_lease(&a, abandoned).await.unwrap();
+    assert_eq!(
+        scratch.lease().await.unwrap().get_bool("released"),
+        Ok(false)
+    );
+    store.release_lease(&restarted, abandoned).await.unwrap();
+    let retaken = store.try_lease(&b, later, ttl, settle).await.unwrap();
     assert_eq!(retaken.map(|l| l.settled_at), Some(abandoned));
 
     // Windows noted for a rewrite wait in the database, with the latest `until` noted.

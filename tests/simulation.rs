@@ -4,8 +4,10 @@
 //! they are at, stopped with SIGTERM's path and restarted; the store down, hanging, failing single
 //! operations, roll-ups stalling past the lease between their read and their write; a replica
 //! cut off from the lease; live writes, late writes inside and far beyond every lookback and
-//! beyond the retention; the archive moving events while chunks are read; in Europe/Berlin,
-//! across DST changes. Then the faults stop and the system gets time to settle, and the
+//! beyond the retention; the archive moving events older than 40 hours (also while chunks are
+//! read) and the audit log's TTL deleting those older than 60, so the retention horizon passes
+//! the first windows since `start_from` during the scenario; in Europe/Berlin, across DST
+//! changes. Then the faults stop and the system gets time to settle, and the
 //! invariants are checked:
 //!
 //! - every closed window of every period since `start_from` that the retention allows equals a
@@ -15,7 +17,8 @@
 //! - never two replicas leading at once.
 //!
 //! A violation prints the seed and the scenario's trace; `SIM_SEED=<n>` replays that seed alone,
-//! `SIM_SEEDS=<n>` runs that many (default 500, over the test threads).
+//! `SIM_SEEDS=<n>` runs that many (default 500, over the test threads), `SIM_SEEDS=<from>..<to>`
+//! those seeds.
 
 mod support;
 
@@ -30,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vcmetrics::clock::Clock;
 use vcmetrics::config::{from_toml, Config};
+use vcmetrics::daemon::run_plan::{initial_watermark, respect_retention};
 use vcmetrics::daemon::status::Status;
 use vcmetrics::daemon::Daemon;
 use vcmetrics::rollup::late_scan::object_id_at;
@@ -48,15 +52,17 @@ impl Clock for SimClock {
     }
 }
 
-/// How long the audit log keeps events in the simulation.
-const TTL_DAYS: i64 = 12;
+/// How long the audit log keeps events in the simulation: short enough that the retention
+/// horizon passes the first windows since `start_from` during a scenario, and the archive
+/// (events older than 40 hours) moves events of the windows the check recounts.
+const TTL_HOURS: i64 = 60;
 
 /// The configuration of every replica of a scenario. `aggregate_timeout` is how long a roll-up
 /// may run on the server: the longer it is, the longer a stalled roll-up can land after the
 /// lease has moved on (past the new leader's next ticks).
 fn sim_config(instance: &str, start_from: DateTime<Utc>, aggregate_timeout: Duration) -> Config {
     let text = format!(
-        "timezone = \"Europe/Berlin\"\nstart_from = \"{}\"\naudit_ttl = \"{TTL_DAYS}d\"\n\
+        "timezone = \"Europe/Berlin\"\nstart_from = \"{}\"\naudit_ttl = \"{TTL_HOURS}h\"\n\
          lease_ttl = \"2m\"\naggregate_timeout = \"{}s\"\nmetrics_refresh = \"10m\"\n\
          shutdown_grace = \"20s\"\n\
          [late_events]\nsettle = \"1m\"\nscan_limit = 400\n\
@@ -64,7 +70,7 @@ fn sim_config(instance: &str, start_from: DateTime<Utc>, aggregate_timeout: Dura
          [periods.daily]\nschedule = \"0 5 * * * *\"\nlookback = 1\nmax_windows_per_run = 4\n\
          [periods.weekly]\nschedule = \"0 7 */4 * * *\"\nlookback = 1\n\
          [periods.monthly]\nschedule = \"0 9 */4 * * *\"\nlookback = 1\n\
-         [archive]\nafter = \"8d\"\nschedule = \"0 30 */6 * * *\"\nbatch_size = 40\n",
+         [archive]\nafter = \"40h\"\nschedule = \"0 30 */6 * * *\"\nbatch_size = 40\n",
         start_from.to_rfc3339(),
         aggregate_timeout.as_secs()
     );
@@ -142,7 +148,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
     };
     let store = Arc::new(FakeStore::default());
     store.with(|s| {
-        s.audit_ttl = Some(Duration::from_secs(TTL_DAYS as u64 * 86_400));
+        s.audit_ttl = Some(Duration::from_secs(TTL_HOURS as u64 * 3600));
         s.flaky_state = seed;
     });
     // History since `start_from`, written on time.
@@ -158,6 +164,17 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
             aggregate_timeout.as_secs()
         ),
     );
+
+    // The audit log's TTL monitor: every minute, deletes what is older than the TTL.
+    let ttl_monitor = {
+        let (store, clock) = (store.clone(), clock.clone());
+        tokio::spawn(async move {
+            loop {
+                store.expire(clock.now() - chrono::Duration::hours(TTL_HOURS));
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        })
+    };
 
     let mut generation = 0;
     let mut replicas: Vec<Option<Replica>> = Vec::new();
@@ -193,8 +210,8 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
             7 | 8 => {
                 let back = match rng.below(10) {
                     0..=4 => chrono::Duration::minutes(30 + rng.below(150) as i64),
-                    5..=8 => chrono::Duration::hours(3 + rng.below(24 * 9) as i64),
-                    _ => chrono::Duration::days(TTL_DAYS + 1 + rng.below(5) as i64),
+                    5..=8 => chrono::Duration::hours(3 + rng.below(TTL_HOURS as u64) as i64),
+                    _ => chrono::Duration::hours(TTL_HOURS + 1 + rng.below(120) as i64),
                 };
                 store.write_call(now - back, now);
                 late.push(now - back);
@@ -367,6 +384,7 @@ async fn scenario(seed: u64, trace: &Trace) -> Result<(), String> {
         let _ = r.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(60), r.handle).await;
     }
+    ttl_monitor.abort();
     result
 }
 
@@ -391,7 +409,7 @@ fn check_one_leader(
 
 /// Every closed window since `start_from` that the retention allows equals a recount.
 fn check_windows(store: &FakeStore, config: &Config, now: DateTime<Utc>) -> Result<(), String> {
-    let horizon = now - chrono::Duration::days(TTL_DAYS);
+    let horizon = now - chrono::Duration::hours(TTL_HOURS);
     let start_from = config.start_from.unwrap();
     let (calls, archived) = store.with(|s| (s.calls.clone(), s.archive.clone()));
     let events: Vec<DateTime<Utc>> = calls.into_iter().chain(archived).collect();
@@ -438,22 +456,26 @@ fn check_marks(
     let (watermarks, marks) = store.with(|s| (s.watermarks.clone(), s.late_marks.clone()));
     for period in Period::ALL {
         let open = config.calendar.window_start(period, now);
-        // Where the period starts (`start_from`'s window), and the newest window closed by the
-        // period's last run (its schedule fires at least every 4 hours).
-        let initial = config
-            .calendar
-            .window_start(period, config.start_from.unwrap());
+        // The newest window closed by the period's last run (its schedule fires at least every
+        // 4 hours).
         let newest_closed_then = config
             .calendar
             .window_start(period, now - chrono::Duration::hours(4));
+        // Where the period stands, as a run would take it: the stored watermark, else where it
+        // starts (`start_from`'s window); never before the retention horizon, since the windows
+        // before it are left alone (a watermark is stored only when it moves).
+        let horizon = Some(now - chrono::Duration::hours(TTL_HOURS));
         let watermark = watermarks.get(&period).copied();
-        let fine = match watermark {
-            Some(w) => w >= newest_closed_then && w <= open,
-            None => newest_closed_then <= initial,
+        let effective = match watermark {
+            Some(w) => respect_retention(&config.calendar, period, w, horizon),
+            None => initial_watermark(&config.calendar, period, now, config.start_from, horizon),
         };
+        // (In effect past the open window when the horizon is inside it.)
+        let fine = effective >= newest_closed_then && watermark.is_none_or(|w| w <= open);
         if !fine {
             return Err(format!(
-                "{period} watermark {watermark:?}, want between {newest_closed_then} and {open}"
+                "{period} watermark {watermark:?} (in effect {effective}), want between \
+                 {newest_closed_then} and {open}"
             ));
         }
         let mark = marks.get(&period).copied();
@@ -467,8 +489,8 @@ fn check_marks(
     Ok(())
 }
 
-/// The seeds to run: `SIM_SEED` alone, or `SIM_SEEDS` (default 500) from a fixed base, split
-/// between this test's `part` of `parts`.
+/// The seeds to run: `SIM_SEED` alone, or `SIM_SEEDS` (a count from 0, default 500, or a range
+/// `<from>..<to>`), split between this test's `part` of `parts`.
 fn seeds(part: u64, parts: u64) -> Vec<u64> {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         return if part == 0 {
@@ -477,11 +499,17 @@ fn seeds(part: u64, parts: u64) -> Vec<u64> {
             Vec::new()
         };
     }
-    let count: u64 = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(500);
-    (0..count).filter(|s| s % parts == part).collect()
+    let range = match std::env::var("SIM_SEEDS") {
+        Err(_) => 0..500,
+        Ok(text) => match text.split_once("..") {
+            Some((from, to)) => {
+                from.parse().expect("SIM_SEEDS=<from>..<to>")
+                    ..to.parse().expect("SIM_SEEDS=<from>..<to>")
+            }
+            None => 0..text.parse().expect("SIM_SEEDS is a number or <from>..<to>"),
+        },
+    };
+    range.filter(|s| s % parts == part).collect()
 }
 
 fn run_seeds(part: u64, parts: u64) {

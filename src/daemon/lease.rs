@@ -6,7 +6,10 @@
 //! replicas must stay below that), and gives the lease up on shutdown so a standby takes over at
 //! its next try.
 //!
-//! Each time the lease changes hands its epoch grows by one. A run stamps the epoch it started
+//! The holder is this process, not only its `instance_id`: a replica restarted under the same
+//! name (a container restarted in its pod) takes the lease over like any other, after it
+//! expired, since a write of its predecessor may still be on its way. Each time the lease
+//! changes hands its epoch grows by one. A run stamps the epoch it started
 //! under on its writes: the `$merge` of a leader that lost the lease writes nothing, and the
 //! run fails before it moves a mark (`rollup::commands::Fence`, `daemon::tenure`).
 
@@ -20,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::error::{Chain, Error};
-use crate::store::{HeldLease, LeaseStore};
+use crate::store::{HeldLease, LeaseHolder, LeaseStore};
 
 /// Whether this replica may schedule, and under which epoch of the lease; shared between the
 /// lease task and the scheduler.
@@ -94,11 +97,13 @@ pub fn settles(now: DateTime<Utc>, settle: Duration) -> DateTime<Utc> {
 pub async fn hold_lease(
     store: Arc<impl LeaseStore>,
     clock: impl Clock,
-    holder: String,
+    name: String,
     (ttl, settle): (Duration, Duration),
     leadership: Leadership,
     mut shutdown: watch::Receiver<Option<DateTime<Utc>>>,
 ) {
+    // This process: a restart under the same name takes the lease over, never renews it.
+    let me = LeaseHolder::new(&name);
     let margin = ttl / 5;
     let mut was_leader = false;
     let mut renew_failing = false;
@@ -107,7 +112,7 @@ pub async fn hold_lease(
         let taken = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            taken = store.try_lease(&holder, clock.now(), ttl, settle) => taken,
+            taken = store.try_lease(&me, clock.now(), ttl, settle) => taken,
         };
         match taken {
             Ok(Some(lease)) => {
@@ -119,7 +124,7 @@ pub async fn hold_lease(
                 // Keep the current validity: it runs out on its own, before the lease does.
                 // An unreachable server is the reachability watcher's to report, once.
                 if !renew_failing && !matches!(e, Error::Unreachable { .. }) {
-                    warn!(holder = %holder, error = %Chain(&e), "cannot take or renew the lease");
+                    warn!(holder = %me.name, error = %Chain(&e), "cannot take or renew the lease");
                 }
                 renew_failing = true;
             }
@@ -127,9 +132,9 @@ pub async fn hold_lease(
         let leader = leadership.is_leader();
         if leader != was_leader {
             if leader {
-                info!(holder = %holder, "became leader: this replica runs the jobs");
+                info!(holder = %me.name, "became leader: this replica runs the jobs");
             } else {
-                warn!(holder = %holder, "not leader: standing by");
+                warn!(holder = %me.name, "not leader: standing by");
             }
             was_leader = leader;
         }
@@ -151,13 +156,13 @@ pub async fn hold_lease(
         // When this replica's last write can have landed: as the daemon says once its runs
         // are drained; if it cannot say, as if a write were still in flight.
         let settled_at = (*shutdown.borrow()).unwrap_or_else(|| settles(clock.now(), settle));
-        match tokio::time::timeout(RELEASE_WAIT, store.release_lease(&holder, settled_at)).await {
-            Ok(Ok(())) => info!(holder = %holder, "released the lease"),
+        match tokio::time::timeout(RELEASE_WAIT, store.release_lease(&me, settled_at)).await {
+            Ok(Ok(())) => info!(holder = %me.name, "released the lease"),
             Ok(Err(e)) => {
-                warn!(holder = %holder, error = %Chain(&e), "could not release the lease; it expires on its own")
+                warn!(holder = %me.name, error = %Chain(&e), "could not release the lease; it expires on its own")
             }
             Err(_) => warn!(
-                holder = %holder,
+                holder = %me.name,
                 "MongoDB did not answer the lease release within {}s; it expires on its own",
                 RELEASE_WAIT.as_secs()
             ),

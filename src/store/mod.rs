@@ -99,9 +99,12 @@ pub trait LeaseStore: Send + Sync {
     ///
     /// Taking a lease that expired without being given up moves its `settledAt` to at least
     /// `now + settle`: until then a write of the earlier holder may still land.
+    ///
+    /// Only the same incarnation renews: a restarted process with the same `instance_id` takes
+    /// the lease over like any other replica (a write of its predecessor may still land).
     fn try_lease(
         &self,
-        holder: &str,
+        holder: &LeaseHolder,
         now: DateTime<Utc>,
         ttl: Duration,
         settle: Duration,
@@ -116,7 +119,7 @@ pub trait LeaseStore: Send + Sync {
     /// runs); the lease's `settledAt` moves to at least that.
     fn release_lease(
         &self,
-        holder: &str,
+        holder: &LeaseHolder,
         settled_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 }
@@ -151,6 +154,24 @@ impl<S> Store for S where
 }
 
 pub use crate::rollup::commands::LEASE_ID;
+
+/// Who takes and renews the lease: the replica's `instance_id`, and this process's
+/// incarnation of it (a restart under the same `instance_id` is another incarnation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub name: String,
+    pub incarnation: String,
+}
+
+impl LeaseHolder {
+    /// `name` in a new incarnation, unique to this process.
+    pub fn new(name: &str) -> Self {
+        LeaseHolder {
+            name: name.to_owned(),
+            incarnation: ObjectId::new().to_hex(),
+        }
+    }
+}
 
 /// The lease as its holder has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use mongodb::{Client, Database, IndexModel};
 
 use super::indexes::WantedIndex;
 use super::{
-    HeldLease, LateEventStore, LeaseStore, MarkStore, PendingRewrite, RetentionStore, RollupStore,
-    ServerStore, SessionStore, StoredMetrics, LEASE_ID,
+    HeldLease, LateEventStore, LeaseHolder, LeaseStore, MarkStore, PendingRewrite, RetentionStore,
+    RollupStore, ServerStore, SessionStore, StoredMetrics, LEASE_ID,
 };
 use crate::archive::ArchiveState;
 use crate::config::Config;
@@ -711,7 +711,7 @@ impl MarkStore for MongoStore {
 impl LeaseStore for MongoStore {
     async fn try_lease(
         &self,
-        holder: &str,
+        holder: &LeaseHolder,
         now: DateTime<Utc>,
         ttl: Duration,
         settle: Duration,
@@ -723,14 +723,21 @@ impl LeaseStore for MongoStore {
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let leases = self.database.collection::<Document>(&self.state_collection);
         let extend = doc! {
-            "holder": holder, "expiresAt": bson_date(expires), "renewedAt": bson_date(now),
-            "released": false,
+            "holder": &holder.name, "incarnation": &holder.incarnation,
+            "expiresAt": bson_date(expires), "renewedAt": bson_date(now), "released": false,
         };
-        // Renewing: the holder's unexpired lease keeps its epoch.
+        // Renewing: this incarnation's unexpired lease keeps its epoch. The expiry only moves
+        // forward: a renewal that reaches the server late cannot shorten a later one.
         let renewed = leases
             .find_one_and_update(
-                doc! {"_id": LEASE_ID, "holder": holder, "expiresAt": {"$gt": bson_date(now)}},
-                doc! {"$set": extend.clone()},
+                doc! {
+                    "_id": LEASE_ID, "holder": &holder.name, "incarnation": &holder.incarnation,
+                    "expiresAt": {"$gt": bson_date(now)},
+                },
+                doc! {
+                    "$set": {"renewedAt": bson_date(now)},
+                    "$max": {"expiresAt": bson_date(expires)},
+                },
             )
             .return_document(ReturnDocument::After)
             .await
@@ -792,11 +799,11 @@ impl LeaseStore for MongoStore {
         Ok(found.is_some_and(|lease| lease_epoch(&lease) == epoch))
     }
 
-    async fn release_lease(&self, holder: &str, settled_at: DateTime<Utc>) -> Result<()> {
+    async fn release_lease(&self, holder: &LeaseHolder, settled_at: DateTime<Utc>) -> Result<()> {
         self.database
             .collection::<Document>(&self.state_collection)
             .update_one(
-                doc! {"_id": LEASE_ID, "holder": holder},
+                doc! {"_id": LEASE_ID, "holder": &holder.name, "incarnation": &holder.incarnation},
                 doc! {
                     "$set": {"expiresAt": bson_date(DateTime::<Utc>::UNIX_EPOCH), "released": true},
                     "$max": {"settledAt": bson_date(settled_at)},

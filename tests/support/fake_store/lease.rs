@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use vcmetrics::error::{Error, Result};
-use vcmetrics::store::{HeldLease, LeaseStore};
+use vcmetrics::store::{HeldLease, LeaseHolder, LeaseStore};
 
 use super::FakeStore;
 
@@ -23,19 +23,33 @@ impl FakeStore {
 impl LeaseStore for FakeStore {
     async fn try_lease(
         &self,
-        holder: &str,
+        holder: &LeaseHolder,
         now: DateTime<Utc>,
         ttl: Duration,
         settle: Duration,
     ) -> Result<Option<HeldLease>> {
         self.gate("findAndModify (lease)").await?;
-        self.lease_gate(holder, "findAndModify (lease)")?;
+        self.lease_gate(&holder.name, "findAndModify (lease)")?;
         self.flaky("findAndModify (lease)")?;
         Ok(self.with(|s| {
             let expires = now + chrono::Duration::from_std(ttl).unwrap();
+            let mine = s
+                .lease
+                .as_ref()
+                .is_some_and(|(name, _)| *name == holder.name)
+                && s.lease_incarnation == holder.incarnation;
             match &s.lease {
-                Some((other, until)) if other != holder && *until > now => return None,
-                Some((same, until)) if same == holder && *until > now => {}
+                // Renewing: the expiry only moves forward.
+                Some((_, until)) if mine && *until > now => {
+                    let until = (*until).max(expires);
+                    s.lease = Some((holder.name.clone(), until));
+                    return Some(HeldLease {
+                        epoch: s.lease_epoch,
+                        settled_at: s.lease_settled.unwrap_or(DateTime::<Utc>::MIN_UTC),
+                    });
+                }
+                // Another holder's, or another incarnation's, unexpired.
+                Some((_, until)) if *until > now => return None,
                 // Expired without being given up: its holder's write may still land.
                 Some(_) => {
                     let settles = now + chrono::Duration::from_std(settle).unwrap();
@@ -45,7 +59,8 @@ impl LeaseStore for FakeStore {
                 // Given up or never taken.
                 None => s.lease_epoch += 1,
             }
-            s.lease = Some((holder.to_owned(), expires));
+            s.lease = Some((holder.name.clone(), expires));
+            s.lease_incarnation.clone_from(&holder.incarnation);
             Some(HeldLease {
                 epoch: s.lease_epoch,
                 settled_at: s.lease_settled.unwrap_or(DateTime::<Utc>::MIN_UTC),
@@ -59,10 +74,12 @@ impl LeaseStore for FakeStore {
         Ok(self.with(|s| s.holds(holder, epoch)))
     }
 
-    async fn release_lease(&self, holder: &str, settled_at: DateTime<Utc>) -> Result<()> {
+    async fn release_lease(&self, holder: &LeaseHolder, settled_at: DateTime<Utc>) -> Result<()> {
         self.gate("update (lease)").await?;
         self.with(|s| {
-            if s.lease.as_ref().is_some_and(|(h, _)| h == holder) {
+            if s.lease.as_ref().is_some_and(|(h, _)| *h == holder.name)
+                && s.lease_incarnation == holder.incarnation
+            {
                 s.lease = None;
                 s.lease_settled = s.lease_settled.max(Some(settled_at));
             }

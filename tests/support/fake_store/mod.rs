@@ -52,6 +52,8 @@ pub struct FakeState {
     pub lease: Option<(String, DateTime<Utc>)>,
     /// The lease's epoch: one more each time it changes hands.
     pub lease_epoch: i64,
+    /// The incarnation (process) of the lease's holder.
+    pub lease_incarnation: String,
     /// The lease's `settledAt`: until when an earlier holder's write may still land.
     pub lease_settled: Option<DateTime<Utc>>,
     /// Per period, the windows noted for a rewrite: (until, starts).
@@ -213,6 +215,17 @@ impl FakeStore {
             bytes[8..].copy_from_slice(&(s.writes.len() as u32 + 1).to_be_bytes());
             s.writes.push((ObjectId::from_bytes(bytes), at));
             s.calls.push(at);
+        });
+    }
+
+    /// What the audit log's TTL monitor does: deletes the calls timestamped before `before`
+    /// (they stay in `calls` as `DateTime::MIN_UTC`, in no window, so the archive's indexes into
+    /// `calls` keep pointing where they did).
+    pub fn expire(&self, before: DateTime<Utc>) {
+        self.with(|s| {
+            for t in s.calls.iter_mut().filter(|t| **t < before) {
+                *t = DateTime::<Utc>::MIN_UTC;
+            }
         });
     }
 
