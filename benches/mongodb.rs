@@ -424,10 +424,12 @@ async fn late_cost(
     let mut config = config.clone();
     config.late_events.settle = Duration::ZERO;
     let config = &config;
-    // Runs write under the lease, as the daemon's do.
+    // Runs write under the lease, as the daemon's do; given up at the end (each measurement
+    // is another incarnation of the holder).
+    let holder = vcmetrics::store::LeaseHolder::new("bench");
     let lease = store
         .try_lease(
-            &vcmetrics::store::LeaseHolder::new("bench"),
+            &holder,
             Utc::now(),
             Duration::from_secs(3600),
             config.aggregate_timeout,
@@ -454,6 +456,7 @@ async fn late_cost(
         let done = report.windows == 0;
         runs.push((started.elapsed(), report));
         if done || runs.len() > 100 {
+            store.release_lease(&holder, Utc::now()).await?;
             return Ok(runs);
         }
     }
