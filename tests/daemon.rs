@@ -1421,12 +1421,11 @@ async fn a_stalled_leader_cannot_overwrite_what_the_new_leader_wrote() {
     }
 }
 
-/// #23: the old leader's `$merge` passed its fence check just before the takeover and was still
-/// writing after it, over the window the new leader had just refreshed. Such a write lands
-/// within `aggregate_timeout` of the takeover; the new leader rewrites what it wrote until then
-/// at its first run after that, so the window ends right.
-#[tokio::test(start_paused = true)]
-async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_wait() {
+/// Leader `a` refreshes a late hourly window; its `$merge` passes the fence, then takes 5
+/// minutes to write. Meanwhile `b` takes the lease over and refreshes the window with a second
+/// late event (2 calls). Returns the store, the clock, both replicas and the window's start.
+async fn slow_merge_passes_its_fence_before_a_takeover(
+) -> (Arc<FakeStore>, TestClock, Running, Running, &'static str) {
     let store = Arc::new(FakeStore::default());
     let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
     let (a, b) = leader_and_standby(&store, &clock).await;
@@ -1443,6 +1442,16 @@ async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_w
     b.ticks.send(Period::Hourly).await.unwrap();
     sleep(Duration::from_secs(5)).await;
     assert_eq!(store.total_calls("hourly", window), Some(2));
+    (store, clock, a, b, window)
+}
+
+/// #23: the old leader's `$merge` passed its fence check just before the takeover and was still
+/// writing after it, over the window the new leader had just refreshed. Such a write lands
+/// within `aggregate_timeout` of the takeover; the new leader rewrites what it wrote until then
+/// at its first run after that, so the window ends right.
+#[tokio::test(start_paused = true)]
+async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_wait() {
+    let (store, clock, a, b, window) = slow_merge_passes_its_fence_before_a_takeover().await;
     sleep(minutes(3)).await;
     assert_eq!(
         store.total_calls("hourly", window),
@@ -1467,21 +1476,7 @@ async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_w
 /// the windows to rewrite are noted in the database, not in the dead leader's memory.
 #[tokio::test(start_paused = true)]
 async fn a_rewrite_owed_by_a_leader_that_died_is_done_by_the_next_one() {
-    let store = Arc::new(FakeStore::default());
-    let clock = TestClock::starting_at("2026-06-01T00:10:00Z");
-    let (a, b) = leader_and_standby(&store, &clock).await;
-    let window = "2026-05-31T10:00:00Z";
-    store.write_call(utc("2026-05-31T10:20:00Z"), clock.now());
-    sleep(minutes(2)).await;
-    store.with(|s| s.slow_merges = [Duration::ZERO, minutes(5)].into());
-    a.ticks.send(Period::Hourly).await.unwrap();
-    sleep(Duration::from_secs(5)).await;
-    take_over(&store, &a, &b).await;
-    store.write_call(utc("2026-05-31T10:40:00Z"), clock.now());
-    sleep(minutes(2)).await;
-    b.ticks.send(Period::Hourly).await.unwrap();
-    sleep(Duration::from_secs(5)).await;
-    assert_eq!(store.total_calls("hourly", window), Some(2));
+    let (store, clock, a, b, window) = slow_merge_passes_its_fence_before_a_takeover().await;
     assert!(
         store.with(|s| s.rewrites.values().any(|(_, starts)| !starts.is_empty())),
         "the new leader noted what it wrote before settledAt"
