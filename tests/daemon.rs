@@ -1451,7 +1451,7 @@ async fn slow_merge_passes_its_fence_before_a_takeover(
 /// at its first run after that, so the window ends right.
 #[tokio::test(start_paused = true)]
 async fn a_write_that_passed_its_fence_before_the_takeover_is_redone_after_the_wait() {
-    let (store, clock, a, b, window) = slow_merge_passes_its_fence_before_a_takeover().await;
+    let (store, _, a, b, window) = slow_merge_passes_its_fence_before_a_takeover().await;
     sleep(minutes(3)).await;
     assert_eq!(
         store.total_calls("hourly", window),
