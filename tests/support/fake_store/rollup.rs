@@ -39,27 +39,6 @@ impl RollupStore for FakeStore {
         }
         let merge_time = self.with(|s| s.slow_merges.pop_front().unwrap_or_default());
         tokio::time::sleep(merge_time).await;
-        if std::env::var("SIM_DEBUG").is_ok() {
-            let counts: Vec<String> = chunk
-                .windows
-                .iter()
-                .zip(&computed)
-                .map(|(w, d)| {
-                    format!(
-                        "{}={}",
-                        w.start.format("%d %H:%M"),
-                        d.get_i32("totalCalls").unwrap_or(-1)
-                    )
-                })
-                .collect();
-            eprintln!(
-                "DEBUG merge {period} read at {} fence {:?} holder-now {:?}: {}",
-                chunk.now,
-                chunk.fence.as_ref().map(|f| (&f.holder, f.epoch)),
-                self.with(|s| (s.lease.clone(), s.lease_epoch)),
-                counts.join(" ")
-            );
-        }
         self.with(|s| {
             s.aggregates.push(Aggregate {
                 period: period.clone(),
