@@ -11,8 +11,8 @@
 //!    alternative (stream every event of the range and aggregate in the process; target: at
 //!    least 10x slower than recompute).
 //! 2. Per period, where the first chunk's time goes: each of its commands alone (seed, the counts
-//!    scan, the distinct-users scan, finish, cleanup) and the two scans side by side, as a run
-//!    sends them, so a regression shows where it is.
+//!    scan, the distinct-users scan, the durations scan, finish, cleanup) and the three scans side
+//!    by side, as a run sends them, so a regression shows where it is.
 //! 3. Steady-state tick: `explain` (executionStats) of one hourly run (lookback + open window)
 //!    with 1 and with 6 months of history (`BENCH_MONTH_EVENTS`, default 300000 a month): time,
 //!    documents examined, and whether the timestamp range is an index scan.
@@ -288,7 +288,7 @@ async fn client_side(
 }
 
 /// Times the commands of the first chunk of a period's recompute, each sent on its own and then
-/// the two scans side by side as a run sends them (each command's own cost, so a regression shows
+/// the three scans side by side as a run sends them (each command's own cost, so a regression shows
 /// where it is; `$count`-ended prefixes would mislead, DocumentDB then skips the accumulators).
 async fn stage_times(
     config: &Config,
@@ -315,13 +315,19 @@ async fn stage_times(
         ("seed", timed(c.seed.to_command()).await?),
         ("counts scan", timed(c.counts.to_command()).await?),
         ("users scan", timed(c.users.to_command()).await?),
+        ("values scan", timed(c.values.to_command()).await?),
     ];
     timed(c.cleanup.to_command()).await?;
     let started = Instant::now();
-    let (counts, users) = tokio::join!(timed(c.counts.to_command()), timed(c.users.to_command()));
+    let (counts, users, values) = tokio::join!(
+        timed(c.counts.to_command()),
+        timed(c.users.to_command()),
+        timed(c.values.to_command())
+    );
     counts?;
     users?;
-    out.push(("both scans side by side", started.elapsed()));
+    values?;
+    out.push(("the three scans side by side", started.elapsed()));
     out.push(("finish ($merge)", timed(c.finish.to_command()).await?));
     out.push(("cleanup", timed(c.cleanup.to_command()).await?));
     Ok(out)

@@ -298,8 +298,15 @@ fn pipelines_prints_extended_json_commands_without_a_server() {
         })
         .collect();
     // One chunk for each of the four periods that have a closed window in the range: seed, the
-    // two scans, finish, cleanup.
-    let chunk = ["update", "aggregate", "aggregate", "aggregate", "delete"];
+    // three scans, finish, cleanup.
+    let chunk = [
+        "update",
+        "aggregate",
+        "aggregate",
+        "aggregate",
+        "aggregate",
+        "delete",
+    ];
     assert_eq!(kinds, chunk.repeat(4));
     assert_eq!(commands[1]["database"], "test");
     assert_eq!(commands[1]["command"]["aggregate"], "videocallauditlogs");

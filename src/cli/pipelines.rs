@@ -43,7 +43,7 @@ pub struct Args {
 }
 
 /// Prints a JSON array of `{"database": ..., "command": ...}` objects in relaxed Extended JSON,
-/// in the order a run sends them (a run sends each chunk's two scans at once; one after the other
+/// in the order a run sends them (a run sends each chunk's three scans at once; one after the other
 /// gives the same result). Run one by hand in mongosh with
 /// `db.getSiblingDB(database).runCommand(EJSON.parse(JSON.stringify(command)))`.
 pub fn run(config: &Config, args: Args) -> Result<()> {

@@ -45,7 +45,7 @@ pub struct Config {
     pub database: String,
     pub audit_collection: String,
     pub metrics_collection: String,
-    /// Where the two scans of a rollup chunk leave their per-window documents for a moment.
+    /// Where the three scans of a rollup chunk leave their per-window documents for a moment.
     pub staging_collection: String,
     /// The platform's sessions (`migrate` creates its indexes).
     pub sessions_collection: String,

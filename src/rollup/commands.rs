@@ -9,7 +9,7 @@ pub struct Target<'a> {
     pub database: &'a str,
     pub audit_collection: &'a str,
     pub metrics_collection: &'a str,
-    /// Where the two scans of a chunk leave their per-window documents for `finish`.
+    /// Where the three scans of a chunk leave their per-window documents for `finish`.
     pub staging_collection: &'a str,
     /// Every aggregate's `maxTimeMS` (`aggregate_timeout`).
     pub time_limit: std::time::Duration,

@@ -12,14 +12,17 @@ use crate::archive::state::ArchiveRead;
 use crate::pipeline_files::{bind, parse, stages, PipelineError};
 use crate::window::{Period, QuantumTable, Window};
 
-/// `pipelines/rollup_counts.json`: the audit log's events of a chunk grouped by window, action,
-/// error code and the validity of their duration and connection time (counts and sums), one
-/// document per window.
+/// `pipelines/rollup_counts.json`: the audit log's events of a chunk counted per window, action
+/// and error code, one document per window.
 pub const COUNTS_PIPELINE: &str = include_str!("../../pipelines/rollup_counts.json");
+/// `pipelines/rollup_values.json`: the chunk's `call_end` and `connection_established` events
+/// (through the `{action, timestamp}` index) grouped by window, action and the validity of their
+/// duration and connection time (counts and sums), one document per window.
+pub const VALUES_PIPELINE: &str = include_str!("../../pipelines/rollup_values.json");
 /// `pipelines/rollup_users.json`: the distinct users of each window of a chunk, one document per
 /// window.
 pub const USERS_PIPELINE: &str = include_str!("../../pipelines/rollup_users.json");
-/// `pipelines/rollup_finish.json`: the two scans' per-window documents joined with the seeds,
+/// `pipelines/rollup_finish.json`: the three scans' per-window documents joined with the seeds,
 /// shaped into metrics documents and `$merge`d into the metrics collection on `{period, date}`.
 pub const FINISH_PIPELINE: &str = include_str!("../../pipelines/rollup_finish.json");
 /// `pipelines/seed_window.json`: the upsert that gives every window a document (and keeps its
@@ -60,7 +63,7 @@ impl Bindings {
         })
     }
 
-    /// What the two scans of the audit log bind.
+    /// What the three scans of the audit log bind.
     fn scan(&self) -> Vec<(&'static str, Bson)> {
         vec![
             ("from", self.from.clone()),
@@ -102,9 +105,9 @@ fn date(t: DateTime<Utc>) -> Bson {
     Bson::DateTime(bson::DateTime::from_chrono(t))
 }
 
-/// The commands of one chunk. A run sends `seed`, then `counts` and `users` side by side (two
-/// scans of the same index range, each on its own connection, so two cores of the server work
-/// at once), then `finish`, then `cleanup`. `preview` computes the same documents in one
+/// The commands of one chunk. A run sends `seed`, then `counts`, `users` and `values` side by
+/// side (three scans of the same time range, each on its own connection, so the server's cores
+/// work at once), then `finish`, then `cleanup`. `preview` computes the same documents in one
 /// read-only aggregate, for dry-run and verify.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkCommands {
@@ -114,12 +117,15 @@ pub struct ChunkCommands {
     pub counts: AggregateCommand,
     /// `rollup_users.json`, writing one document per window into the staging collection.
     pub users: AggregateCommand,
+    /// `rollup_values.json`, writing one document per window into the staging collection.
+    pub values: AggregateCommand,
     /// `rollup_finish.json` over the chunk's staged documents, `$merge`d into the metrics.
     pub finish: AggregateCommand,
     /// Removes the chunk's staged documents.
     pub cleanup: DeleteCommand,
-    /// `rollup_counts.json`, `$unionWith` `rollup_users.json`, `rollup_finish.json` without its
-    /// `$merge`: the documents a run would merge, written nowhere.
+    /// `rollup_counts.json`, `$unionWith` `rollup_users.json` and `rollup_values.json`,
+    /// `rollup_finish.json` without its `$merge`: the documents a run would merge, written
+    /// nowhere.
     pub preview: AggregateCommand,
     /// An archive in another database cannot be `$unionWith`ed: its events of the chunk's range
     /// are first copied into the staging collection (under their own run id, removed by
@@ -130,8 +136,8 @@ pub struct ChunkCommands {
 }
 
 impl ChunkCommands {
-    /// The commands in the order a run sends them (`counts` and `users` run concurrently, and
-    /// may equally run one after the other), as `(database, command)` pairs.
+    /// The commands in the order a run sends them (the three scans run concurrently, and may
+    /// equally run one after the other), as `(database, command)` pairs.
     pub fn in_order(&self) -> Vec<(&str, Document)> {
         let bring = self
             .bring
@@ -142,6 +148,7 @@ impl ChunkCommands {
                 (self.seed.database.as_str(), self.seed.to_command()),
                 (&self.counts.database, self.counts.to_command()),
                 (&self.users.database, self.users.to_command()),
+                (&self.values.database, self.values.to_command()),
                 (&self.finish.database, self.finish.to_command()),
                 (&self.cleanup.database, self.cleanup.to_command()),
             ])
@@ -209,6 +216,11 @@ pub fn chunk_commands(
         USERS_PIPELINE,
         &bindings.scan(),
     )?;
+    let mut values = stages(
+        "pipelines/rollup_values.json",
+        VALUES_PIPELINE,
+        &bindings.scan(),
+    )?;
     let mut bring = None;
     let mut cleanup_runs = vec![Bson::ObjectId(run)];
     if let Some(read) = archive {
@@ -217,7 +229,7 @@ pub fn chunk_commands(
             bring = Some(command);
             cleanup_runs.push(Bson::ObjectId(bring_run));
         }
-        for scan in [&mut counts, &mut users] {
+        for scan in [&mut counts, &mut users, &mut values] {
             read_archive_too(scan, read, &source.collection, &source.only)?;
         }
     }
@@ -253,12 +265,14 @@ pub fn chunk_commands(
     }
     staged_finish.extend(finish.last().cloned());
 
-    // The one-aggregate form: the users scan as a `$unionWith` of the counts scan.
+    // The one-aggregate form: the users and values scans as `$unionWith`s of the counts scan.
     let mut preview = counts.clone();
-    preview.push(doc! {"$unionWith": {
-        "coll": target.audit_collection,
-        "pipeline": users.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-    }});
+    for scan in [&users, &values] {
+        preview.push(doc! {"$unionWith": {
+            "coll": target.audit_collection,
+            "pipeline": scan.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+        }});
+    }
     preview.extend(finish[..finish.len() - 1].iter().cloned());
 
     let seed_template = parse("pipelines/seed_window.json", SEED_WINDOW_STATEMENT)?;
@@ -292,6 +306,7 @@ pub fn chunk_commands(
         },
         counts: staged(counts),
         users: staged(users),
+        values: staged(values),
         finish: target.aggregate(target.staging_collection, staged_finish),
         cleanup: DeleteCommand {
             database: target.database.to_owned(),
@@ -369,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn both_scans_start_with_an_indexable_timestamp_range_and_stage_by_run_and_window() {
+    fn every_scan_starts_with_an_indexable_timestamp_range_and_stages_by_run_and_window() {
         let c = commands();
         let range = doc! {
             "$gte": bson::DateTime::from_chrono(utc("2026-03-01T00:00:00Z")),
@@ -377,7 +392,11 @@ mod tests {
             // An array holding an in-range date also matches the range; it is no timestamp.
             "$not": {"$type": "array"},
         };
-        for (scan, part) in [(&c.counts, "counts"), (&c.users, "users")] {
+        for (scan, part) in [
+            (&c.counts, "counts"),
+            (&c.users, "users"),
+            (&c.values, "values"),
+        ] {
             assert_eq!(scan.collection, "videocallauditlogs");
             let first = scan.pipeline[0].get_document("$match").unwrap();
             assert_eq!(first.get_document("timestamp").unwrap(), &range);
@@ -432,22 +451,24 @@ mod tests {
         assert!(!c.preview.writes());
         assert_eq!(c.preview.collection, "videocallauditlogs");
         let counts = &c.counts.pipeline[..c.counts.pipeline.len() - 1];
-        let users = &c.users.pipeline[..c.users.pipeline.len() - 1];
         let finish = &c.finish.pipeline[1..c.finish.pipeline.len() - 1];
         assert_eq!(&c.preview.pipeline[..counts.len()], counts);
-        assert_eq!(
-            c.preview.pipeline[counts.len()],
-            doc! {"$unionWith": {"coll": "videocallauditlogs",
-            "pipeline": users.iter().cloned().map(Bson::Document).collect::<Vec<_>>()}}
-        );
-        assert_eq!(&c.preview.pipeline[counts.len() + 1..], finish);
+        for (i, scan) in [&c.users, &c.values].into_iter().enumerate() {
+            let unstaged = &scan.pipeline[..scan.pipeline.len() - 1];
+            assert_eq!(
+                c.preview.pipeline[counts.len() + i],
+                doc! {"$unionWith": {"coll": "videocallauditlogs",
+                "pipeline": unstaged.iter().cloned().map(Bson::Document).collect::<Vec<_>>()}}
+            );
+        }
+        assert_eq!(&c.preview.pipeline[counts.len() + 2..], finish);
     }
 
     #[test]
     fn every_aggregate_carries_its_time_limit() {
         // No engine default applies (DocumentDB's is 120 s).
         let c = commands();
-        for a in [&c.counts, &c.users, &c.finish, &c.preview] {
+        for a in [&c.counts, &c.users, &c.values, &c.finish, &c.preview] {
             assert_eq!(a.to_command().get_i64("maxTimeMS"), Ok(600_000));
         }
     }
@@ -468,7 +489,7 @@ mod tests {
         let c = commands();
         let from = date(utc("2026-03-01T00:00:00Z"));
         let index = bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", from.clone()]}, 86_400_000_i64]}});
-        for scan in [&c.counts, &c.users] {
+        for scan in [&c.counts, &c.users, &c.values] {
             assert_eq!(
                 window_key(scan),
                 bson!({"$add": [from.clone(), {"$multiply": [index.clone(), 86_400_000_i64]}]})
@@ -494,7 +515,7 @@ mod tests {
             None,
         )
         .unwrap();
-        for scan in [&c.counts, &c.users] {
+        for scan in [&c.counts, &c.users, &c.values] {
             let key = window_key(scan);
             let lookup = key
                 .as_document()
@@ -551,6 +572,7 @@ mod tests {
         for text in [
             COUNTS_PIPELINE,
             USERS_PIPELINE,
+            VALUES_PIPELINE,
             FINISH_PIPELINE,
             SEED_WINDOW_STATEMENT,
         ] {
@@ -606,7 +628,11 @@ mod tests {
         };
         let c = commands_reading(&target(), &read);
         assert!(c.reads_archive && c.bring.is_none());
-        for (scan, plain_scan) in [(&c.counts, &plain.counts), (&c.users, &plain.users)] {
+        for (scan, plain_scan) in [
+            (&c.counts, &plain.counts),
+            (&c.users, &plain.users),
+            (&c.values, &plain.values),
+        ] {
             let plain_match = plain_scan.pipeline[0].get_document("$match").unwrap();
             let mut audit_side = plain_match.clone();
             audit_side.insert("_id", doc! {"$nin": [7]});
@@ -673,7 +699,7 @@ mod tests {
                 .unwrap(),
             &doc! {"db": "app", "coll": "videocallmetrics_staging"}
         );
-        for scan in [&c.counts, &c.users] {
+        for scan in [&c.counts, &c.users, &c.values] {
             let union = scan.pipeline[1].get_document("$unionWith").unwrap();
             assert_eq!(union.get_str("coll").unwrap(), "videocallmetrics_staging");
             let Bson::Document(stage) = &union.get_array("pipeline").unwrap()[0] else {
@@ -687,7 +713,7 @@ mod tests {
             doc! {"_id.r": {"$in": [run(), bring_run]}}
         );
         let order: Vec<&str> = c.in_order().iter().map(|(db, _)| *db).collect();
-        assert_eq!(order, ["cold", "app", "app", "app", "app", "app"]);
+        assert_eq!(order, ["cold", "app", "app", "app", "app", "app", "app"]);
     }
 
     #[test]

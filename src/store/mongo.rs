@@ -409,7 +409,7 @@ impl MongoStore {
 
     /// Creates the staging collection unless it exists. Two `$merge`s creating the same
     /// collection at once run one after the other on DocumentDB 0.108 (measured), so a chunk's
-    /// two scans would no longer overlap the first time.
+    /// scans would no longer overlap the first time.
     async fn ensure_staging(&self) -> Result<()> {
         self.staging_ready
             .get_or_try_init(|| async {
@@ -441,22 +441,22 @@ impl RollupStore for MongoStore {
         }
         self.seed_windows(&c.seed).await?;
         let seeded = started.elapsed();
-        // Both scans run to their end, even when one fails, so that the cleanup below comes after
-        // every staged write.
+        // The three scans run to their end, even when one fails, so that the cleanup below comes
+        // after every staged write.
         let timed = |command| async move {
             let result = self.aggregate(command).await;
             (result, started.elapsed())
         };
-        let ((counts, counts_at), (users, users_at)) =
-            tokio::join!(timed(&c.counts), timed(&c.users));
-        let finished = match (counts, users) {
-            (Ok(_), Ok(_)) => self.aggregate(&c.finish).await.map(|_| ()),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+        let ((counts, counts_at), (users, users_at), (values, values_at)) =
+            tokio::join!(timed(&c.counts), timed(&c.users), timed(&c.values));
+        let finished = match (counts, users, values) {
+            (Ok(_), Ok(_), Ok(_)) => self.aggregate(&c.finish).await.map(|_| ()),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         };
         self.clean_up(chunk).await;
         tracing::debug!(period = %chunk.period, windows = chunk.windows.len(),
             seeded_ms = seeded.as_millis(), counts_ms = counts_at.as_millis(),
-            users_ms = users_at.as_millis(), total_ms = started.elapsed().as_millis(),
+            users_ms = users_at.as_millis(), values_ms = values_at.as_millis(), total_ms = started.elapsed().as_millis(),
             "chunk rolled up");
         finished
     }

@@ -85,7 +85,7 @@ pub fn daemon_role(config: &Config) -> Role {
             &config.metrics_collection,
             &["find", "insert", "update", "listIndexes"],
         ),
-        // A chunk's two scans stage one document per window, the finish reads them, the
+        // A chunk's three scans stage one document per window, the finish reads them, the
         // cleanup deletes them; the store creates the collection before the first chunk;
         // listIndexes: the setup check looks for its TTL index.
         Privilege::on(

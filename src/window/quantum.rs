@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::Window;
 
-/// Most entries a [`QuantumTable`] may have: the table travels inside both scans of a chunk
+/// Most entries a [`QuantumTable`] may have: the table travels inside every scan of a chunk
 /// (about 15 bytes an entry), so a chunk whose windows need more is split by the planner.
 pub const MAX_QUANTA: usize = 10_000;
 

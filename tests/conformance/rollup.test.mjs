@@ -115,12 +115,12 @@ test("the preview (dry-run) returns the documents a run would merge and writes n
   assertSameMetrics(out, cases[0].expected.slice(0, 2));
 });
 
-test("five commands per chunk: at most chunk_windows hourly windows per chunk, seeds first", () => {
+test("six commands per chunk: at most chunk_windows hourly windows per chunk, seeds first", () => {
   const commands = commandsFor({ timezone: "UTC", period: "hourly", from: "2026-03-01", to: "2026-03-15", now: NOW });
-  const chunk = ["update", "aggregate", "aggregate", "aggregate", "delete"];
+  const chunk = ["update", "aggregate", "aggregate", "aggregate", "aggregate", "delete"];
   assert.deepEqual(commands.map((c) => Object.keys(c.command)[0]), [...chunk, ...chunk]);
   assert.equal(commands[0].command.updates.length, 168);
-  assert.equal(commands[5].command.updates.length, 168);
+  assert.equal(commands[6].command.updates.length, 168);
   // Hours are equally long: the window start is arithmetic on the chunk's start, no table.
   assert.deepEqual(Object.keys(commands[1].command.pipeline[1].$group._id.w), ["$add"]);
   assert.deepEqual(commands[1].command.pipeline[0], {
@@ -130,15 +130,18 @@ test("five commands per chunk: at most chunk_windows hourly windows per chunk, s
   });
 });
 
-/** The chunk's commands by role: seed, the two scans, finish, cleanup. */
+/** The chunk's commands by role: seed, the three scans, finish, cleanup. */
 function roles(commands) {
-  assert.equal(commands.length, 5, "one chunk");
-  const [seed, counts, users, finish, cleanup] = commands;
-  return { seed, counts, users, finish, cleanup };
+  assert.equal(commands.length, 6, "one chunk");
+  const [seed, counts, users, values, finish, cleanup] = commands;
+  return { seed, counts, users, values, finish, cleanup };
 }
 
-test("the two scans may run in either order; the staged documents are gone afterwards", () => {
-  for (const order of [["counts", "users"], ["users", "counts"]]) {
+test("the three scans may run in any order; the staged documents are gone afterwards", () => {
+  const scans = ["counts", "users", "values"];
+  const orders = scans.flatMap((a) => scans.filter((b) => b !== a).map((b) => [a, b, scans.find((c) => c !== a && c !== b)]));
+  assert.equal(orders.length, 6);
+  for (const order of orders) {
     const db = setUp(marchEvents);
     const c = roles(commandsFor({ ...hourly, now: NOW }));
     for (const role of ["seed", ...order, "finish", "cleanup"]) runCommand(db, c[role]);
@@ -152,7 +155,7 @@ test("runs interleaved on one staging collection take only their own staged docu
   const [hourlyCase, dailyCase] = cases;
   const a = roles(commandsFor({ ...hourlyCase, now: NOW }));
   const b = roles(commandsFor({ ...dailyCase, now: NOW }));
-  for (const c of [a.seed, b.seed, a.counts, b.counts, b.users, a.users]) runCommand(db, c);
+  for (const c of [a.seed, b.seed, a.counts, b.values, b.counts, b.users, a.users, a.values]) runCommand(db, c);
   const staging = () => db.collection("videocallmetrics_staging");
   const runs = () => new Set(staging().map((d) => d._id.r.toHexString()));
   assert.equal(runs().size, 2, "both runs staged");
@@ -166,8 +169,8 @@ test("runs interleaved on one staging collection take only their own staged docu
 
 test("unequal windows (a 24- and a 25-hour day) find their start in a table of hour quanta", () => {
   const berlin = { timezone: "Europe/Berlin", period: "daily", from: "2026-10-24", to: "2026-10-26", now: NOW };
-  const [, counts, users] = commandsFor(berlin);
-  for (const scan of [counts, users]) {
+  const [, counts, users, values] = commandsFor(berlin);
+  for (const scan of [counts, users, values]) {
     const [table] = scan.command.pipeline[1].$group._id.w.$arrayElemAt;
     assert.equal(table.length, 24 + 25);
   }
