@@ -456,8 +456,8 @@ impl RollupStore for MongoStore {
         self.clean_up(chunk).await;
         tracing::debug!(period = %chunk.period, windows = chunk.windows.len(),
             seeded_ms = seeded.as_millis(), counts_ms = counts_at.as_millis(),
-            users_ms = users_at.as_millis(), values_ms = values_at.as_millis(), total_ms = started.elapsed().as_millis(),
-            "chunk rolled up");
+            users_ms = users_at.as_millis(), values_ms = values_at.as_millis(),
+            total_ms = started.elapsed().as_millis(), "chunk rolled up");
         finished
     }
 

@@ -33,11 +33,7 @@ impl LeaseStore for FakeStore {
         self.flaky("findAndModify (lease)")?;
         Ok(self.with(|s| {
             let expires = now + chrono::Duration::from_std(ttl).unwrap();
-            let mine = s
-                .lease
-                .as_ref()
-                .is_some_and(|(name, _)| *name == holder.name)
-                && s.lease_incarnation == holder.incarnation;
+            let mine = s.taken_by(holder);
             match &s.lease {
                 // Renewing: the expiry only moves forward.
                 Some((_, until)) if mine && *until > now => {
@@ -77,9 +73,7 @@ impl LeaseStore for FakeStore {
     async fn release_lease(&self, holder: &LeaseHolder, settled_at: DateTime<Utc>) -> Result<()> {
         self.gate("update (lease)").await?;
         self.with(|s| {
-            if s.lease.as_ref().is_some_and(|(h, _)| *h == holder.name)
-                && s.lease_incarnation == holder.incarnation
-            {
+            if s.taken_by(holder) {
                 s.lease = None;
                 s.lease_settled = s.lease_settled.max(Some(settled_at));
             }

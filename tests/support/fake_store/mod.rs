@@ -21,6 +21,7 @@ use vcmetrics::error::{Error, Result};
 use vcmetrics::rollup::late_scan::{object_id_at, LateScan};
 use vcmetrics::rollup::pipeline::Chunk;
 use vcmetrics::sessions::gauges::SessionGauges;
+use vcmetrics::store::LeaseHolder;
 use vcmetrics::window::Period;
 
 /// One chunk rolled up: its period, window starts and the run's pinned "now".
@@ -117,6 +118,12 @@ impl FakeState {
     /// Whether `holder` holds the lease at `epoch` (expired or not, as long as nobody took it).
     pub fn holds(&self, holder: &str, epoch: i64) -> bool {
         self.lease.as_ref().is_some_and(|(h, _)| h == holder) && self.lease_epoch == epoch
+    }
+
+    /// Whether the lease (expired or not) was last taken by this incarnation of `holder`.
+    pub fn taken_by(&self, holder: &LeaseHolder) -> bool {
+        self.lease.as_ref().is_some_and(|(h, _)| *h == holder.name)
+            && self.lease_incarnation == holder.incarnation
     }
 }
 
