@@ -86,16 +86,22 @@ impl Bindings {
 }
 
 /// The expression giving an event's window start from its `timestamp`, for a chunk starting at
-/// `from`: the quantum index `floor((timestamp - from) / quantum)`, then the quantum's window.
-/// When every window is one quantum that is arithmetic; otherwise (months, days across a DST
-/// change) a lookup in the bound table. The lookup costs more per event on DocumentDB 0.108 (the
-/// table is a literal of the expression), so the arithmetic is used wherever it is exact.
+/// `from` (the range `$match` keeps the events of `[from, end of the chunk)` only): the cheapest
+/// exact one for the chunk's windows, as measured per event on DocumentDB 0.108.
+/// - One window: its start, a constant (a monthly chunk's scans took 20% less than with the
+///   arithmetic below).
+/// - Windows of one quantum each: `timestamp - (timestamp - from) mod quantum`.
+/// - Otherwise (months, days across a DST change): the quantum index
+///   `floor((timestamp - from) / quantum)` looked up in the bound table, which costs the most.
 fn window_of_event(table: &QuantumTable, from: DateTime<Utc>) -> Bson {
     let quantum = Bson::Int64(table.quantum_ms);
-    let index = bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", date(from)]}, quantum.clone()]}});
-    if table.is_uniform() {
-        bson!({"$add": [date(from), {"$multiply": [index, quantum]}]})
+    if table.starts.iter().all(|start| *start == from) {
+        date(from)
+    } else if table.is_uniform() {
+        bson!({"$subtract": ["$timestamp", {"$mod": [{"$subtract": ["$timestamp", date(from)]}, quantum]}]})
     } else {
+        let index =
+            bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", date(from)]}, quantum]}});
         let starts: Vec<Bson> = table.starts.iter().map(|t| date(*t)).collect();
         bson!({"$arrayElemAt": [starts, {"$toInt": index}]})
     }
@@ -488,12 +494,35 @@ mod tests {
     fn equal_windows_find_their_start_by_arithmetic() {
         let c = commands();
         let from = date(utc("2026-03-01T00:00:00Z"));
-        let index = bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", from.clone()]}, 86_400_000_i64]}});
+        let into_window = bson!({"$mod": [{"$subtract": ["$timestamp", from]}, 86_400_000_i64]});
         for scan in [&c.counts, &c.users, &c.values] {
             assert_eq!(
                 window_key(scan),
-                bson!({"$add": [from.clone(), {"$multiply": [index.clone(), 86_400_000_i64]}]})
+                bson!({"$subtract": ["$timestamp", into_window.clone()]})
             );
+        }
+    }
+
+    #[test]
+    fn a_single_window_is_a_constant() {
+        let calendar = Calendar::new("Europe/Berlin".parse().unwrap(), chrono::Weekday::Mon);
+        let windows = calendar.windows_covering(
+            Period::Monthly,
+            utc("2026-10-01T00:00:00Z"),
+            utc("2026-10-02T00:00:00Z"),
+        );
+        assert_eq!(windows.len(), 1);
+        let c = chunk_commands(
+            &target(),
+            Period::Monthly,
+            &windows,
+            utc("2026-12-01T00:00:00Z"),
+            run(),
+            None,
+        )
+        .unwrap();
+        for scan in [&c.counts, &c.users, &c.values] {
+            assert_eq!(window_key(scan), date(utc("2026-09-30T22:00:00Z")));
         }
     }
 

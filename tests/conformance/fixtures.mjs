@@ -51,6 +51,11 @@ export const marchEvents = [
   // The schema's audit rules broken: error_occurred without an error code (missing, empty).
   event("c16", "2026-03-01T10:16:00Z", "error_occurred", "u3"),
   event("c17", "2026-03-01T10:17:00Z", "error_occurred", "u3", { errorCode: "" }),
+  // An action inside an array is not one of the nine (its user and duration are not counted
+  // either); a null userId is no user.
+  event("c18", "2026-03-01T10:18:00Z", "join_attempt", "u9", { action: ["join_attempt"] }),
+  event("c19", "2026-03-01T10:19:00Z", "permission_denied", "u1", { userId: null }),
+  event("c20", "2026-03-01T10:20:30Z", "call_end", "u9", { action: ["call_end"], duration: 100 }),
   event("d1", "2026-03-01T23:30:00Z", "call_start", "u1"),
   event("d2", "2026-03-02T00:15:00Z", "call_end", "u1", { duration: 2700.5, errorCode: "$" }),
 ];
@@ -85,14 +90,14 @@ const hour09 = {
   totalConnectionTime: 420.5, connectionsWithTime: 2, averageConnectionTime: 210.25,
   uniqueUsers: 2, joinSuccesses: 1, errorsOccurred: 1,
 };
-// c1..c15 without c6/c7/c7b (no date timestamp): the 10:00 UTC hour.
+// c1..c19 without c6/c7/c7b (no date timestamp): the 10:00 UTC hour.
 const hour10 = {
   totalAttempts: 1, successfulConnections: 3, failedConnections: 1, completedCalls: 4,
   // c1 (-5) and c2 ("60") count as completed calls but not as durations.
   totalDuration: 90.25, callsWithDuration: 2, averageDuration: 45.125,
   errorCounts: { ICE_TIMEOUT: 1 },
   // c11 ("fast"), c12 (metadata not an object) and c15 (-3) have no usable connection time.
-  uniqueUsers: 5, joinDenials: 1, permissionDenials: 1, invalidEvents: 2,
+  uniqueUsers: 5, joinDenials: 1, permissionDenials: 2, invalidEvents: 4,
   // c1 (-5) and c2 ("60") have no duration > 0; c16 and c17 no error code.
   errorsOccurred: 2, callEndsWithoutDuration: 2, errorsWithoutCode: 2,
 };
@@ -102,7 +107,7 @@ const bAndC = {
   totalDuration: 2310.25, callsWithDuration: 3, averageDuration: 2310.25 / 3,
   errorCounts: { ICE_TIMEOUT: 2, _media_err: 1 },
   totalConnectionTime: 420.5, connectionsWithTime: 2, averageConnectionTime: 210.25,
-  joinSuccesses: 1, joinDenials: 1, permissionDenials: 1, errorsOccurred: 3, invalidEvents: 2,
+  joinSuccesses: 1, joinDenials: 1, permissionDenials: 2, errorsOccurred: 3, invalidEvents: 4,
   callEndsWithoutDuration: 2, errorsWithoutCode: 2,
 };
 const d2Only = { completedCalls: 1, totalDuration: 2700.5, callsWithDuration: 1, averageDuration: 2700.5, errorCounts: { _: 1 }, uniqueUsers: 1 };
@@ -163,7 +168,7 @@ export const cases = [
         totalDuration: 2310.25, callsWithDuration: 3, averageDuration: 2310.25 / 3,
         errorCounts: { ICE_TIMEOUT: 1, _media_err: 1 },
         totalConnectionTime: 300.5, connectionsWithTime: 1, averageConnectionTime: 300.5,
-        uniqueUsers: 4, joinDenials: 1, permissionDenials: 1, errorsOccurred: 3, invalidEvents: 2,
+        uniqueUsers: 4, joinDenials: 1, permissionDenials: 2, errorsOccurred: 3, invalidEvents: 4,
         callEndsWithoutDuration: 2, errorsWithoutCode: 2,
       }),
       metrics("hourly", "2026-03-01T10:30:00Z", { successfulConnections: 1, uniqueUsers: 1 }),

@@ -122,7 +122,7 @@ test("six commands per chunk: at most chunk_windows hourly windows per chunk, se
   assert.equal(commands[0].command.updates.length, 168);
   assert.equal(commands[6].command.updates.length, 168);
   // Hours are equally long: the window start is arithmetic on the chunk's start, no table.
-  assert.deepEqual(Object.keys(commands[1].command.pipeline[1].$group._id.w), ["$add"]);
+  assert.deepEqual(Object.keys(commands[1].command.pipeline[1].$group._id.w), ["$subtract"]);
   assert.deepEqual(commands[1].command.pipeline[0], {
     $match: {
       timestamp: { $gte: new Date("2026-03-01T00:00:00Z"), $lt: new Date("2026-03-08T00:00:00Z"), $not: { $type: "array" } },
