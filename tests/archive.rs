@@ -487,3 +487,76 @@ async fn an_archive_in_another_database_is_read_through_the_staging_collection()
     scratch.client.database(&cold).drop().await.unwrap();
     scratch.finish().await;
 }
+
+/// The chaos soak's finding on the sharded cluster, on a real server: an event written late into
+/// an old window stays in the audit log, where the daemon's late-event scans read, until every
+/// period's late-event mark has passed it; the next run after that takes it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MONGODB_URI"]
+async fn archive_leaves_late_events_until_every_late_scan_has_seen_them() {
+    use bson::oid::ObjectId;
+    use vcmetrics::rollup::late_scan::object_id_at;
+
+    let scratch = Scratch::new("archive_late").await;
+    scratch.migrate().await;
+    let now = Utc::now();
+    let old = day_of(now) - days(20);
+    let event = |id: ObjectId, at: DateTime<Utc>| {
+        doc! {"_id": id, "sessionId": ObjectId::new(), "userId": ObjectId::new(),
+        "action": "call_start", "timestamp": bson_date(at), "metadata": {}}
+    };
+    let on_time = object_id_at(old + chrono::Duration::minutes(1));
+    let late = ObjectId::new();
+    scratch
+        .audit()
+        .insert_many([
+            event(on_time, old),
+            event(late, old + chrono::Duration::hours(1)),
+        ])
+        .await
+        .unwrap();
+    let marks_at = |at: DateTime<Utc>| {
+        let state = scratch.state();
+        async move {
+            for period in ["hourly", "daily", "weekly", "monthly"] {
+                state
+                    .update_one(
+                        doc! {"_id": format!("late-events:{period}")},
+                        doc! {"$set": {"since": object_id_at(at), "at": bson_date(at)}},
+                    )
+                    .upsert(true)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let ids_in = |collection: Collection<Document>| async move {
+        all(&collection)
+            .await
+            .into_iter()
+            .map(|d| d.get_object_id("_id").unwrap())
+            .collect::<Vec<_>>()
+    };
+    let archive = scratch
+        .db
+        .collection::<Document>("videocallauditlogs_archive");
+    let cutoff = (old + days(1)).to_rfc3339();
+
+    marks_at(now - chrono::Duration::hours(1)).await;
+    let out = scratch
+        .vcmetrics(&["archive", "--before", &cutoff], &[])
+        .await;
+    assert_success("archive", &out);
+    assert_eq!(ids_in(scratch.audit()).await, [late], "{}", describe(&out));
+    assert_eq!(ids_in(archive.clone()).await, [on_time]);
+
+    marks_at(now + chrono::Duration::minutes(1)).await;
+    let out = scratch
+        .vcmetrics(&["archive", "--before", &cutoff], &[])
+        .await;
+    assert_success("archive", &out);
+    assert_eq!(ids_in(scratch.audit()).await, []);
+    let mut archived = ids_in(archive).await;
+    archived.sort();
+    assert_eq!(archived, [on_time, late]);
+}

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use chrono::{DateTime, Utc};
 use tracing::info;
 
@@ -18,6 +19,8 @@ use super::storage::ArchiveStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::store::MarkStore;
+use crate::window::Period;
 
 /// How long a run holds the archive lock without renewing it; every batch renews it (0.1 to 3 s
 /// on DocumentDB at 1,000 events). A killed run keeps the next one out this long.
@@ -38,8 +41,13 @@ pub struct ArchiveOutcome {
 
 /// Moves the audit events timestamped before `cutoff` into the archive, as `holder`.
 /// `stop` is asked between batches (a shutdown); `progress` gets the events moved so far.
+///
+/// Only events every period's late-event scan has seen move (`_id` below every late-event mark,
+/// read as the run starts): the scans read the audit log, so an event written late into an old
+/// window and moved before they saw it would never have its windows refreshed. Such an event
+/// waits in the audit log for a later run. With `late_events.enabled = false` nothing waits.
 pub async fn archive(
-    store: &impl ArchiveStore,
+    store: &(impl ArchiveStore + MarkStore),
     config: &Config,
     clock: &impl Clock,
     holder: &str,
@@ -77,12 +85,20 @@ pub async fn archive(
     }
     // Read under the lock: the batch a previous run left, and what the finished runs recorded.
     let previous = store.archive_state().await?;
+    let seen_before = if config.late_events.enabled {
+        seen_by_every_late_scan(store).await?
+    } else {
+        None
+    };
     let moved = move_batches(
         store,
         config,
         clock,
         holder,
-        cutoff,
+        Selection {
+            cutoff,
+            seen_before,
+        },
         &previous,
         &stop,
         &mut progress,
@@ -124,6 +140,27 @@ pub async fn archive(
     outcome
 }
 
+/// The events a run moves: timestamped before `cutoff` and, when some period has a late-event
+/// mark, written before the lowest one.
+#[derive(Debug, Clone, Copy)]
+struct Selection {
+    cutoff: DateTime<Utc>,
+    seen_before: Option<ObjectId>,
+}
+
+/// The lowest late-event mark of the periods that have one: every audit event written before it
+/// was looked at by every period's late-event scan. `None` when no period has a mark yet (no
+/// daemon ever scanned: nothing it wrote depends on a scan).
+async fn seen_by_every_late_scan(store: &impl MarkStore) -> Result<Option<ObjectId>> {
+    let mut lowest: Option<ObjectId> = None;
+    for period in Period::ALL {
+        if let Some(mark) = store.late_mark(period).await? {
+            lowest = Some(lowest.map_or(mark, |l| l.min(mark)));
+        }
+    }
+    Ok(lowest)
+}
+
 /// The batches of one run: `(moved, batches, stopped)`.
 #[allow(clippy::too_many_arguments)]
 async fn move_batches(
@@ -131,7 +168,7 @@ async fn move_batches(
     config: &Config,
     clock: &impl Clock,
     holder: &str,
-    cutoff: DateTime<Utc>,
+    selection: Selection,
     previous: &super::ArchiveState,
     stop: &impl Fn() -> bool,
     progress: &mut impl FnMut(u64),
@@ -153,7 +190,15 @@ async fn move_batches(
         let started = std::time::Instant::now();
         let ids = match left_over.take() {
             Some(ids) => ids,
-            None => store.archivable(cutoff, config.archive.batch_size).await?,
+            None => {
+                store
+                    .archivable(
+                        selection.cutoff,
+                        selection.seen_before,
+                        config.archive.batch_size,
+                    )
+                    .await?
+            }
         };
         if ids.is_empty() {
             return Ok((moved, batches, false));

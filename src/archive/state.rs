@@ -70,7 +70,8 @@ pub struct MovingBatch {
 /// What finished runs established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finished {
-    /// Every event timestamped before this that existed at the last finished run is archived.
+    /// Every event timestamped before this that existed at the last finished run is archived,
+    /// but those no late-event scan had seen yet (they wait for a later run).
     pub archived_before: DateTime<Utc>,
     /// Audit log and archive together hold every event from here on; `None`: every event ever
     /// written (the audit log had no retention when archiving began).

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use bson::Bson;
 use chrono::{DateTime, Utc};
 
@@ -47,10 +48,12 @@ pub trait ArchiveStore: RetentionStore {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Gives the archive lock up, if `holder` has it (a run that failed or stopped).
     fn release_archive(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
-    /// The `_id`s of at most `limit` audit events timestamped before `cutoff`, oldest first.
+    /// The `_id`s of at most `limit` audit events timestamped before `cutoff`, oldest first;
+    /// with `written_before`, only those whose `_id` is below it (written before it).
     fn archivable(
         &self,
         cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Bson>>> + Send;
     /// Copies these audit events into the archive, unchanged, server-side; events already

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -228,11 +229,20 @@ impl ArchiveStore for MongoStore {
             .map_err(self.failed("update (archive lock)"))
     }
 
-    async fn archivable(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Bson>> {
+    async fn archivable(
+        &self,
+        cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
+        limit: usize,
+    ) -> Result<Vec<Bson>> {
+        let mut filter = doc! {"timestamp": {"$lt": bson_date(cutoff)}};
+        if let Some(id) = written_before {
+            filter.insert("_id", doc! {"$lt": id});
+        }
         // Oldest first along the timestamp index; only the `_id`s come back.
         let docs: Vec<Document> = self
             .audit()
-            .find(doc! {"timestamp": {"$lt": bson_date(cutoff)}})
+            .find(filter)
             .sort(doc! {"timestamp": 1})
             .projection(doc! {"_id": 1})
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -97,6 +97,7 @@ const hour10 = {
   totalDuration: 90.25, callsWithDuration: 2, averageDuration: 45.125,
   errorCounts: { ICE_TIMEOUT: 1 },
   // c11 ("fast"), c12 (metadata not an object) and c15 (-3) have no usable connection time.
+  // c4 (screen_share), c5 (no action), c18 and c20 (arrays) are invalid; c19 has no user.
   uniqueUsers: 5, joinDenials: 1, permissionDenials: 2, invalidEvents: 4,
   // c1 (-5) and c2 ("60") have no duration > 0; c16 and c17 no error code.
   errorsOccurred: 2, callEndsWithoutDuration: 2, errorsWithoutCode: 2,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use bson::Bson;
 use chrono::{DateTime, Utc};
 use vcmetrics::archive::storage::{ArchiveStore, RetentionStore};
@@ -96,7 +97,12 @@ impl ArchiveStore for FakeStore {
     }
 
     /// The `_id`s are indexes into `calls`, oldest first.
-    async fn archivable(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Bson>> {
+    async fn archivable(
+        &self,
+        cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
+        limit: usize,
+    ) -> Result<Vec<Bson>> {
         self.gate("find (events to archive)").await?;
         Ok(self.with(|s| {
             let mut old: Vec<(DateTime<Utc>, usize)> = s
@@ -104,6 +110,7 @@ impl ArchiveStore for FakeStore {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| **t < cutoff)
+                .filter(|(_, t)| written_before.is_none_or(|b| !s.written_at_or_after(**t, b)))
                 .map(|(i, t)| (*t, i))
                 .collect();
             old.sort();
@@ -150,6 +157,7 @@ impl ArchiveStore for FakeStore {
             gone.sort_unstable_by(|a, b| b.cmp(a));
             for i in &gone {
                 let t = s.calls.remove(*i);
+                s.archive_write(t);
                 s.archive.push(t);
             }
             s.copied.clear();

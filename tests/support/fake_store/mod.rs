@@ -9,7 +9,7 @@ mod rollup;
 mod server;
 mod sessions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub struct FakeState {
     /// The `_id`s and timestamps of the calls written with [`FakeStore::write_call`]: what the
     /// late-event scan sees (calls pushed to `calls` directly have no ObjectId `_id`).
     pub writes: Vec<(ObjectId, DateTime<Utc>)>,
+    /// The writes the archive took out of the audit log (the late-event scan reads the audit
+    /// log only, so it no longer sees them).
+    pub archived_writes: BTreeSet<ObjectId>,
     /// Each period's late-event mark.
     pub late_marks: BTreeMap<Period, ObjectId>,
     /// Every late-event scan, in order.
@@ -115,6 +118,28 @@ pub struct FakeStore {
 }
 
 impl FakeState {
+    /// Whether a call timestamped `at` may be one written with [`FakeStore::write_call`] at or
+    /// after `mark` (a call has no `_id` of its own here: a write still in the audit log with
+    /// that timestamp counts).
+    pub fn written_at_or_after(&self, at: DateTime<Utc>, mark: ObjectId) -> bool {
+        self.writes
+            .iter()
+            .any(|(id, t)| *t == at && *id >= mark && !self.archived_writes.contains(id))
+    }
+
+    /// The archive took a call timestamped `at` out of the audit log: so did it one write with
+    /// that timestamp, if there is one still there.
+    pub fn archive_write(&mut self, at: DateTime<Utc>) {
+        let moved = self
+            .writes
+            .iter()
+            .find(|(id, t)| *t == at && !self.archived_writes.contains(id))
+            .map(|(id, _)| *id);
+        if let Some(id) = moved {
+            self.archived_writes.insert(id);
+        }
+    }
+
     /// Whether `holder` holds the lease at `epoch` (expired or not, as long as nobody took it).
     pub fn holds(&self, holder: &str, epoch: i64) -> bool {
         self.lease.as_ref().is_some_and(|(h, _)| h == holder) && self.lease_epoch == epoch

@@ -103,6 +103,7 @@ impl LateEventStore for FakeStore {
                 .writes
                 .iter()
                 .filter(|(id, _)| scan.since <= *id && *id < scan.until)
+                .filter(|(id, _)| !s.archived_writes.contains(id))
                 .copied()
                 .collect();
             scanned.sort();
