@@ -338,9 +338,22 @@ async fn item_9_every_command_of_the_daemon_and_of_migrate_is_granted_by_its_rol
     assert!(used.contains(&(config.audit_collection.clone(), "collMod".to_owned())));
     assert!(used.contains(&(config.sessions_collection.clone(), "update".to_owned())));
 
+    // Written at their own time (their `_id`s), as a live platform writes them: the late-event
+    // marks the runs set are past them, so the archive below moves them.
+    let written_at_their_time =
+        calls_per_hour(start, now, 12)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut call)| {
+                let at = call.get_datetime("timestamp").unwrap().to_chrono();
+                let mut id = vcmetrics::rollup::late_scan::object_id_at(at).bytes();
+                id[8..].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+                call.insert("_id", bson::oid::ObjectId::from_bytes(id));
+                call
+            });
     scratch
         .audit()
-        .insert_many(calls_per_hour(start, now, 12))
+        .insert_many(written_at_their_time)
         .await
         .unwrap();
 

@@ -19,8 +19,6 @@ use super::storage::ArchiveStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::MarkStore;
-use crate::window::Period;
 
 /// How long a run holds the archive lock without renewing it; every batch renews it (0.1 to 3 s
 /// on DocumentDB at 1,000 events). A killed run keeps the next one out this long.
@@ -47,7 +45,7 @@ pub struct ArchiveOutcome {
 /// window and moved before they saw it would never have its windows refreshed. Such an event
 /// waits in the audit log for a later run. With `late_events.enabled = false` nothing waits.
 pub async fn archive(
-    store: &(impl ArchiveStore + MarkStore),
+    store: &impl ArchiveStore,
     config: &Config,
     clock: &impl Clock,
     holder: &str,
@@ -86,7 +84,7 @@ pub async fn archive(
     // Read under the lock: the batch a previous run left, and what the finished runs recorded.
     let previous = store.archive_state().await?;
     let seen_before = if config.late_events.enabled {
-        seen_by_every_late_scan(store).await?
+        store.lowest_late_mark().await?
     } else {
         None
     };
@@ -146,19 +144,6 @@ pub async fn archive(
 struct Selection {
     cutoff: DateTime<Utc>,
     seen_before: Option<ObjectId>,
-}
-
-/// The lowest late-event mark of the periods that have one: every audit event written before it
-/// was looked at by every period's late-event scan. `None` when no period has a mark yet (no
-/// daemon ever scanned: nothing it wrote depends on a scan).
-async fn seen_by_every_late_scan(store: &impl MarkStore) -> Result<Option<ObjectId>> {
-    let mut lowest: Option<ObjectId> = None;
-    for period in Period::ALL {
-        if let Some(mark) = store.late_mark(period).await? {
-            lowest = Some(lowest.map_or(mark, |l| l.min(mark)));
-        }
-    }
-    Ok(lowest)
 }
 
 /// The batches of one run: `(moved, batches, stopped)`.

@@ -48,6 +48,10 @@ pub trait ArchiveStore: RetentionStore {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Gives the archive lock up, if `holder` has it (a run that failed or stopped).
     fn release_archive(&self, holder: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The lowest late-event mark of the periods that have one: every audit event written
+    /// before it was looked at by every period's late-event scan. `None` when no period has one
+    /// (no daemon ever scanned).
+    fn lowest_late_mark(&self) -> impl Future<Output = Result<Option<ObjectId>>> + Send;
     /// The `_id`s of at most `limit` audit events timestamped before `cutoff`, oldest first;
     /// with `written_before`, only those whose `_id` is below it (written before it).
     fn archivable(

@@ -22,11 +22,10 @@ use crate::archive::{archive, ArchiveOutcome};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Result};
-use crate::store::MarkStore;
 
 /// Runs the archive at each fire time of `archive.schedule` (none: returns at once), and reads
 /// where the archive stands every `metrics_refresh`, until shutdown.
-pub async fn archive_on_schedule<S: ArchiveStore + MarkStore, C: Clock>(
+pub async fn archive_on_schedule<S: ArchiveStore, C: Clock>(
     store: Arc<S>,
     config: Arc<Config>,
     clock: C,
@@ -92,7 +91,7 @@ pub async fn archive_on_schedule<S: ArchiveStore + MarkStore, C: Clock>(
 }
 
 /// One scheduled run, recorded in the status (and so in the daemon's metrics).
-async fn run_once<S: ArchiveStore + MarkStore, C: Clock>(
+async fn run_once<S: ArchiveStore, C: Clock>(
     store: &S,
     config: &Config,
     clock: &C,

@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 
 use super::mongo::{bson_date, is_duplicate_key};
-use super::{ArchiveStore, MongoStore};
+use super::{ArchiveStore, MarkStore, MongoStore};
 use crate::archive::{ArchiveState, EventSpan, Finished, MovingBatch, Phase};
 use crate::error::{Error, Result};
+use crate::window::Period;
 
 /// The `_id` of the archive's document in the state collection.
 pub const ARCHIVE_STATE_ID: &str = "archive";
@@ -227,6 +228,16 @@ impl ArchiveStore for MongoStore {
             .await
             .map(drop)
             .map_err(self.failed("update (archive lock)"))
+    }
+
+    async fn lowest_late_mark(&self) -> Result<Option<ObjectId>> {
+        let mut lowest: Option<ObjectId> = None;
+        for period in Period::ALL {
+            if let Some(mark) = MarkStore::late_mark(self, period).await? {
+                lowest = Some(lowest.map_or(mark, |l| l.min(mark)));
+            }
+        }
+        Ok(lowest)
     }
 
     async fn archivable(

@@ -96,6 +96,11 @@ impl ArchiveStore for FakeStore {
         Ok(())
     }
 
+    async fn lowest_late_mark(&self) -> Result<Option<ObjectId>> {
+        self.gate("find (late-event marks)").await?;
+        Ok(self.with(|s| s.late_marks.values().min().copied()))
+    }
+
     /// The `_id`s are indexes into `calls`, oldest first.
     async fn archivable(
         &self,
