@@ -507,11 +507,14 @@ async fn archive_leaves_late_events_until_every_late_scan_has_seen_them() {
     };
     let on_time = object_id_at(old + chrono::Duration::minutes(1));
     let late = ObjectId::new();
+    let mut no_write_time = event(ObjectId::new(), old + chrono::Duration::hours(2));
+    no_write_time.insert("_id", "not-an-object-id");
     scratch
         .audit()
         .insert_many([
             event(on_time, old),
             event(late, old + chrono::Duration::hours(1)),
+            no_write_time,
         ])
         .await
         .unwrap();
@@ -534,8 +537,15 @@ async fn archive_leaves_late_events_until_every_late_scan_has_seen_them() {
         all(&collection)
             .await
             .into_iter()
-            .map(|d| d.get_object_id("_id").unwrap())
+            .filter_map(|d| d.get_object_id("_id").ok())
             .collect::<Vec<_>>()
+    };
+    // No late-event scan reads an `_id` that is not an ObjectId: that event never waits.
+    let not_an_object_id = |collection: Collection<Document>| async move {
+        collection
+            .count_documents(doc! {"_id": "not-an-object-id"})
+            .await
+            .unwrap()
     };
     let archive = scratch
         .db
@@ -549,6 +559,8 @@ async fn archive_leaves_late_events_until_every_late_scan_has_seen_them() {
     assert_success("archive", &out);
     assert_eq!(ids_in(scratch.audit()).await, [late], "{}", describe(&out));
     assert_eq!(ids_in(archive.clone()).await, [on_time]);
+    assert_eq!(not_an_object_id(archive.clone()).await, 1);
+    assert_eq!(not_an_object_id(scratch.audit()).await, 0);
 
     marks_at(now + chrono::Duration::minutes(1)).await;
     let out = scratch

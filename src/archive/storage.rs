@@ -53,7 +53,8 @@ pub trait ArchiveStore: RetentionStore {
     /// (no daemon ever scanned).
     fn lowest_late_mark(&self) -> impl Future<Output = Result<Option<ObjectId>>> + Send;
     /// The `_id`s of at most `limit` audit events timestamped before `cutoff`, oldest first;
-    /// with `written_before`, only those whose `_id` is below it (written before it).
+    /// with `written_before`, only those whose `_id` is below it (written before it) or is not
+    /// an ObjectId.
     fn archivable(
         &self,
         cutoff: DateTime<Utc>,

@@ -248,7 +248,15 @@ impl ArchiveStore for MongoStore {
     ) -> Result<Vec<Bson>> {
         let mut filter = doc! {"timestamp": {"$lt": bson_date(cutoff)}};
         if let Some(id) = written_before {
-            filter.insert("_id", doc! {"$lt": id});
+            // An `_id` that is not an ObjectId tells no write time: no late-event scan ever
+            // reads it, so nothing is gained by keeping it back.
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"_id": {"$lt": id}},
+                    doc! {"_id": {"$not": {"$type": "objectId"}}},
+                ],
+            );
         }
         // Oldest first along the timestamp index; only the `_id`s come back.
         let docs: Vec<Document> = self
