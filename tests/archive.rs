@@ -553,10 +553,27 @@ async fn archive_leaves_late_events_until_every_late_scan_has_seen_them() {
     let cutoff = (old + days(1)).to_rfc3339();
 
     marks_at(now - chrono::Duration::hours(1)).await;
+    // The dry run counts what the run then moves, and says what waits.
+    let out = scratch
+        .vcmetrics(&["archive", "--before", &cutoff, "--dry-run"], &[])
+        .await;
+    assert_success("archive --dry-run", &out);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("would move 2 audit events"), "{printed}");
+    assert!(
+        printed.contains("1 more audit events timestamped before the cutoff wait"),
+        "{printed}"
+    );
     let out = scratch
         .vcmetrics(&["archive", "--before", &cutoff], &[])
         .await;
     assert_success("archive", &out);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("moved 2 of 2 audit events"),
+        "{printed}"
+    );
+    assert!(printed.contains("1 more audit events"), "{printed}");
     assert_eq!(ids_in(scratch.audit()).await, [late], "{}", describe(&out));
     assert_eq!(ids_in(archive.clone()).await, [on_time]);
     assert_eq!(not_an_object_id(archive.clone()).await, 1);
@@ -567,6 +584,12 @@ async fn archive_leaves_late_events_until_every_late_scan_has_seen_them() {
         .vcmetrics(&["archive", "--before", &cutoff], &[])
         .await;
     assert_success("archive", &out);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("moved 1 of 1 audit events"),
+        "{printed}"
+    );
+    assert!(!printed.contains("more audit events"), "{printed}");
     assert_eq!(ids_in(scratch.audit()).await, []);
     let mut archived = ids_in(archive).await;
     archived.sort();

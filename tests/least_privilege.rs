@@ -252,7 +252,7 @@ async fn daemon_work(store: MongoStore, config: &Config) {
     )
     .await
     .unwrap();
-    store.archivable_span(now).await.unwrap();
+    store.archivable_span(now, None).await.unwrap();
     store.archive_span().await.unwrap();
     store.oldest_audit_event().await.unwrap();
     retention_horizon(&*store, &config, now).await.unwrap();

@@ -37,6 +37,20 @@ pub struct ArchiveOutcome {
     pub finished: Option<Finished>,
 }
 
+/// The write time an event must be below to move (see [`archive`]): the lowest late-event
+/// mark, or `None` — nothing waits — with `late_events.enabled = false` or before any
+/// late-event scan.
+pub async fn written_before(
+    store: &impl ArchiveStore,
+    config: &Config,
+) -> Result<Option<ObjectId>> {
+    if config.late_events.enabled {
+        store.lowest_late_mark().await
+    } else {
+        Ok(None)
+    }
+}
+
 /// Moves the audit events timestamped before `cutoff` into the archive, as `holder`.
 /// `stop` is asked between batches (a shutdown); `progress` gets the events moved so far.
 ///
@@ -83,11 +97,7 @@ pub async fn archive(
     }
     // Read under the lock: the batch a previous run left, and what the finished runs recorded.
     let previous = store.archive_state().await?;
-    let seen_before = if config.late_events.enabled {
-        store.lowest_late_mark().await?
-    } else {
-        None
-    };
+    let seen_before = written_before(store, config).await?;
     let moved = move_batches(
         store,
         config,

@@ -68,10 +68,12 @@ pub trait ArchiveStore: RetentionStore {
     fn archived(&self, ids: &[Bson]) -> impl Future<Output = Result<Vec<Bson>>> + Send;
     /// Deletes these events from the audit log; how many it deleted.
     fn delete_audit_events(&self, ids: &[Bson]) -> impl Future<Output = Result<u64>> + Send;
-    /// The audit events timestamped before `cutoff`: how many, and their span.
+    /// The audit events [`ArchiveStore::archivable`] selects with these arguments and no
+    /// limit: how many, and their span.
     fn archivable_span(
         &self,
         cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
     ) -> impl Future<Output = Result<EventSpan>> + Send;
     /// The archive's events: about how many (the collection's estimate), and their span.
     fn archive_span(&self) -> impl Future<Output = Result<EventSpan>> + Send;

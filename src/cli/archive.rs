@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::parse_instant;
 use crate::archive::retention::{audit_retention, horizon};
+use crate::archive::run::written_before;
 use crate::archive::state::{cutoff, in_days};
 use crate::archive::storage::{ArchiveStore, RetentionStore};
 use crate::archive::{archive, ArchiveOutcome, ArchiveState, EventSpan};
@@ -71,7 +72,17 @@ async fn archive_command(
     let ttl = audit_retention(store, config).await?;
     let cutoff = cutoff(now, config.archive.after, ttl, before)?;
     let target = archive_name(config);
-    let waiting = store.archivable_span(cutoff).await?;
+    // What a run starting now would take; the run itself reads the mark again under its lock.
+    let written_before = written_before(store, config).await?;
+    let waiting = store.archivable_span(cutoff, written_before).await?;
+    let held_back = match written_before {
+        Some(_) => store
+            .archivable_span(cutoff, None)
+            .await?
+            .count
+            .saturating_sub(waiting.count),
+        None => 0,
+    };
     if dry_run {
         say!(
             "would move {} into {target} (timestamped before {}){}",
@@ -82,6 +93,9 @@ async fn archive_command(
                 in_days(t)
             ))
         );
+        if held_back > 0 {
+            say!("{}", describe_held_back(held_back));
+        }
         let state = print_state(store, config, ttl, now).await?;
         if let Some((holder, until)) = &state.holder {
             say!(
@@ -124,6 +138,9 @@ async fn archive_command(
         ));
     }
     print_summary(&outcome, &target, &waiting);
+    if held_back > 0 {
+        say!("{}", describe_held_back(held_back));
+    }
     print_state(store, config, ttl, now).await?;
     Ok(())
 }
@@ -193,6 +210,15 @@ fn describe_events(span: &EventSpan) -> String {
         ),
         _ => format!("{} audit events", span.count),
     }
+}
+
+/// The events before the cutoff that wait: written since the lowest late-event mark.
+fn describe_held_back(count: u64) -> String {
+    format!(
+        "{count} more audit events timestamped before the cutoff wait in the audit log: they were \
+         written after the lowest late-event mark, so a late-event scan has yet to see them; a \
+         later run moves them"
+    )
 }
 
 fn print_summary(outcome: &ArchiveOutcome, target: &str, waiting: &EventSpan) {

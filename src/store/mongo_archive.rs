@@ -246,18 +246,7 @@ impl ArchiveStore for MongoStore {
         written_before: Option<ObjectId>,
         limit: usize,
     ) -> Result<Vec<Bson>> {
-        let mut filter = doc! {"timestamp": {"$lt": bson_date(cutoff)}};
-        if let Some(id) = written_before {
-            // An `_id` that is not an ObjectId tells no write time: no late-event scan ever
-            // reads it, so nothing is gained by keeping it back.
-            filter.insert(
-                "$or",
-                vec![
-                    doc! {"_id": {"$lt": id}},
-                    doc! {"_id": {"$not": {"$type": "objectId"}}},
-                ],
-            );
-        }
+        let filter = archivable_filter(cutoff, written_before);
         // Oldest first along the timestamp index; only the `_id`s come back.
         let docs: Vec<Document> = self
             .audit()
@@ -322,8 +311,12 @@ impl ArchiveStore for MongoStore {
             .map_err(self.failed("delete (archived events)"))
     }
 
-    async fn archivable_span(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
-        let filter = doc! {"timestamp": {"$lt": bson_date(cutoff)}};
+    async fn archivable_span(
+        &self,
+        cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
+    ) -> Result<EventSpan> {
+        let filter = archivable_filter(cutoff, written_before);
         let count = self
             .audit()
             .count_documents(filter.clone())
@@ -385,6 +378,24 @@ impl ArchiveStore for MongoStore {
             _ => None,
         }))
     }
+}
+
+/// The audit events an archive run may take: timestamped before `cutoff` and, with
+/// `written_before`, written before it (see [`ArchiveStore::archivable`]).
+fn archivable_filter(cutoff: DateTime<Utc>, written_before: Option<ObjectId>) -> Document {
+    let mut filter = doc! {"timestamp": {"$lt": bson_date(cutoff)}};
+    if let Some(id) = written_before {
+        // An `_id` that is not an ObjectId tells no write time: no late-event scan ever reads
+        // it, so nothing is gained by keeping it back.
+        filter.insert(
+            "$or",
+            vec![
+                doc! {"_id": {"$lt": id}},
+                doc! {"_id": {"$not": {"$type": "objectId"}}},
+            ],
+        );
+    }
+    filter
 }
 
 /// The oldest and newest date `timestamp` among the documents matching `filter`, along the

@@ -114,8 +114,7 @@ impl ArchiveStore for FakeStore {
                 .calls
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| **t < cutoff)
-                .filter(|(_, t)| written_before.is_none_or(|b| !s.written_at_or_after(**t, b)))
+                .filter(|(_, t)| s.archivable(**t, cutoff, written_before))
                 .map(|(i, t)| (*t, i))
                 .collect();
             old.sort();
@@ -170,9 +169,19 @@ impl ArchiveStore for FakeStore {
         }))
     }
 
-    async fn archivable_span(&self, cutoff: DateTime<Utc>) -> Result<EventSpan> {
+    async fn archivable_span(
+        &self,
+        cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
+    ) -> Result<EventSpan> {
         self.gate("count (events to archive)").await?;
-        Ok(self.with(|s| span(s.calls.iter().filter(|t| **t < cutoff))))
+        Ok(self.with(|s| {
+            span(
+                s.calls
+                    .iter()
+                    .filter(|t| s.archivable(**t, cutoff, written_before)),
+            )
+        }))
     }
 
     async fn archive_span(&self) -> Result<EventSpan> {

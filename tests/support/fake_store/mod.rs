@@ -118,23 +118,32 @@ pub struct FakeStore {
 }
 
 impl FakeState {
-    /// Whether a call timestamped `at` may be one written with [`FakeStore::write_call`] at or
-    /// after `mark` (a call has no `_id` of its own here: a write still in the audit log with
-    /// that timestamp counts).
-    pub fn written_at_or_after(&self, at: DateTime<Utc>, mark: ObjectId) -> bool {
+    /// The `_id`s of the writes (see [`FakeStore::write_call`]) timestamped `at` that are still
+    /// in the audit log.
+    fn logged_writes_at(&self, at: DateTime<Utc>) -> impl Iterator<Item = ObjectId> + '_ {
         self.writes
             .iter()
-            .any(|(id, t)| *t == at && *id >= mark && !self.archived_writes.contains(id))
+            .filter(move |(id, t)| *t == at && !self.archived_writes.contains(id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether an archive run may take a call timestamped `at`: before `cutoff` and, with
+    /// `written_before`, not one written at or after it (a call has no `_id` of its own here: a
+    /// write still in the audit log with that timestamp counts).
+    pub fn archivable(
+        &self,
+        at: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
+        written_before: Option<ObjectId>,
+    ) -> bool {
+        at < cutoff
+            && written_before.is_none_or(|mark| self.logged_writes_at(at).all(|id| id < mark))
     }
 
     /// The archive took a call timestamped `at` out of the audit log: so did it one write with
     /// that timestamp, if there is one still there.
     pub fn archive_write(&mut self, at: DateTime<Utc>) {
-        let moved = self
-            .writes
-            .iter()
-            .find(|(id, t)| *t == at && !self.archived_writes.contains(id))
-            .map(|(id, _)| *id);
+        let moved = self.logged_writes_at(at).next();
         if let Some(id) = moved {
             self.archived_writes.insert(id);
         }
