@@ -3,7 +3,9 @@
 //!
 //! 6. On one node, at `BENCH_SCALE_SIZES` (default 1000000 and 10000000) events over 30 days:
 //!    `vcmetrics recompute` of each period (time, events/s, peak RSS), the engine's floor, and —
-//!    at the smallest size — the client-side stream. Then the ratio of events/s between the
+//!    at the smallest size — the client-side stream. Recompute and floor run alternately
+//!    `BENCH_SCALE_SAMPLES` times (default 3); the figures are their medians (one run of either
+//!    varies by about 10% on the 2-core machine), and the spread is printed beside them. Then the ratio of events/s between the
 //!    largest and the smallest size (linear growth is >= 0.8), the ratio to the floor at both
 //!    (target <= 1.5) and the peak RSS at both (flat). With `BENCH_CLUSTER_URI` (a sharded
 //!    cluster; its audit log is sharded on `{sessionId: "hashed"}` before it is loaded) the same
@@ -33,13 +35,28 @@ use super::{client_side, env_number, floor, generate_into, recompute, scratch};
 /// Per hourly window (its start), what happened in it, in order.
 type ByHour<T> = BTreeMap<DateTime<Utc>, Vec<T>>;
 
-/// One period's figures at one size on one deployment.
+/// One period's figures at one size on one deployment: the medians of its samples.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
     events: u64,
     seconds: f64,
     floor_seconds: f64,
     peak_kib: u64,
+    /// The fastest and the slowest recompute, and the same of the floor.
+    spread: [(f64, f64); 2],
+}
+
+/// The median of some samples (the mean of the middle two of an even number), and the
+/// smallest and largest.
+fn median_and_spread(mut samples: Vec<f64>) -> (f64, (f64, f64)) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
+    (median, (samples[0], samples[n - 1]))
 }
 
 impl Figures {
@@ -129,15 +146,28 @@ async fn measure(
         let events = audit
             .count_documents(doc! {"timestamp": {"$gte": bson::DateTime::from_chrono(first.start), "$lt": bson::DateTime::from_chrono(last.end)}})
             .await?;
-        let (took, peak_kib) = recompute(uri, &loaded.name, period, from, to)?;
-        let (floor_took, _) = floor(&db, period, first.start, last.end).await?;
+        let (mut took, mut floor_took, mut peak_kib) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..env_number("BENCH_SCALE_SAMPLES", 3).max(1) {
+            let (seconds, peak) = recompute(uri, &loaded.name, period, from, to)?;
+            took.push(seconds.as_secs_f64());
+            peak_kib = peak_kib.max(peak);
+            floor_took.push(
+                floor(&db, period, first.start, last.end)
+                    .await?
+                    .0
+                    .as_secs_f64(),
+            );
+        }
+        let (seconds, recompute_spread) = median_and_spread(took);
+        let (floor_seconds, floor_spread) = median_and_spread(floor_took);
         out.insert(
             period,
             Figures {
                 events,
-                seconds: took.as_secs_f64(),
-                floor_seconds: floor_took.as_secs_f64(),
+                seconds,
+                floor_seconds,
                 peak_kib,
+                spread: [recompute_spread, floor_spread],
             },
         );
     }
@@ -146,8 +176,17 @@ async fn measure(
 
 fn print_table(label: &str, figures: &BTreeMap<Period, Figures>, client: Option<(f64, u64)>) {
     println!(
-        "   {label}\n   {:>8}  {:>9}  {:>9}  {:>10}  {:>9}  {:>8}  {:>9}  {:>9}",
-        "period", "events", "seconds", "events/s", "floor s", "x floor", "x client", "peak RSS"
+        "   {label} (medians)\n   {:>8}  {:>9}  {:>9}  {:>13}  {:>10}  {:>9}  {:>13}  {:>8}  {:>9}  {:>9}",
+        "period",
+        "events",
+        "seconds",
+        "spread",
+        "events/s",
+        "floor s",
+        "spread",
+        "x floor",
+        "x client",
+        "peak RSS"
     );
     for (period, f) in figures {
         let x_client = client.map_or_else(
@@ -159,13 +198,16 @@ fn print_table(label: &str, figures: &BTreeMap<Period, Figures>, client: Option<
                 )
             },
         );
+        let [(fastest, slowest), (floor_fastest, floor_slowest)] = f.spread;
         println!(
-            "   {:>8}  {:>9}  {:>9.2}  {:>10.0}  {:>9.2}  {:>8.2}  {:>9}  {:>5.1} MiB",
+            "   {:>8}  {:>9}  {:>9.2}  {:>13}  {:>10.0}  {:>9.2}  {:>13}  {:>8.2}  {:>9}  {:>5.1} MiB",
             period.as_str(),
             f.events,
             f.seconds,
+            format!("{fastest:.2}-{slowest:.2}"),
             f.rate(),
             f.floor_seconds,
+            format!("{floor_fastest:.2}-{floor_slowest:.2}"),
             f.x_floor(),
             x_client,
             f.peak_kib as f64 / 1024.0
