@@ -304,9 +304,18 @@ impl Scratch {
             .is_none_or(|l| l.get_bool("released") == Ok(true))
     }
 
-    /// Drops the database and closes the client.
+    /// Drops the database and closes the client. The sharded cluster sometimes reports a
+    /// deadlock (code 112) when tests drop their databases at the same time: that drop is tried
+    /// again, a few times.
     pub async fn finish(mut self) {
-        self.db.drop().await.unwrap();
+        let mut attempts = 0;
+        while let Err(e) = self.db.drop().await {
+            attempts += 1;
+            let deadlock =
+                matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 112);
+            assert!(deadlock && attempts < 5, "dropping {}: {e}", self.name);
+            tokio::time::sleep(Duration::from_millis(500 * attempts)).await;
+        }
         self.client.clone().shutdown().await;
         self.finished = true;
     }
