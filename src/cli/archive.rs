@@ -215,9 +215,9 @@ fn describe_events(span: &EventSpan) -> String {
 /// The events before the cutoff that wait: written since the lowest late-event mark.
 fn describe_held_back(count: u64) -> String {
     format!(
-        "{count} more audit events timestamped before the cutoff wait in the audit log: they were \
-         written after the lowest late-event mark, so a late-event scan has yet to see them; a \
-         later run moves them"
+        "audit events left waiting in the audit log: {count} (timestamped before the cutoff but \
+         written after the lowest late-event mark: a late-event scan has yet to see them; a \
+         later run moves them)"
     )
 }
 
