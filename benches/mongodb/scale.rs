@@ -5,9 +5,10 @@
 //!    `vcmetrics recompute` of each period (time, events/s, peak RSS), the engine's floor, and —
 //!    at the smallest size — the client-side stream. Recompute and floor run alternately
 //!    `BENCH_SCALE_SAMPLES` times (default 3); the figures are their medians (one run of either
-//!    varies by about 10% on the 2-core machine), and the spread is printed beside them. Then the ratio of events/s between the
-//!    largest and the smallest size (linear growth is >= 0.8), the ratio to the floor at both
-//!    (target <= 1.5) and the peak RSS at both (flat). With `BENCH_CLUSTER_URI` (a sharded
+//!    varies by about 10% on the 2-core machine), and the spread is printed beside them. Then
+//!    the ratio of events/s between the largest and the smallest size (linear growth is
+//!    >= 0.8), the ratio to the floor at both (target <= 1.5) and the peak RSS at both (flat).
+//!    With `BENCH_CLUSTER_URI` (a sharded
 //!    cluster; its audit log is sharded on `{sessionId: "hashed"}` before it is loaded) the same
 //!    figures at the smallest size there, and the ratio of its times to the single node's,
 //!    measured in the same run on the same machine.
