@@ -6,12 +6,12 @@
 //!    at the smallest size — the client-side stream. Recompute and floor run alternately
 //!    `BENCH_SCALE_SAMPLES` times (default 3); the figures are their medians (one run of either
 //!    varies by about 10% on the 2-core machine), and the spread is printed beside them. Then
-//!    the ratio of events/s between the largest and the smallest size (linear growth is
-//!    >= 0.8), the ratio to the floor at both (target <= 1.5) and the peak RSS at both (flat).
-//!    With `BENCH_CLUSTER_URI` (a sharded
-//!    cluster; its audit log is sharded on `{sessionId: "hashed"}` before it is loaded) the same
-//!    figures at the smallest size there, and the ratio of its times to the single node's,
-//!    measured in the same run on the same machine.
+//!    the ratio of events/s between the largest and the smallest size (linear growth is at
+//!    least 0.8), the ratio to the floor at both (target <= 1.5) and the peak RSS at both
+//!    (flat). With `BENCH_CLUSTER_URI` (a sharded cluster; its audit log is sharded on
+//!    `{sessionId: "hashed"}` before it is loaded) the same figures at the smallest size
+//!    there, and the ratio of its times to the single node's, measured in the same run on the
+//!    same machine.
 //! 7. On the largest single-node audit log (`BENCH_FRESHNESS_SECONDS`, default 660, 0 skips):
 //!    `vcmetrics run` with the default schedules while a writer inserts `BENCH_LIVE_RATE`
 //!    (default 500) events a second stamped with their write time; how long after its write each
