@@ -64,6 +64,16 @@ fn ticks_by_hand(extra: &str) -> String {
     )
 }
 
+/// As [`ticks_by_hand`], with the hourly period's regular runs (whole windows, lookback) instead
+/// of incremental ones: what the longer periods always do, tested on hours.
+fn regular_ticks_by_hand(extra: &str) -> String {
+    format!(
+        "{extra}\n[periods.hourly]\nschedule = \"{RARE}\"\nincremental = false\n\
+         [periods.daily]\nschedule = \"{RARE}\"\n[periods.weekly]\nschedule = \"{RARE}\"\n\
+         [periods.monthly]\nschedule = \"{RARE}\"\n"
+    )
+}
+
 struct Running {
     status: Arc<Status>,
     ticks: mpsc::Sender<Period>,
@@ -182,7 +192,7 @@ async fn no_schedule_fires_twice_in_the_repeated_hour_of_an_autumn_change() {
     let store = Arc::new(FakeStore::default());
     let toml_text = format!(
         "timezone = \"Europe/Berlin\"\nstart_from = \"2026-10-23T22:00:00Z\"\n\
-         [periods.hourly]\nschedule = \"0 30 * * * *\"\n[periods.daily]\nschedule = \"0 0 4 * * *\"\n\
+         [periods.hourly]\nschedule = \"0 30 * * * *\"\nincremental = false\n[periods.daily]\nschedule = \"0 0 4 * * *\"\n\
          [periods.weekly]\nschedule = \"{RARE}\"\n[periods.monthly]\nschedule = \"{RARE}\"\n"
     );
     let daemon = start(
@@ -332,7 +342,7 @@ async fn catch_up_after_a_three_day_outage_refreshes_exactly_the_missing_windows
     // with no tick: two runs back to back.
     let daemon = start(
         &store,
-        config("a", &ticks_by_hand("")),
+        config("a", &regular_ticks_by_hand("")),
         TestClock::starting_at("2026-03-13T12:07:00Z"),
     );
     sleep(Duration::from_secs(1)).await;
@@ -383,7 +393,7 @@ async fn late_events_inside_lookback_are_picked_up_and_older_ones_without_an_obj
     });
     let daemon = start(
         &store,
-        config("a", &ticks_by_hand("")),
+        config("a", &regular_ticks_by_hand("")),
         TestClock::starting_at("2026-03-10T12:07:00Z"),
     );
     sleep(Duration::from_secs(1)).await;
@@ -589,7 +599,7 @@ async fn mongodb_down_skips_runs_keeps_running_and_catches_up_when_back() {
         s.down = true;
     });
     let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
-    let daemon = start(&store, config("a", &ticks_by_hand("")), clock);
+    let daemon = start(&store, config("a", &regular_ticks_by_hand("")), clock);
     for _ in 0..12 {
         sleep(minutes(5)).await;
         daemon.ticks.send(Period::Hourly).await.unwrap();
@@ -1315,13 +1325,17 @@ async fn work_starts_at_start_with_the_default_schedules() {
         1,
         "the open hour's event is counted within a second of start"
     );
-    // Then the schedule: the next hourly run at 12:05:00.
+    // Then the schedule: hourly every minute, at second 5.
     let started = hourly.len();
     sleep(minutes(3)).await;
     let next = &store.aggregates("hourly")[started..];
     assert_eq!(
         next.iter().map(|a| a.at).collect::<Vec<_>>(),
-        [utc("2026-03-10T12:05:00Z")]
+        [
+            utc("2026-03-10T12:02:05Z"),
+            utc("2026-03-10T12:03:05Z"),
+            utc("2026-03-10T12:04:05Z")
+        ]
     );
     daemon.shutdown.send(true).unwrap();
     daemon.handle.await.unwrap().unwrap();

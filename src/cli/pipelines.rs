@@ -12,7 +12,7 @@ use crate::archive::state::ArchiveRead;
 use crate::error::{Error, Result};
 use crate::rollup::commands::Target;
 use crate::rollup::late_scan::{object_id_at, LateScan};
-use crate::rollup::{check_retention, plan_chunks, plan_range};
+use crate::rollup::{check_retention, plan_chunks, plan_range, tick};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,6 +35,12 @@ pub struct Args {
     /// windows start (events timestamped before it are late). One aggregate per period.
     #[arg(long)]
     pub late_scan: bool,
+    /// Print an incremental hourly run at --now instead: --from is its mark (the first minute of
+    /// writes not yet kept), --to its origin (the first hourly window kept incrementally). It
+    /// keeps every settled minute of writes, merges the user sets, and writes every hourly window
+    /// from the origin's to the one open at --now.
+    #[arg(long, conflicts_with_all = ["late_scan", "dry_run", "archive"])]
+    pub tick: bool,
     /// Print the commands as they are for windows whose events `vcmetrics archive` may have
     /// moved: each scan also reads the archive (`$unionWith`, after copying it into the staging
     /// collection when it lives in another database).
@@ -64,6 +70,17 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
             .map(|period| late_scan_command(config, period, since, first_window, now))
             .collect::<Result<Vec<_>>>()?;
         return print(commands);
+    }
+    if args.tick {
+        let since = parse_instant("--from", &args.range.from, tz)?;
+        let origin = parse_instant("--to", &args.range.to, tz)?;
+        return print(tick_commands(
+            config,
+            args.range.period,
+            since,
+            origin,
+            now,
+        )?);
     }
     let range = args.range.resolve(tz)?;
     // The same guard as recompute's: commands printed for windows the TTL has thinned would
@@ -117,6 +134,36 @@ fn late_scan_command(
     };
     let command = scan.command(&Target::of(config))?;
     Ok(doc! {"database": &command.database, "command": command.to_command()})
+}
+
+/// An incremental hourly run at `now` with its mark at `since`, writing every hourly window from
+/// the one of `origin` to the open one.
+fn tick_commands(
+    config: &Config,
+    periods: super::PeriodChoice,
+    since: DateTime<Utc>,
+    origin: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Document>> {
+    if periods.periods() != [tick::PERIOD] {
+        return Err(Error::Usage(format!(
+            "--tick prints the {} period's incremental runs: give --period {}",
+            tick::PERIOD,
+            tick::PERIOD
+        )));
+    }
+    let settle = chrono::Duration::from_std(config.late_events.settle).unwrap_or_default();
+    let origin = config.calendar.window_start(tick::PERIOD, origin);
+    let until = tick::slice_start(now - settle).max(tick::slice_start(since));
+    let open = config.calendar.window_containing(tick::PERIOD, now);
+    let windows = config
+        .calendar
+        .windows_covering(tick::PERIOD, origin, open.end.max(origin));
+    let commands = tick::tick_commands(&Target::of(config), origin, since, until, &windows, now)?;
+    Ok(commands
+        .into_iter()
+        .map(|(database, command)| doc! {"database": database, "command": command})
+        .collect())
 }
 
 fn print(commands: Vec<Document>) -> Result<()> {

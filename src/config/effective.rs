@@ -50,6 +50,7 @@ pub fn entries(config: &Config, origins: &Origins) -> Vec<Entry> {
                 "schedule" => string(&p.schedule.to_string()),
                 "lookback" => p.lookback.to_string(),
                 "include_open" => p.include_open.to_string(),
+                "incremental" => p.incremental.to_string(),
                 _ => p.max_windows_per_run.to_string(),
             };
             add(format!("periods.{period}.{key}"), Some(value), "");
@@ -93,6 +94,8 @@ fn top_level_value(config: &Config, key: &str) -> (Option<String>, &'static str)
         "audit_collection" => string(&config.audit_collection),
         "metrics_collection" => string(&config.metrics_collection),
         "staging_collection" => string(&config.staging_collection),
+        "partials_collection" => string(&config.partials_collection),
+        "user_sets_collection" => string(&config.user_sets_collection),
         "state_collection" => string(&config.state_collection),
         "sessions_collection" => string(&config.sessions_collection),
         "timezone" => string(config.calendar.time_zone().name()),

@@ -47,6 +47,10 @@ pub struct Config {
     pub metrics_collection: String,
     /// Where the three scans of a rollup chunk leave their per-window documents for a moment.
     pub staging_collection: String,
+    /// Where incremental runs keep each minute's counts and sums per 15-minute bucket.
+    pub partials_collection: String,
+    /// Where incremental runs keep each window's distinct users, as field names.
+    pub user_sets_collection: String,
     /// The platform's sessions (`migrate` creates its indexes).
     pub sessions_collection: String,
     pub calendar: Calendar,
@@ -159,6 +163,9 @@ pub struct PeriodConfig {
     /// At most this many closed windows in one run (one chunk; the open window comes on top
     /// once there is no backlog); a backlog takes several runs.
     pub max_windows_per_run: usize,
+    /// Whether runs add the events written since the previous run to partial sums instead of
+    /// reading whole windows again (hourly only; see docs/design.md, "Incremental runs").
+    pub incremental: bool,
 }
 
 impl Config {
@@ -203,7 +210,7 @@ fn default_period(period: Period) -> PeriodDefaults {
 /// hourly. Seconds and minutes are staggered so the periods do not all start at once.
 fn default_schedule(period: Period) -> &'static str {
     match period {
-        Period::Hourly => "0 */5 * * * *",
+        Period::Hourly => "5 * * * * *",
         Period::Daily => "30 */15 * * * *",
         Period::Weekly => "0 7 * * * *",
         Period::Monthly => "0 9 * * * *",
@@ -220,6 +227,8 @@ impl Config {
             audit_collection: "videocallauditlogs".to_owned(),
             metrics_collection: "videocallmetrics".to_owned(),
             staging_collection: "videocallmetrics_staging".to_owned(),
+            partials_collection: "videocallmetrics_partials".to_owned(),
+            user_sets_collection: "videocallmetrics_users".to_owned(),
             sessions_collection: "sessions".to_owned(),
             calendar: Calendar::new(Tz::UTC, Weekday::Mon),
             audit_ttl: SCHEMA_AUDIT_TTL,
@@ -233,6 +242,7 @@ impl Config {
                     lookback: defaults.lookback,
                     include_open: defaults.include_open,
                     max_windows_per_run: defaults.max_windows_per_run,
+                    incremental: period == Period::Hourly,
                 }
             }),
             state_collection: "vcmetricsstate".to_owned(),

@@ -202,6 +202,16 @@ fn read_collections<E: Env>(
             &mut config.staging_collection,
         ),
         collection(
+            "partials_collection",
+            "VCMETRICS_PARTIALS_COLLECTION",
+            &mut config.partials_collection,
+        ),
+        collection(
+            "user_sets_collection",
+            "VCMETRICS_USER_SETS_COLLECTION",
+            &mut config.user_sets_collection,
+        ),
+        collection(
             "state_collection",
             "VCMETRICS_STATE_COLLECTION",
             &mut config.state_collection,
@@ -349,6 +359,17 @@ fn read_periods<E: Env>(file: &mut Sources<'_, E>, config: &mut Config) {
         if let Some(schedule) = settings.get::<Schedule>("schedule", &[]) {
             target.schedule = schedule;
         }
+        if let Some(incremental) = settings.get::<bool>("incremental", &[]) {
+            if incremental && period != Period::Hourly {
+                settings.problem(
+                    &key("incremental"),
+                    "only the hourly period can run incrementally (its distinct users are kept \
+                     per window; the longer periods read their windows whole)",
+                );
+            } else {
+                target.incremental = incremental;
+            }
+        }
         settings.finish(&PERIOD_KEYS);
     }
     for period in Period::ALL {
@@ -447,10 +468,7 @@ mod tests {
         assert_eq!(c.audit_ttl, Duration::from_secs(15_552_000));
         assert_eq!(c.audit_retention, None);
         assert_eq!(c.period(Period::Hourly).chunk_windows, 168);
-        assert_eq!(
-            c.period(Period::Hourly).schedule.to_string(),
-            "0 */5 * * * *"
-        );
+        assert_eq!(c.period(Period::Hourly).schedule.to_string(), "5 * * * * *");
         assert_eq!(c.period(Period::Daily).lookback, 2);
         assert!(c.period(Period::Monthly).include_open);
         assert_eq!(c.state_collection, "vcmetricsstate");

@@ -23,6 +23,7 @@
 //! Correctness comes from the watermark and the window arithmetic, never from when ticks fire.
 
 pub mod archive_job;
+pub mod incremental;
 pub mod late_events;
 pub mod lease;
 pub mod reachability;

@@ -3,6 +3,7 @@
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::incremental::run_incremental;
 use super::late_events::refresh_late_windows;
 use super::records::{RunOutcome, RunRecord};
 use super::run_plan::{initial_watermark, plan_run, respect_retention};
@@ -13,7 +14,7 @@ use crate::archive::storage::RetentionStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Error, Result};
-use crate::rollup::storage::{LateEventStore, RollupStore};
+use crate::rollup::storage::{LateEventStore, RollupStore, TickStore};
 use crate::rollup::{self, Batch, Mode, Summary};
 use crate::store::{LeaseStore, MarkStore};
 use crate::window::Period;
@@ -31,7 +32,7 @@ pub enum RunEnd {
 /// One run of one period: rewrite what a takeover made doubtful, plan from the watermark, roll
 /// up, confirm the lease, advance the watermark, refresh late windows, record.
 pub async fn run_period(
-    store: &(impl RollupStore + LateEventStore + RetentionStore + MarkStore + LeaseStore),
+    store: &(impl RollupStore + TickStore + LateEventStore + RetentionStore + MarkStore + LeaseStore),
     config: &Config,
     clock: &impl Clock,
     status: &Status,
@@ -57,6 +58,22 @@ pub async fn run_period(
             }
             None => initial_watermark(&config.calendar, period, now, config.start_from, horizon),
         };
+        if config.period(period).incremental {
+            let ran =
+                run_incremental(store, config, period, now, horizon, watermark, tenure).await?;
+            windows_planned.clone_from(&ran.windows);
+            status.set_watermark(period, ran.watermark_after);
+            if let Some(late) = &ran.late {
+                status.record_late(period, late);
+            }
+            let summary = Summary::of(&ran.reports);
+            return Ok((
+                summary.created,
+                summary.changed,
+                summary.unchanged,
+                ran.backlog,
+            ));
+        }
         let plan = plan_run(
             &config.calendar,
             period,

@@ -11,6 +11,9 @@ pub struct Target<'a> {
     pub metrics_collection: &'a str,
     /// Where the three scans of a chunk leave their per-window documents for `finish`.
     pub staging_collection: &'a str,
+    /// Where incremental runs keep their partial counts and sums, and their user sets.
+    pub partials_collection: &'a str,
+    pub user_sets_collection: &'a str,
     /// Every aggregate's `maxTimeMS` (`aggregate_timeout`).
     pub time_limit: std::time::Duration,
     /// Where `vcmetrics archive` moves old events: chunks before its reach read it too.
@@ -62,6 +65,8 @@ impl<'a> Target<'a> {
             audit_collection: &config.audit_collection,
             metrics_collection: &config.metrics_collection,
             staging_collection: &config.staging_collection,
+            partials_collection: &config.partials_collection,
+            user_sets_collection: &config.user_sets_collection,
             time_limit: config.aggregate_timeout,
             archive_database: config
                 .archive

@@ -10,6 +10,7 @@
 //! - [`execute`]: chunks through the store, up to `chunks_in_flight` at once.
 //! - [`late_scan`]: the windows of events written late, found by their `_id`s.
 //! - [`report`]: what happened to each window.
+//! - [`tick`]: the hourly period's incremental runs: partials per minute of writes, user sets.
 
 mod archive_read;
 pub mod commands;
@@ -19,6 +20,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod storage;
+pub mod tick;
 
 pub use execute::{plan_chunks, process, Batch, Mode};
 pub use plan::{check_retention, chunks, describe, plan_range, RangePlan};

@@ -30,7 +30,7 @@ pub const FINISH_PIPELINE: &str = include_str!("../../pipelines/rollup_finish.js
 pub const SEED_WINDOW_STATEMENT: &str = include_str!("../../pipelines/seed_window.json");
 
 /// The run's values bound into one chunk's pipelines.
-struct Bindings {
+pub(super) struct Bindings {
     from: Bson,
     to: Bson,
     window_starts: Bson,
@@ -43,7 +43,7 @@ struct Bindings {
 
 impl Bindings {
     /// `None` without windows.
-    fn of(
+    pub(super) fn of(
         target: &Target<'_>,
         period: Period,
         windows: &[Window],
@@ -64,7 +64,7 @@ impl Bindings {
     }
 
     /// What the three scans of the audit log bind.
-    fn scan(&self) -> Vec<(&'static str, Bson)> {
+    pub(super) fn scan(&self) -> Vec<(&'static str, Bson)> {
         vec![
             ("from", self.from.clone()),
             ("to", self.to.clone()),
@@ -75,7 +75,7 @@ impl Bindings {
     }
 
     /// What the finishing pipeline binds.
-    fn finish(&self) -> Vec<(&'static str, Bson)> {
+    pub(super) fn finish(&self) -> Vec<(&'static str, Bson)> {
         vec![
             ("windowStarts", self.window_starts.clone()),
             ("period", self.period.clone()),
@@ -98,7 +98,7 @@ fn window_of_event(table: &QuantumTable, from: DateTime<Utc>) -> Bson {
     if table.starts.iter().all(|start| *start == from) {
         date(from)
     } else if table.is_uniform() {
-        bson!({"$subtract": ["$timestamp", {"$mod": [{"$subtract": ["$timestamp", date(from)]}, quantum]}]})
+        start_of_quantum(from, table.quantum_ms)
     } else {
         let index =
             bson!({"$floor": {"$divide": [{"$subtract": ["$timestamp", date(from)]}, quantum]}});
@@ -107,7 +107,13 @@ fn window_of_event(table: &QuantumTable, from: DateTime<Utc>) -> Bson {
     }
 }
 
-fn date(t: DateTime<Utc>) -> Bson {
+/// `timestamp - (timestamp - from) mod quantum`: the start of the event's quantum, counting
+/// quanta from `from` (for events at or after `from`).
+pub(super) fn start_of_quantum(from: DateTime<Utc>, quantum_ms: i64) -> Bson {
+    bson!({"$subtract": ["$timestamp", {"$mod": [{"$subtract": ["$timestamp", date(from)]}, quantum_ms]}]})
+}
+
+pub(super) fn date(t: DateTime<Utc>) -> Bson {
     Bson::DateTime(bson::DateTime::from_chrono(t))
 }
 
@@ -281,35 +287,8 @@ pub fn chunk_commands(
     }
     preview.extend(finish[..finish.len() - 1].iter().cloned());
 
-    let seed_template = parse("pipelines/seed_window.json", SEED_WINDOW_STATEMENT)?;
-    let updates = windows
-        .iter()
-        .map(|w| {
-            let bound = bind(
-                seed_template.clone(),
-                "pipelines/seed_window.json",
-                &[
-                    ("period", bindings.period.clone()),
-                    ("windowStart", date(w.start)),
-                    ("now", bindings.now.clone()),
-                ],
-            )?;
-            match bound {
-                Bson::Document(d) => Ok(d),
-                _ => Err(PipelineError::Shape {
-                    file: "pipelines/seed_window.json",
-                    expected: "an update statement document",
-                }),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
     Ok(ChunkCommands {
-        seed: UpdateCommand {
-            database: target.database.to_owned(),
-            collection: target.metrics_collection.to_owned(),
-            updates,
-        },
+        seed: seed_command(target, period, windows, now)?,
         counts: staged(counts),
         users: staged(users),
         values: staged(values),
@@ -328,6 +307,44 @@ pub fn chunk_commands(
     })
 }
 
+/// `pipelines/seed_window.json` once per window: every window gets a document (keeping its
+/// `createdAt`) before a finish merges into it.
+pub(super) fn seed_command(
+    target: &Target<'_>,
+    period: Period,
+    windows: &[Window],
+    now: DateTime<Utc>,
+) -> Result<UpdateCommand, PipelineError> {
+    let file = "pipelines/seed_window.json";
+    let template = parse(file, SEED_WINDOW_STATEMENT)?;
+    let updates = windows
+        .iter()
+        .map(|w| {
+            let bound = bind(
+                template.clone(),
+                file,
+                &[
+                    ("period", Bson::String(period.as_str().to_owned())),
+                    ("windowStart", date(w.start)),
+                    ("now", date(now)),
+                ],
+            )?;
+            match bound {
+                Bson::Document(d) => Ok(d),
+                _ => Err(PipelineError::Shape {
+                    file,
+                    expected: "an update statement document",
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UpdateCommand {
+        database: target.database.to_owned(),
+        collection: target.metrics_collection.to_owned(),
+        updates,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +360,8 @@ mod tests {
             audit_collection: "videocallauditlogs",
             metrics_collection: "videocallmetrics",
             staging_collection: "videocallmetrics_staging",
+            partials_collection: "videocallmetrics_partials",
+            user_sets_collection: "videocallmetrics_users",
             time_limit: std::time::Duration::from_secs(600),
             archive_database: "app",
             archive_collection: "videocallauditlogs_archive",

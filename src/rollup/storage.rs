@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::late_scan::{LateScanQuery, LateScanResult};
 use super::pipeline::Chunk;
+use super::tick::{Finish, Keep};
 use crate::error::Result;
 use crate::window::Period;
 
@@ -41,4 +42,14 @@ pub trait LateEventStore: Send + Sync {
         &self,
         query: &LateScanQuery,
     ) -> impl Future<Output = Result<LateScanResult>> + Send;
+}
+
+/// Incremental runs (`rollup::tick`): keeping what was written, writing windows from it.
+pub trait TickStore: Send + Sync {
+    /// Keeps the settled slices in partials and merges the users written since `keep.since`
+    /// into the user sets; returns the buckets the kept slices fall in.
+    fn keep(&self, keep: &Keep) -> impl Future<Output = Result<Vec<DateTime<Utc>>>> + Send;
+
+    /// Writes the windows from their partials, user sets and the recent writes (seeded first).
+    fn finish_windows(&self, finish: &Finish) -> impl Future<Output = Result<()>> + Send;
 }

@@ -132,6 +132,38 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
             expire_after: Some(STAGED_DOCUMENT_TTL),
             ttl_setting: "the staging TTL (24h)",
         },
+        // Incremental runs: the partials of a run's slices (the buckets they touched), of a
+        // window's buckets (its finish), and both kept as long as the audit log keeps events
+        // (`at` is when a slice was kept; a window past the retention is never written again).
+        kept(
+            config,
+            &config.partials_collection,
+            "_id.r_1",
+            doc! {"_id.r": 1},
+        ),
+        kept(
+            config,
+            &config.partials_collection,
+            "_id.w_1",
+            doc! {"_id.w": 1},
+        ),
+        WantedIndex {
+            expire_after: Some(config.audit_ttl),
+            ttl_setting: "audit_ttl",
+            ..kept(config, &config.partials_collection, "at_1", doc! {"at": 1})
+        },
+        // A window's user sets (its finish counts them); `at` is when one last took a user.
+        kept(
+            config,
+            &config.user_sets_collection,
+            "_id.p_1__id.w_1",
+            doc! {"_id.p": 1, "_id.w": 1},
+        ),
+        WantedIndex {
+            expire_after: Some(config.audit_ttl),
+            ttl_setting: "audit_ttl",
+            ..kept(config, &config.user_sets_collection, "at_1", doc! {"at": 1})
+        },
         // The platform's sessions: the video-call fields' indexes of the schema, and its query
         // patterns (a client's or psychologist's sessions by date, sessions by status and date).
         WantedIndex {
@@ -173,17 +205,39 @@ pub fn wanted_indexes(config: &Config) -> Vec<WantedIndex> {
     ]
 }
 
+/// An index of a collection incremental runs keep.
+fn kept(config: &Config, collection: &str, name: &str, keys: Document) -> WantedIndex {
+    WantedIndex {
+        database: config.database.clone(),
+        collection: collection.to_owned(),
+        name: name.to_owned(),
+        keys,
+        unique: false,
+        sparse: false,
+        expire_after: None,
+        ttl_setting: "",
+    }
+}
+
 /// The indexes a daemon's runs cannot do without, of those `migrate` creates: the metrics
 /// collection's unique `{period, date}` (every run's `$merge` matches on it), the staging
-/// collection's TTL (removes what a run that died left there) and the audit log's `timestamp`
-/// index (every scan is a range on it; without it each run reads the whole log).
+/// collection's TTL (removes what a run that died left there), the audit log's `timestamp`
+/// index (every scan is a range on it; without it each run reads the whole log) and, with an
+/// incremental period, the partials' and user sets' indexes (a finish reads both by window; and
+/// DocumentDB skips a `$merge` whose source collection does not exist, which migrate creates).
 pub fn needed_by_runs(config: &Config) -> Vec<WantedIndex> {
+    let incremental = crate::window::Period::ALL
+        .iter()
+        .any(|p| config.period(*p).incremental);
     wanted_indexes(config)
         .into_iter()
         .filter(|w| {
             (w.collection == config.metrics_collection && w.unique)
                 || w.collection == config.staging_collection
                 || (w.collection == config.audit_collection && w.name == "timestamp_1")
+                || (incremental
+                    && (w.collection == config.partials_collection
+                        || w.collection == config.user_sets_collection))
         })
         .collect()
 }
@@ -298,19 +352,31 @@ mod tests {
 
     #[test]
     fn runs_need_the_merge_key_the_staging_ttl_and_the_timestamp_range() {
+        let described = |config: &Config| -> Vec<String> {
+            needed_by_runs(config)
+                .iter()
+                .map(WantedIndex::describe)
+                .collect()
+        };
+        let regular = [
+            "videocallauditlogs {timestamp: 1} (TTL)",
+            "videocallmetrics {period: 1, date: 1} (unique)",
+            "videocallmetrics_staging {at: 1} (TTL)",
+        ];
+        let config =
+            crate::config::from_toml("[periods.hourly]\nincremental = false", &[]).unwrap();
+        assert_eq!(described(&config), regular);
+        // The default: incremental hourly runs need what they keep, too.
         let config = crate::config::from_toml("", &[]).unwrap();
-        let needed: Vec<String> = needed_by_runs(&config)
-            .iter()
-            .map(WantedIndex::describe)
-            .collect();
-        assert_eq!(
-            needed,
-            [
-                "videocallauditlogs {timestamp: 1} (TTL)",
-                "videocallmetrics {period: 1, date: 1} (unique)",
-                "videocallmetrics_staging {at: 1} (TTL)",
-            ]
-        );
+        let kept = [
+            "videocallmetrics_partials {_id.r: 1}",
+            "videocallmetrics_partials {_id.w: 1}",
+            "videocallmetrics_partials {at: 1} (TTL)",
+            "videocallmetrics_users {_id.p: 1, _id.w: 1}",
+            "videocallmetrics_users {at: 1} (TTL)",
+        ];
+        let expected: Vec<&str> = regular.iter().chain(kept.iter()).copied().collect();
+        assert_eq!(described(&config), expected);
         let merge_key = wanted("period_1_date_1");
         assert!(is_absent(&merge_key, &[]));
         let plain = existing(

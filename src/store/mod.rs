@@ -1,7 +1,7 @@
 //! MongoDB through the official driver: the only module that talks to the server.
 //!
 //! Each stage states the storage it needs next to the code that uses it, in its own types:
-//! [`RollupStore`], [`StoredMetrics`] and [`LateEventStore`] (`rollup::storage`),
+//! [`RollupStore`], [`StoredMetrics`], [`LateEventStore`] and [`TickStore`] (`rollup::storage`),
 //! [`RetentionStore`] and [`ArchiveStore`] (`archive::storage`), [`SessionStore`]
 //! (`sessions::storage`). The daemon's own bookkeeping is stated here: [`MarkStore`] (watermarks
 //! and late-event marks), [`LeaseStore`], [`ServerStore`] (ping, missing indexes). [`Store`] is
@@ -29,7 +29,8 @@ use chrono::{DateTime, Utc};
 
 pub use crate::archive::storage::{ArchiveStore, RetentionStore};
 use crate::error::Result;
-pub use crate::rollup::storage::{LateEventStore, RollupStore, StoredMetrics};
+pub use crate::rollup::storage::{LateEventStore, RollupStore, StoredMetrics, TickStore};
+use crate::rollup::tick::TickMark;
 pub use crate::sessions::storage::SessionStore;
 use crate::window::Period;
 
@@ -56,6 +57,15 @@ pub trait MarkStore: Send + Sync {
         &self,
         period: Period,
         to: ObjectId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Where `period`'s incremental runs stand; `None` before the first.
+    fn tick_mark(&self, period: Period) -> impl Future<Output = Result<Option<TickMark>>> + Send;
+    /// Moves `period`'s incremental mark: `since` forward only, `origin` back only.
+    fn advance_tick_mark(
+        &self,
+        period: Period,
+        mark: TickMark,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Records that windows of `period` (by start) are written while an older leader's write
@@ -138,13 +148,21 @@ pub trait ServerStore: Send + Sync {
 /// Everything a daemon wires together: each stage's storage and the daemon's own. Only the
 /// daemon's top level and the command line name it; every other consumer names its part.
 pub trait Store:
-    RollupStore + LateEventStore + ArchiveStore + SessionStore + MarkStore + LeaseStore + ServerStore
+    RollupStore
+    + LateEventStore
+    + TickStore
+    + ArchiveStore
+    + SessionStore
+    + MarkStore
+    + LeaseStore
+    + ServerStore
 {
 }
 
 impl<S> Store for S where
     S: RollupStore
         + LateEventStore
+        + TickStore
         + ArchiveStore
         + SessionStore
         + MarkStore

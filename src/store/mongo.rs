@@ -12,7 +12,7 @@ use mongodb::{Client, Database, IndexModel};
 use super::indexes::WantedIndex;
 use super::{
     HeldLease, LateEventStore, LeaseHolder, LeaseStore, MarkStore, PendingRewrite, RetentionStore,
-    RollupStore, ServerStore, SessionStore, StoredMetrics, LEASE_ID,
+    RollupStore, ServerStore, SessionStore, StoredMetrics, TickStore, LEASE_ID,
 };
 use crate::archive::ArchiveState;
 use crate::config::Config;
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::rollup::commands::{AggregateCommand, DeleteCommand, UpdateCommand};
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::Chunk;
+use crate::rollup::tick::{Finish, Keep, TickMark};
 use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::window::Period;
 
@@ -28,6 +29,10 @@ fn watermark_id(period: Period) -> String {
 }
 
 /// Beside the watermark: where the period's next late-event scan starts.
+fn tick_mark_id(period: Period) -> String {
+    format!("incremental:{period}")
+}
+
 fn late_mark_id(period: Period) -> String {
     format!("late-events:{period}")
 }
@@ -477,6 +482,52 @@ impl RollupStore for MongoStore {
     }
 }
 
+impl TickStore for MongoStore {
+    async fn keep(&self, keep: &Keep) -> Result<Vec<DateTime<Utc>>> {
+        let started = std::time::Instant::now();
+        // The slices one after the other (a run keeps one or two), each slice's two scans side
+        // by side, and the user set beside them all.
+        let slices = async {
+            for slice in &keep.slices {
+                let (counts, values) =
+                    tokio::join!(self.aggregate(&slice.counts), self.aggregate(&slice.values));
+                counts?;
+                values?;
+            }
+            Ok::<_, Error>(started.elapsed())
+        };
+        let users = async {
+            self.aggregate(&keep.users).await?;
+            Ok::<_, Error>(started.elapsed())
+        };
+        let (slices_at, users_at) = tokio::join!(slices, users);
+        let (slices_at, users_at) = (slices_at?, users_at?);
+        let touched = self.aggregate(&keep.touched).await?;
+        tracing::debug!(
+            slices = keep.slices.len(),
+            slices_ms = slices_at.as_millis(),
+            users_ms = users_at.as_millis(),
+            total_ms = started.elapsed().as_millis(),
+            "writes kept"
+        );
+        touched
+            .iter()
+            .map(|d| match d.get("_id") {
+                Some(Bson::DateTime(t)) => Ok(t.to_chrono()),
+                other => Err(Error::MongoWrite {
+                    operation: "aggregate (kept buckets)",
+                    message: format!("a bucket that is no date: {other:?}"),
+                }),
+            })
+            .collect()
+    }
+
+    async fn finish_windows(&self, finish: &Finish) -> Result<()> {
+        self.seed_windows(&finish.commands.seed).await?;
+        self.aggregate(&finish.commands.finish).await.map(drop)
+    }
+}
+
 impl StoredMetrics for MongoStore {
     async fn stored_windows(
         &self,
@@ -634,6 +685,51 @@ impl MarkStore for MongoStore {
             .await
             .map(drop)
             .map_err(self.failed("update (late-event mark)"))
+    }
+
+    async fn tick_mark(&self, period: Period) -> Result<Option<TickMark>> {
+        let state = self
+            .database
+            .collection::<Document>(&self.state_collection)
+            .find_one(doc! {"_id": tick_mark_id(period)})
+            .await
+            .map_err(self.failed("find (incremental mark)"))?;
+        let Some(d) = state else {
+            return Ok(None);
+        };
+        match (d.get("origin"), d.get("since")) {
+            (Some(Bson::DateTime(origin)), Some(Bson::DateTime(since))) => Ok(Some(TickMark {
+                origin: origin.to_chrono(),
+                since: since.to_chrono(),
+            })),
+            // Starting over would leave the kept windows without the writes since the mark.
+            other => Err(Error::MongoWrite {
+                operation: "find (incremental mark)",
+                message: format!("the {period} incremental mark has no dates `origin` and `since` ({other:?}); fix or delete it"),
+            }),
+        }
+    }
+
+    async fn advance_tick_mark(
+        &self,
+        period: Period,
+        mark: TickMark,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.database
+            .collection::<Document>(&self.state_collection)
+            .update_one(
+                doc! {"_id": tick_mark_id(period)},
+                doc! {
+                    "$max": {"since": bson_date(mark.since)},
+                    "$min": {"origin": bson_date(mark.origin)},
+                    "$set": {"period": period.as_str(), "updatedAt": bson_date(now)},
+                },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(self.failed("update (incremental mark)"))
     }
 
     async fn note_rewrite(

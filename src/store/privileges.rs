@@ -99,6 +99,16 @@ pub fn daemon_role(config: &Config) -> Role {
                 "listIndexes",
             ],
         ),
+        // Incremental runs replace partials and merge into user sets (`$merge`), and finish
+        // windows from both; listIndexes: the setup check looks for their indexes.
+        Privilege::on(
+            &config.partials_collection,
+            &["find", "insert", "update", "listIndexes"],
+        ),
+        Privilege::on(
+            &config.user_sets_collection,
+            &["find", "insert", "update", "listIndexes"],
+        ),
         // Watermarks, late-event marks, the leader lease (taken with findAndModify, released
         // by marking it so; a run's `$merge` reads it through `$lookup`), the archive's record.
         Privilege::on(&config.state_collection, &["find", "insert", "update"]),
@@ -132,6 +142,8 @@ pub fn migrate_role(config: &Config) -> Role {
             ),
             Privilege::on(&config.metrics_collection, INDEXES),
             Privilege::on(&config.staging_collection, INDEXES),
+            Privilege::on(&config.partials_collection, INDEXES),
+            Privilege::on(&config.user_sets_collection, INDEXES),
             // Indexes, and the named data migration (`--data`): find the sessions it applies
             // to, count them for --dry-run, update them.
             Privilege::on(
@@ -203,7 +215,7 @@ mod tests {
         let last = daemon
             .create_command("platform")
             .get_array("privileges")
-            .unwrap()[5]
+            .unwrap()[7]
             .as_document()
             .unwrap()
             .clone();

@@ -19,6 +19,11 @@
 //   pipeline whose success depends on lazy conditionals fails here instead of on that engine.
 // - Update statements: mingo has no server-side upsert; upsert is implemented below per MongoDB's
 //   rules (the new document takes the query's equality fields, then $setOnInsert and $set).
+// - `$type` and `$convert` to string: mingo 7.2.7's `$type` of a bson ObjectId is "objectid"
+//   (MongoDB: "objectId"); its `$convert` to string fails on an ObjectId (MongoDB gives its 24 hex
+//   digits, as DocumentDB 0.108 does) and turns a string that starts with "$" into null (it reads
+//   the value as a field path; MongoDB returns the string). The user sets key users by these, so
+//   both are mended below for those inputs only; test "mingo's conversions" pins the difference.
 import { Aggregator, Query } from "mingo";
 import { Aggregator as BareAggregator } from "mingo/aggregator";
 import { Context, evalExpr } from "mingo/core";
@@ -62,14 +67,50 @@ function eagerSwitch(obj, expr, options) {
   return otherwise;
 }
 
-const EAGER_CONTEXT = Context.init({
+/** `$type` as MongoDB names an ObjectId's type. */
+function mongoType(obj, expr, options) {
+  const value = evalExpr(obj, Array.isArray(expr) ? expr[0] : expr, options);
+  return value instanceof ObjectId ? "objectId" : expressionOperators.$type(obj, expr, options);
+}
+
+/** `$convert` turning an ObjectId into its hex string, as MongoDB does. */
+function mongoConvert(obj, expr, options) {
+  if (expr.to === "string") {
+    const value = evalExpr(obj, expr.input, options);
+    if (value instanceof ObjectId) return value.toHexString();
+    if (typeof value === "string") return value;
+  }
+  return expressionOperators.$convert(obj, expr, options);
+}
+
+const OBJECT_ID_FIXES = { $type: mongoType, $convert: mongoConvert };
+
+const LAZY_CONTEXT = Context.init({
   accumulator: accumulatorOperators,
-  expression: { ...expressionOperators, $cond: eagerCond, $switch: eagerSwitch },
+  expression: { ...expressionOperators, ...OBJECT_ID_FIXES },
   pipeline: pipelineOperators,
   projection: projectionOperators,
   query: queryOperators,
   window: windowOperators,
 });
+
+const EAGER_CONTEXT = Context.init({
+  accumulator: accumulatorOperators,
+  expression: { ...expressionOperators, ...OBJECT_ID_FIXES, $cond: eagerCond, $switch: eagerSwitch },
+  pipeline: pipelineOperators,
+  projection: projectionOperators,
+  query: queryOperators,
+  window: windowOperators,
+});
+
+/** A deep copy that keeps ObjectIds ObjectIds (`structuredClone` makes them plain objects). */
+function copy(value) {
+  if (value instanceof ObjectId) return new ObjectId(value.id);
+  if (value instanceof Date) return new Date(value);
+  if (Array.isArray(value)) return value.map(copy);
+  if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, copy(v)]));
+  return value;
+}
 
 export class Database {
   /** `eagerConditionals`: evaluate every branch of `$cond`/`$switch` (DocumentDB 0.108). */
@@ -82,7 +123,7 @@ export class Database {
     return this.collections.get(name);
   }
   insertMany(name, docs) {
-    for (const d of docs) this.collection(name).push({ _id: new ObjectId(), ...structuredClone(d) });
+    for (const d of docs) this.collection(name).push({ _id: new ObjectId(), ...copy(d) });
   }
 }
 
@@ -151,7 +192,7 @@ function runAggregate(db, cmd) {
   const options = { collectionResolver: (name) => db.collection(name) };
   const agg = db.eagerConditionals
     ? new BareAggregator(pipeline, { ...options, context: EAGER_CONTEXT, failOnError: true })
-    : new Aggregator(pipeline, options);
+    : new BareAggregator(pipeline, { ...options, context: LAZY_CONTEXT });
   return agg.run(db.collection(cmd.aggregate));
 }
 

@@ -3,6 +3,7 @@
 use bson::oid::ObjectId;
 use chrono::{DateTime, Utc};
 use vcmetrics::error::Result;
+use vcmetrics::rollup::tick::TickMark;
 use vcmetrics::store::{MarkStore, PendingRewrite};
 use vcmetrics::window::Period;
 
@@ -25,6 +26,27 @@ impl MarkStore for FakeStore {
         self.with(|s| {
             let w = s.watermarks.entry(period).or_insert(to);
             *w = (*w).max(to);
+        });
+        Ok(())
+    }
+
+    async fn tick_mark(&self, period: Period) -> Result<Option<TickMark>> {
+        self.gate("find (incremental mark)").await?;
+        Ok(self.with(|s| s.tick_marks.get(&period).copied()))
+    }
+
+    async fn advance_tick_mark(
+        &self,
+        period: Period,
+        mark: TickMark,
+        _: DateTime<Utc>,
+    ) -> Result<()> {
+        self.gate("update (incremental mark)").await?;
+        self.flaky("update (incremental mark)")?;
+        self.with(|s| {
+            let kept = s.tick_marks.entry(period).or_insert(mark);
+            kept.since = kept.since.max(mark.since);
+            kept.origin = kept.origin.min(mark.origin);
         });
         Ok(())
     }

@@ -8,6 +8,7 @@ mod marks;
 mod rollup;
 mod server;
 mod sessions;
+mod tick;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -20,6 +21,7 @@ use vcmetrics::archive::{ArchiveState, EventSpan};
 use vcmetrics::error::{Error, Result};
 use vcmetrics::rollup::late_scan::{object_id_at, LateScan};
 use vcmetrics::rollup::pipeline::Chunk;
+use vcmetrics::rollup::tick::TickMark;
 use vcmetrics::sessions::gauges::SessionGauges;
 use vcmetrics::store::LeaseHolder;
 use vcmetrics::window::Period;
@@ -44,6 +46,10 @@ pub struct FakeState {
     pub archived_writes: BTreeSet<ObjectId>,
     /// Each period's late-event mark.
     pub late_marks: BTreeMap<Period, ObjectId>,
+    /// Each incremental period's mark.
+    pub tick_marks: BTreeMap<Period, TickMark>,
+    /// The partials kept by incremental runs: calls per (slice, bucket).
+    pub kept: BTreeMap<(DateTime<Utc>, DateTime<Utc>), usize>,
     /// Every late-event scan, in order.
     pub late_scans: Vec<LateScan>,
     /// The next this-many late-event mark updates fail.

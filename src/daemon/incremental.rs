@@ -1,0 +1,236 @@
+//! One incremental run of the hourly period (`periods.hourly.incremental`): the writes since the
+//! previous run are kept (`rollup::tick`), and the windows they touched, with the recent ones,
+//! are written from what is kept. A run reads about one schedule interval of writes, whatever
+//! the hour's size.
+//!
+//! - **The mark** (`{_id: "incremental:hourly", origin, since}` in the state collection): the
+//!   first slice not yet kept, and the first window kept incrementally. The first run sets both:
+//!   `since` at its last settled minute, `origin` at the next window start, so every event of a
+//!   window from `origin` on is in a slice from `since` on (writers' clocks within
+//!   `late_events.settle`, as the late-event scan assumes).
+//! - **Windows before the origin** are the regular runs' business: the first runs after a start
+//!   write the closed windows between the watermark and the origin whole (no lookback), and the
+//!   open one while it is before the origin; the late-event scan (its `before` at the origin)
+//!   refreshes them when late events arrive.
+//! - **A run** keeps the settled slices of `[since, until)` (at most [`MAX_SLICES`]; more is a
+//!   backlog, run again at once), merges the users written since `since`, writes the recent
+//!   windows (from the watermark to the open one) and the windows the kept slices touched, then
+//!   moves the mark to `until` and the watermark to the window of `until`: windows that ended
+//!   before `until` have all their slices kept.
+//!
+//! A crash anywhere repeats the work: slices are replaced whole, sets only take true members,
+//! and the mark moves last.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::late_events::refresh_late_windows;
+use super::records::LateReport;
+use super::tenure::{confirm_lease, write_windows, Tenure};
+use crate::archive::storage::RetentionStore;
+use crate::config::Config;
+use crate::error::Result;
+use crate::metrics_document::WindowMetrics;
+use crate::rollup::commands::Target;
+use crate::rollup::report::{Outcome, WindowReport};
+use crate::rollup::storage::{LateEventStore, RollupStore, TickStore};
+use crate::rollup::tick::{self, Finish, Keep, TickMark};
+use crate::store::{LeaseStore, MarkStore};
+use crate::window::{Period, Window};
+
+/// At most this many slices (minutes of writes) are kept per run: two hours. A daemon that was
+/// down longer catches up in runs of this size, back to back.
+pub const MAX_SLICES: usize = 120;
+
+/// What one incremental run did.
+#[derive(Debug, Clone, Default)]
+pub struct TickOutcome {
+    /// The windows written, oldest first (before the origin: whole; from it: from what is kept).
+    pub windows: Vec<Window>,
+    pub reports: Vec<WindowReport>,
+    /// Work left for the next runs: closed windows before the origin never written, and slices
+    /// not yet kept.
+    pub backlog: usize,
+    pub watermark_after: DateTime<Utc>,
+    pub late: Option<LateReport>,
+}
+
+/// One incremental run of `period` at `now`, from `watermark` (the end of the newest closed
+/// window known complete).
+pub async fn run_incremental(
+    store: &(impl RollupStore + TickStore + LateEventStore + RetentionStore + MarkStore + LeaseStore),
+    config: &Config,
+    period: Period,
+    now: DateTime<Utc>,
+    horizon: Option<DateTime<Utc>>,
+    watermark: DateTime<Utc>,
+    tenure: &Tenure,
+) -> Result<TickOutcome> {
+    let calendar = &config.calendar;
+    let max_windows = config.period(period).max_windows_per_run;
+    let settle = chrono::Duration::from_std(config.late_events.settle).unwrap_or_default();
+    let settled = tick::slice_start(now - settle);
+    let mark = match store.tick_mark(period).await? {
+        Some(mark) => mark,
+        None => {
+            let mark = TickMark {
+                origin: calendar.next_window_start(period, calendar.window_start(period, settled)),
+                since: settled,
+            };
+            store.advance_tick_mark(period, mark, now).await?;
+            mark
+        }
+    };
+    let open = calendar.window_containing(period, now);
+    let mut outcome = TickOutcome {
+        watermark_after: watermark,
+        ..TickOutcome::default()
+    };
+
+    // Before the origin: the closed windows after the watermark, whole, and the open window
+    // while it is before the origin.
+    let mut before_origin: Vec<Window> = if watermark < mark.origin {
+        calendar.windows_covering(period, watermark, mark.origin.min(open.end))
+    } else {
+        Vec::new()
+    };
+    before_origin.retain(|w| w.end <= now || w.start == open.start);
+    let closed_before_origin = before_origin.iter().filter(|w| w.end <= now).count();
+    outcome.backlog += closed_before_origin.saturating_sub(max_windows);
+    before_origin.truncate(max_windows);
+    if !before_origin.is_empty() {
+        let reports = written(store, period, &before_origin, || async {
+            write_windows(store, config, period, &before_origin, now, tenure).await
+        })
+        .await?;
+        outcome.reports.extend(reports);
+        if let Some(end) = before_origin
+            .iter()
+            .filter(|w| w.end <= now)
+            .map(|w| w.end)
+            .max()
+        {
+            outcome.watermark_after = outcome.watermark_after.max(end);
+        }
+    }
+
+    // From the origin: keep the settled slices, then write windows from what is kept.
+    let slices = tick::slices(mark.since, settled);
+    let until = slices
+        .get(MAX_SLICES)
+        .copied()
+        .unwrap_or_else(|| settled.max(mark.since));
+    let slices_left = slices.len().saturating_sub(MAX_SLICES);
+    outcome.backlog += slices_left;
+    let touched = store
+        .keep(&Keep::new(&Target::of(config), mark, until, now)?)
+        .await?;
+    // The recent windows: from the watermark (or the origin) to the open one, or, while slices
+    // are left, to the one they have reached (without reading the writes after them).
+    let last = if slices_left > 0 {
+        calendar.window_containing(period, until)
+    } else {
+        open
+    };
+    let first_recent = outcome.watermark_after.max(mark.origin);
+    let mut recent = if first_recent < last.end {
+        calendar.windows_covering(period, first_recent, last.end)
+    } else {
+        Vec::new()
+    };
+    recent.truncate(max_windows);
+    let mut windows: BTreeMap<DateTime<Utc>, Window> =
+        recent.iter().map(|w| (w.start, *w)).collect();
+    for bucket in touched {
+        let w = calendar.window_containing(period, bucket);
+        if w.start >= mark.origin && w.start <= open.start && horizon.is_none_or(|h| w.start >= h) {
+            windows.insert(w.start, w);
+        }
+    }
+    let windows: Vec<Window> = windows.into_values().collect();
+    if !windows.is_empty() {
+        tenure.note(store, period, &windows, now).await?;
+        let mut fenced = Target::of(config);
+        fenced.fence = Some(tenure.fence.clone());
+        let tail: &[Window] = if slices_left > 0 { &[] } else { &recent };
+        let finish = Finish::new(&fenced, &windows, tail, mark.origin, until, now)?;
+        let reports = written(store, period, &windows, || async {
+            store.finish_windows(&finish).await
+        })
+        .await?;
+        outcome.reports.extend(reports);
+    }
+    confirm_lease(store, &tenure.fence).await?;
+    store
+        .advance_tick_mark(
+            period,
+            TickMark {
+                origin: mark.origin,
+                since: until,
+            },
+            now,
+        )
+        .await?;
+    // Windows from the origin that ended by `until` have all their slices kept; they are
+    // complete once the windows before the origin are.
+    if outcome.watermark_after >= mark.origin {
+        let reached = calendar.window_start(period, until).min(open.start);
+        outcome.watermark_after = outcome.watermark_after.max(reached);
+    }
+    if outcome.watermark_after > watermark {
+        store
+            .advance_watermark(period, outcome.watermark_after, now)
+            .await?;
+    }
+    // Late events of the windows before the origin.
+    outcome.late =
+        refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await?;
+    outcome.reports.sort_by_key(|r| r.window.start);
+    outcome.windows = outcome.reports.iter().map(|r| r.window).collect();
+    Ok(outcome)
+}
+
+/// Writes `windows` with `write` and compares each with what was stored before.
+async fn written<F, Fut>(
+    store: &impl RollupStore,
+    period: Period,
+    windows: &[Window],
+    write: F,
+) -> Result<Vec<WindowReport>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let starts: Vec<DateTime<Utc>> = windows.iter().map(|w| w.start).collect();
+    let before = by_date(store.stored_windows(period, &starts).await?)?;
+    write().await?;
+    let after = by_date(store.stored_windows(period, &starts).await?)?;
+    Ok(windows
+        .iter()
+        .map(|w| {
+            let outcome = match (before.get(&w.start), after.get(&w.start)) {
+                (Some(old), Some(new)) if !old.values.is_empty() => {
+                    let diffs = old.diff(new);
+                    if diffs.is_empty() {
+                        Outcome::Unchanged
+                    } else {
+                        Outcome::Changed(diffs)
+                    }
+                }
+                _ => Outcome::Created,
+            };
+            WindowReport {
+                window: *w,
+                outcome,
+            }
+        })
+        .collect())
+}
+
+fn by_date(docs: Vec<bson::Document>) -> Result<BTreeMap<DateTime<Utc>, WindowMetrics>> {
+    docs.iter()
+        .map(|d| WindowMetrics::from_document(d).map(|m| (m.date, m)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(crate::error::Error::from)
+}

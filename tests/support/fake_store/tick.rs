@@ -1,0 +1,147 @@
+//! Incremental runs: partials kept per slice (minute of write time) and bucket, windows written
+//! from them, as `rollup::tick`'s pipelines compute them (the mingo suite checks the pipelines).
+//! The fake counts call_start events only, so the user sets have nothing to model.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use vcmetrics::error::Result;
+use vcmetrics::rollup::storage::TickStore;
+use vcmetrics::rollup::tick::{slice_start, Finish, Keep, BUCKET_MS, SLICE_MS};
+
+use super::{missing_merge_index, window_document, Aggregate, FakeState, FakeStore};
+
+fn bucket_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    let ms = t.timestamp_millis();
+    DateTime::from_timestamp_millis(ms - ms.rem_euclid(BUCKET_MS)).unwrap()
+}
+
+impl FakeState {
+    /// Each call in the audit log as (written, timestamp): a call written with
+    /// [`FakeStore::write_call`] at its `_id`'s time, any other at its timestamp.
+    pub fn call_writes(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut written: Vec<(DateTime<Utc>, DateTime<Utc>)> = self
+            .writes
+            .iter()
+            .filter(|(id, _)| !self.archived_writes.contains(id))
+            .map(|(id, at)| (id.timestamp().to_chrono(), *at))
+            .collect();
+        let mut out = Vec::new();
+        for at in self
+            .calls
+            .iter()
+            .filter(|t| **t != DateTime::<Utc>::MIN_UTC)
+        {
+            match written.iter().position(|(_, t)| t == at) {
+                Some(i) => out.push(written.swap_remove(i)),
+                None => out.push((*at, *at)),
+            }
+        }
+        out
+    }
+}
+
+impl TickStore for FakeStore {
+    async fn keep(&self, keep: &Keep) -> Result<Vec<DateTime<Utc>>> {
+        self.gate("aggregate (keep)").await?;
+        self.flaky("aggregate (keep)")?;
+        Ok(self.with(|s| {
+            let writes = s.call_writes();
+            for slice in &keep.slices {
+                let slice = slice.slice;
+                s.kept.retain(|(kept_slice, _), _| *kept_slice != slice);
+                for (written, at) in &writes {
+                    if slice_start(*written) == slice && *at >= keep.origin {
+                        *s.kept.entry((slice, bucket_of(*at))).or_default() += 1;
+                    }
+                }
+            }
+            let touched: BTreeSet<DateTime<Utc>> = s
+                .kept
+                .keys()
+                .filter(|(slice, _)| keep.since <= *slice && *slice < keep.until)
+                .map(|(_, bucket)| *bucket)
+                .collect();
+            touched.into_iter().collect()
+        }))
+    }
+
+    async fn finish_windows(&self, finish: &Finish) -> Result<()> {
+        self.gate("aggregate").await?;
+        let delay = self.with(|s| s.aggregate_time);
+        tokio::time::sleep(delay).await;
+        self.injected_failure("aggregate", |s| &mut s.failing_aggregates)?;
+        self.flaky("aggregate")?;
+        if self.with(|s| s.absent_indexes.iter().any(|n| n == "period_1_date_1")) {
+            return Err(missing_merge_index());
+        }
+        let period = "hourly".to_owned();
+        // The partials and the tail are read when the aggregate starts; its `$merge` writes
+        // when it ends.
+        let computed: Vec<(DateTime<Utc>, i32)> = self.with(|s| {
+            let writes = s.call_writes();
+            finish
+                .windows
+                .iter()
+                .map(|w| {
+                    let kept: usize = s
+                        .kept
+                        .iter()
+                        .filter(|((slice, bucket), _)| {
+                            *slice < finish.settled && w.start <= *bucket && *bucket < w.end
+                        })
+                        .map(|(_, n)| *n)
+                        .sum();
+                    let tail = if finish.recent.contains(w) {
+                        writes
+                            .iter()
+                            .filter(|(written, at)| {
+                                slice_start(*written) >= finish.settled
+                                    && w.start <= *at
+                                    && *at < w.end
+                            })
+                            .count()
+                    } else {
+                        0
+                    };
+                    (w.start, (kept + tail) as i32)
+                })
+                .collect()
+        });
+        let stall = self.with(|s| s.stalled_roll_ups.pop_front().unwrap_or_default());
+        tokio::time::sleep(stall).await;
+        if let Some(fence) = &finish.fence {
+            if !self.with(|s| s.holds(&fence.holder, fence.epoch)) {
+                self.with(|s| s.fenced_off.push((period.clone(), fence.epoch)));
+                return Ok(());
+            }
+        }
+        let merge_time = self.with(|s| s.slow_merges.pop_front().unwrap_or_default());
+        tokio::time::sleep(merge_time).await;
+        self.with(|s| {
+            s.aggregates.push(Aggregate {
+                period: period.clone(),
+                windows: finish.windows.iter().map(|w| w.start).collect(),
+                at: finish.now,
+            });
+            for (start, calls) in computed {
+                let mut d = window_document(&period, start, calls);
+                let key = (period.clone(), start);
+                let created = s
+                    .docs
+                    .get(&key)
+                    .and_then(|old| old.get("createdAt").cloned())
+                    .unwrap_or_else(|| {
+                        bson::Bson::DateTime(bson::DateTime::from_chrono(finish.now))
+                    });
+                d.insert("createdAt", created);
+                d.insert("updatedAt", bson::DateTime::from_chrono(finish.now));
+                s.docs.insert(key, d);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The slice length, for tests that step through slices.
+pub const SLICE: chrono::Duration = chrono::Duration::milliseconds(SLICE_MS);
