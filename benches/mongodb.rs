@@ -29,7 +29,8 @@
 //! 6. and 7. How cost grows (1M and 10M events on one node, 1M on a sharded cluster with
 //!    `BENCH_CLUSTER_URI`) and the open window's freshness under live load: `scale.rs`.
 //!
-//! `BENCH_SECTIONS` picks them: `all` (default), `base` (0-5) or `scale` (6-7).
+//! `BENCH_SECTIONS` picks them: `all` (default), `base` (0-5), `scale` (6-7) or `freshness` (7
+//! alone, on a history of `BENCH_FRESHNESS_EVENTS` events, default 10000000).
 //! A figure an engine does not give is printed as "not reported by this engine".
 
 #[path = "mongodb/scale.rs"]
@@ -544,6 +545,9 @@ async fn run(uri: String) -> anyhow::Result<()> {
     let sections = std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "all".to_owned());
     if sections == "scale" {
         return scale::run(&uri, now).await;
+    }
+    if sections == "freshness" {
+        return scale::freshness_alone(&uri, now).await;
     }
     let (from, to) = (now - chrono::Duration::days(30), now);
     let events = env_number("BENCH_EVENTS", 1_000_000);

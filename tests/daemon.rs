@@ -421,7 +421,10 @@ async fn a_tick_during_a_run_of_the_same_period_is_skipped() {
     store.with(|s| s.aggregate_time = minutes(7));
     let daemon = start(
         &store,
-        config("a", &ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"")),
+        config(
+            "a",
+            &regular_ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\""),
+        ),
         TestClock::starting_at("2026-03-10T12:07:00Z"),
     );
     // The run at start takes seven minutes.
@@ -488,7 +491,7 @@ async fn a_failing_run_does_not_advance_the_watermark_nor_stop_other_periods() {
 async fn two_daemons_share_one_lease_and_only_the_leader_runs() {
     let store = Arc::new(FakeStore::default());
     let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
-    let recent = ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"");
+    let recent = regular_ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"");
     let a = start(&store, config("a", &recent), clock.clone());
     sleep(Duration::from_secs(1)).await;
     let b = start(&store, config("b", &recent), clock);
@@ -639,7 +642,7 @@ async fn shutdown_during_a_run_lets_it_finish_releases_the_lease_and_returns_ok(
     store.with(|s| s.aggregate_time = Duration::from_secs(20));
     let daemon = start(
         &store,
-        config("a", &ticks_by_hand("")),
+        config("a", &regular_ticks_by_hand("")),
         TestClock::starting_at("2026-03-10T12:07:00Z"),
     );
     // The run at start takes 20 s.
@@ -1350,7 +1353,10 @@ async fn mongodb_answering_again_starts_the_due_work_at_once() {
     let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
     let daemon = start(
         &store,
-        config("a", &ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\"")),
+        config(
+            "a",
+            &regular_ticks_by_hand("start_from = \"2026-03-10T00:00:00Z\""),
+        ),
         clock.clone(),
     );
     sleep(minutes(10)).await;
@@ -1585,4 +1591,133 @@ async fn a_rewrite_owed_by_a_leader_that_died_is_done_by_the_next_one() {
         daemon.shutdown.send(true).unwrap();
         daemon.handle.await.unwrap().unwrap();
     }
+}
+
+/// #22 item 6: incremental hourly runs, every minute, while calls are written live, late into
+/// closed windows kept incrementally, and late into windows before the origin (the regular
+/// late-event scan's): every hourly window equals a recount, written once per write.
+#[tokio::test(start_paused = true)]
+async fn incremental_hourly_runs_count_every_write_once_live_and_late() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    // History before the daemon starts: two calls in the open hour, one an hour earlier.
+    for (at, written) in [
+        ("2026-03-10T12:01:00Z", "2026-03-10T12:01:02Z"),
+        ("2026-03-10T12:06:30Z", "2026-03-10T12:06:31Z"),
+        ("2026-03-10T11:30:00Z", "2026-03-10T11:30:01Z"),
+    ] {
+        store.write_call(utc(at), utc(written));
+    }
+    let daemon = start(
+        &store,
+        config(
+            "a",
+            "start_from = \"2026-03-10T11:00:00Z\"\n[periods.hourly]\nschedule = \"5 * * * * *\"\n\
+             [periods.daily]\nschedule = \"0 0 0 1 1 *\"\n[periods.weekly]\nschedule = \"0 0 0 1 1 *\"\n\
+             [periods.monthly]\nschedule = \"0 0 0 1 1 *\"\n",
+        ),
+        clock.clone(),
+    );
+    sleep(Duration::from_secs(1)).await;
+    // Kept from the open window on: 12:00 is the origin; 11:00 was written whole.
+    let mark = store.with(|s| s.tick_marks[&Period::Hourly]);
+    assert_eq!(mark.origin, utc("2026-03-10T12:00:00Z"));
+    assert_eq!(store.total_calls("hourly", "2026-03-10T11:00:00Z"), Some(1));
+    assert_eq!(store.total_calls("hourly", "2026-03-10T12:00:00Z"), Some(2));
+
+    // Two hours of live writes, one every 40 s, and late ones.
+    let mut late = vec![
+        // Into 12:00, closed by then, kept incrementally: found by its slice.
+        ("2026-03-10T12:20:00Z", "2026-03-10T13:31:00Z"),
+        // Into 11:00, before the origin: the late-event scan's.
+        ("2026-03-10T11:10:00Z", "2026-03-10T13:45:00Z"),
+    ];
+    late.sort_by_key(|(_, written)| *written);
+    for _ in 0..180 {
+        sleep(Duration::from_secs(40)).await;
+        let now = clock.now();
+        store.write_call(now - chrono::Duration::seconds(1), now);
+        while let Some((at, written)) = late.first().copied() {
+            if utc(written) > now {
+                break;
+            }
+            store.write_call(utc(at), utc(written));
+            late.remove(0);
+        }
+    }
+    sleep(minutes(3)).await;
+    let recount = |start: DateTime<Utc>| {
+        store.with(|s| {
+            s.calls
+                .iter()
+                .filter(|t| start <= **t && **t < start + chrono::Duration::hours(1))
+                .count() as i32
+        })
+    };
+    for hour in ["11", "12", "13", "14"] {
+        let start = utc(&format!("2026-03-10T{hour}:00:00Z"));
+        let stored = store.total_calls("hourly", &start.to_rfc3339());
+        assert_eq!(stored, Some(recount(start)), "{hour}:00");
+    }
+    // 12:00 holds the history's two, about 80 live ones and the late one.
+    assert!(recount(utc("2026-03-10T12:00:00Z")) > 80);
+    // The watermark and the mark follow the writes.
+    let now = clock.now();
+    assert_eq!(
+        store.with(|s| s.watermarks[&Period::Hourly]),
+        daemon_calendar().window_start(Period::Hourly, now - chrono::Duration::minutes(1))
+    );
+    assert!(
+        store.with(|s| s.tick_marks[&Period::Hourly].since) >= now - chrono::Duration::minutes(3)
+    );
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 0);
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
+}
+
+/// A run that kept its slices but could not write its windows (or moved no mark) is repeated
+/// whole by the next: the slices are replaced, nothing is counted twice or lost.
+#[tokio::test(start_paused = true)]
+async fn an_incremental_run_failing_after_keeping_is_repeated_without_double_counting() {
+    let store = Arc::new(FakeStore::default());
+    let clock = TestClock::starting_at("2026-03-10T12:07:00Z");
+    let daemon = start(
+        &store,
+        config("a", &ticks_by_hand("start_from = \"2026-03-10T12:00:00Z\"")),
+        clock.clone(),
+    );
+    sleep(Duration::from_secs(1)).await;
+    for minute in 8..20 {
+        store.write_call(
+            utc(&format!("2026-03-10T12:{minute:02}:00Z")),
+            utc(&format!("2026-03-10T12:{minute:02}:01Z")),
+        );
+    }
+    sleep(minutes(15)).await;
+    // The next run keeps the twelve minutes, then its finish fails; so does the mark's move of
+    // the one after.
+    store.with(|s| s.failing_aggregates = 1);
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&daemon.status, Period::Hourly, RunOutcome::Failed), 1);
+    assert!(store.with(|s| !s.kept.is_empty()), "the slices were kept");
+    let since = store.with(|s| s.tick_marks[&Period::Hourly].since);
+    assert!(
+        since <= utc("2026-03-10T12:08:00Z"),
+        "the mark did not move"
+    );
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        store.total_calls("hourly", "2026-03-10T12:00:00Z"),
+        Some(12)
+    );
+    daemon.ticks.send(Period::Hourly).await.unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        store.total_calls("hourly", "2026-03-10T12:00:00Z"),
+        Some(12)
+    );
+    daemon.shutdown.send(true).unwrap();
+    daemon.handle.await.unwrap().unwrap();
 }

@@ -719,3 +719,138 @@ async fn the_lease_epoch_fences_the_merge_of_a_leader_that_lost_it() {
     store.shutdown().await;
     scratch.finish().await;
 }
+
+/// #22 item 6: incremental hourly runs, every 7 minutes over four hours of writes (some written
+/// more than an hour late), leave exactly the documents a whole-window recompute computes
+/// (`verify` compares every field), with distinct users of several types.
+#[tokio::test]
+#[ignore = "needs MONGODB_URI"]
+async fn incremental_hourly_runs_write_what_a_recompute_computes() {
+    use bson::oid::ObjectId;
+    use vcmetrics::daemon::incremental::run_incremental;
+    use vcmetrics::daemon::tenure::Tenure;
+    use vcmetrics::rollup::commands::Fence;
+    use vcmetrics::store::{LeaseHolder, LeaseStore, MarkStore, MongoStore};
+    use vcmetrics::window::Period;
+
+    let scratch = Scratch::new("incremental").await;
+    ok(&vcmetrics(&scratch, &["migrate"], &[]));
+    let config = vcmetrics::config::from_toml(
+        &format!(
+            "mongodb_uri = {:?}\ndatabase = {:?}",
+            scratch.uri, scratch.name
+        ),
+        &[],
+    )
+    .unwrap();
+    let store = MongoStore::connect(&config).await.unwrap();
+    // The runs' times are chosen; only the retention guard of `verify` needs them recent.
+    let real_now = bson::DateTime::from_chrono(chrono::Utc::now()).to_chrono();
+    let hour = support::hour_of(real_now) - support::hours(6);
+    let holder = LeaseHolder::new("a");
+    let lease = store
+        .try_lease(
+            &holder,
+            real_now,
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .expect("a fresh lease");
+    let tenure = Tenure {
+        fence: Fence {
+            holder: holder.name.clone(),
+            epoch: lease.epoch,
+        },
+        settled_at: lease.settled_at,
+    };
+
+    // Three hours of events, one every 37 s, written 2 s after they happened; every ninth an
+    // hour and ten minutes late. Actions, users and values vary.
+    let actions = [
+        "join_attempt",
+        "call_start",
+        "call_end",
+        "connection_established",
+        "error_occurred",
+        "bogus",
+    ];
+    let users = [
+        Bson::ObjectId(ObjectId::new()),
+        Bson::ObjectId(ObjectId::new()),
+        Bson::String("a.b$c".into()),
+        Bson::String("$x".into()),
+        Bson::Int32(7),
+        Bson::Double(7.0),
+        Bson::Null,
+    ];
+    let mut events: Vec<(chrono::DateTime<chrono::Utc>, Document)> = (0..292_i64)
+        .map(|i| {
+            let at = hour + chrono::Duration::seconds(37 * i);
+            let lag = if i % 9 == 0 { 4200 } else { 2 };
+            let written = (at + chrono::Duration::seconds(lag)).timestamp() as u32;
+            let mut id = [0u8; 12];
+            id[..4].copy_from_slice(&written.to_be_bytes());
+            id[4..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            let action = actions[i as usize % actions.len()];
+            let mut d = doc! {"_id": ObjectId::from_bytes(id), "sessionId": ObjectId::new(),
+                "userId": users[i as usize % users.len()].clone(), "action": action,
+                "timestamp": support::bson_date(at), "metadata": {"connectionTime": (i % 13) as f64 * 10.25}};
+            if action == "call_end" {
+                d.insert("duration", 0.1 * i as f64);
+            }
+            if action == "error_occurred" && i % 2 == 0 {
+                d.insert("errorCode", "ICE.TIMEOUT");
+            }
+            (at + chrono::Duration::seconds(lag), d)
+        })
+        .collect();
+    events.sort_by_key(|(written, _)| *written);
+
+    // The events are inserted as they are written, before each run.
+    let mut now = hour + chrono::Duration::seconds(65);
+    while now < hour + support::hours(5) {
+        let due = events.partition_point(|(written, _)| *written <= now);
+        let written: Vec<Document> = events.drain(..due).map(|(_, d)| d).collect();
+        if !written.is_empty() {
+            scratch.audit().insert_many(written).await.unwrap();
+        }
+        let watermark = store
+            .watermark(Period::Hourly)
+            .await
+            .unwrap()
+            .unwrap_or(hour);
+        run_incremental(
+            &store,
+            &config,
+            Period::Hourly,
+            now,
+            None,
+            watermark,
+            &tenure,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the run at {now}: {e}"));
+        now += support::minutes(7);
+    }
+    let mark = store.tick_mark(Period::Hourly).await.unwrap().unwrap();
+    assert_eq!(mark.origin, hour);
+    scratch
+        .assert_verified("hourly", hour, hour + support::hours(4))
+        .await;
+    // Not vacuous: each hour has its events and users, the late ones included.
+    for h in 0..3 {
+        let doc = scratch
+            .window("hourly", hour + support::hours(h))
+            .await
+            .unwrap();
+        assert!(
+            support::integer(&doc, "totalAttempts").unwrap() > 10,
+            "{doc}"
+        );
+        assert_eq!(support::integer(&doc, "uniqueUsers"), Some(5), "{doc}");
+    }
+    store.shutdown().await;
+    scratch.finish().await;
+}

@@ -4,10 +4,11 @@
 //! the hour's size.
 //!
 //! - **The mark** (`{_id: "incremental:hourly", origin, since}` in the state collection): the
-//!   first slice not yet kept, and the first window kept incrementally. The first run sets both:
-//!   `since` at its last settled minute, `origin` at the next window start, so every event of a
-//!   window from `origin` on is in a slice from `since` on (writers' clocks within
-//!   `late_events.settle`, as the late-event scan assumes).
+//!   first slice not yet kept, and the first window kept incrementally. The first run sets
+//!   `origin` at the open window's start and `since` at the minute `late_events.settle` before
+//!   it, so every event of a window from `origin` on is in a slice from `since` on (writers'
+//!   clocks within `settle`, as the late-event scan assumes); it keeps the open window's writes
+//!   so far, up to [`MAX_SLICES`] minutes of them.
 //! - **Windows before the origin** are the regular runs' business: the first runs after a start
 //!   write the closed windows between the watermark and the origin whole (no lookback), and the
 //!   open one while it is before the origin; the late-event scan (its `before` at the origin)
@@ -71,18 +72,19 @@ pub async fn run_incremental(
     let max_windows = config.period(period).max_windows_per_run;
     let settle = chrono::Duration::from_std(config.late_events.settle).unwrap_or_default();
     let settled = tick::slice_start(now - settle);
+    let open = calendar.window_containing(period, now);
     let mark = match store.tick_mark(period).await? {
         Some(mark) => mark,
         None => {
+            // The open window is kept from its start: its events were written from then on.
             let mark = TickMark {
-                origin: calendar.next_window_start(period, calendar.window_start(period, settled)),
-                since: settled,
+                origin: open.start,
+                since: tick::slice_start(open.start - settle),
             };
             store.advance_tick_mark(period, mark, now).await?;
             mark
         }
     };
-    let open = calendar.window_containing(period, now);
     let mut outcome = TickOutcome {
         watermark_after: watermark,
         ..TickOutcome::default()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use vcmetrics::error::Result;
 use vcmetrics::rollup::storage::TickStore;
-use vcmetrics::rollup::tick::{slice_start, Finish, Keep, BUCKET_MS, SLICE_MS};
+use vcmetrics::rollup::tick::{slice_start, Finish, Keep, BUCKET_MS};
 
 use super::{missing_merge_index, window_document, Aggregate, FakeState, FakeStore};
 
@@ -142,6 +142,3 @@ impl TickStore for FakeStore {
         Ok(())
     }
 }
-
-/// The slice length, for tests that step through slices.
-pub const SLICE: chrono::Duration = chrono::Duration::milliseconds(SLICE_MS);
