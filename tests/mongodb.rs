@@ -829,6 +829,7 @@ async fn incremental_hourly_runs_write_what_a_recompute_computes() {
             None,
             watermark,
             &tenure,
+            &mut Vec::new(),
         )
         .await
         .unwrap_or_else(|e| panic!("the run at {now}: {e}"));

@@ -58,7 +58,9 @@ pub struct TickOutcome {
 }
 
 /// One incremental run of `period` at `now`, from `watermark` (the end of the newest closed
-/// window known complete).
+/// window known complete). `planned` gets the windows the run is about to write, before it
+/// writes them, so that a failed run can say which.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_incremental(
     store: &(impl RollupStore + TickStore + LateEventStore + RetentionStore + MarkStore + LeaseStore),
     config: &Config,
@@ -67,6 +69,7 @@ pub async fn run_incremental(
     horizon: Option<DateTime<Utc>>,
     watermark: DateTime<Utc>,
     tenure: &Tenure,
+    planned: &mut Vec<Window>,
 ) -> Result<TickOutcome> {
     let calendar = &config.calendar;
     let max_windows = config.period(period).max_windows_per_run;
@@ -101,6 +104,7 @@ pub async fn run_incremental(
     let closed_before_origin = before_origin.iter().filter(|w| w.end <= now).count();
     outcome.backlog += closed_before_origin.saturating_sub(max_windows);
     before_origin.truncate(max_windows);
+    planned.extend(before_origin.iter().copied());
     if !before_origin.is_empty() {
         let reports = written(store, period, &before_origin, || async {
             write_windows(store, config, period, &before_origin, now, tenure).await
@@ -125,9 +129,6 @@ pub async fn run_incremental(
         .unwrap_or_else(|| settled.max(mark.since));
     let slices_left = slices.len().saturating_sub(MAX_SLICES);
     outcome.backlog += slices_left;
-    let touched = store
-        .keep(&Keep::new(&Target::of(config), mark, until, now)?)
-        .await?;
     // The recent windows: from the watermark (or the origin) to the open one, or, while slices
     // are left, to the one they have reached (without reading the writes after them).
     let last = if slices_left > 0 {
@@ -142,6 +143,10 @@ pub async fn run_incremental(
         Vec::new()
     };
     recent.truncate(max_windows);
+    planned.extend(recent.iter().copied());
+    let touched = store
+        .keep(&Keep::new(&Target::of(config), mark, until, now)?)
+        .await?;
     let mut windows: BTreeMap<DateTime<Utc>, Window> =
         recent.iter().map(|w| (w.start, *w)).collect();
     for bucket in touched {
@@ -151,6 +156,8 @@ pub async fn run_incremental(
         }
     }
     let windows: Vec<Window> = windows.into_values().collect();
+    planned.extend(windows.iter().filter(|w| !recent.contains(w)).copied());
+    planned.sort_by_key(|w| w.start);
     if !windows.is_empty() {
         tenure.note(store, period, &windows, now).await?;
         let mut fenced = Target::of(config);

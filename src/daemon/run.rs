@@ -59,8 +59,17 @@ pub async fn run_period(
             None => initial_watermark(&config.calendar, period, now, config.start_from, horizon),
         };
         if config.period(period).incremental {
-            let ran =
-                run_incremental(store, config, period, now, horizon, watermark, tenure).await?;
+            let ran = run_incremental(
+                store,
+                config,
+                period,
+                now,
+                horizon,
+                watermark,
+                tenure,
+                &mut windows_planned,
+            )
+            .await?;
             windows_planned.clone_from(&ran.windows);
             status.set_watermark(period, ran.watermark_after);
             if let Some(late) = &ran.late {

@@ -346,7 +346,7 @@ pub(super) fn seed_command(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::window::Calendar;
 
@@ -354,7 +354,7 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn target() -> Target<'static> {
+    pub(in crate::rollup) fn target() -> Target<'static> {
         Target {
             database: "app",
             audit_collection: "videocallauditlogs",

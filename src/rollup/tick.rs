@@ -375,21 +375,7 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn target() -> Target<'static> {
-        Target {
-            database: "app",
-            audit_collection: "videocallauditlogs",
-            metrics_collection: "videocallmetrics",
-            staging_collection: "videocallmetrics_staging",
-            partials_collection: "videocallmetrics_partials",
-            user_sets_collection: "videocallmetrics_users",
-            time_limit: std::time::Duration::from_secs(600),
-            archive_database: "app",
-            archive_collection: "videocallauditlogs_archive",
-            state_collection: "vcmetricsstate",
-            fence: None,
-        }
-    }
+    use crate::rollup::pipeline::tests::target;
 
     #[test]
     fn slices_are_whole_minutes_of_write_time() {

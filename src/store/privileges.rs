@@ -142,8 +142,15 @@ pub fn migrate_role(config: &Config) -> Role {
             ),
             Privilege::on(&config.metrics_collection, INDEXES),
             Privilege::on(&config.staging_collection, INDEXES),
-            Privilege::on(&config.partials_collection, INDEXES),
-            Privilege::on(&config.user_sets_collection, INDEXES),
+            // Their TTL follows the audit log's (`--update-ttl`).
+            Privilege::on(
+                &config.partials_collection,
+                &["listIndexes", "createIndex", "createCollection", "collMod"],
+            ),
+            Privilege::on(
+                &config.user_sets_collection,
+                &["listIndexes", "createIndex", "createCollection", "collMod"],
+            ),
             // Indexes, and the named data migration (`--data`): find the sessions it applies
             // to, count them for --dry-run, update them.
             Privilege::on(

@@ -5,7 +5,7 @@
 mod archive;
 mod lease;
 mod marks;
-mod rollup;
+pub mod rollup;
 mod server;
 mod sessions;
 mod tick;

@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use vcmetrics::error::Result;
 use vcmetrics::rollup::storage::TickStore;
 use vcmetrics::rollup::tick::{slice_start, Finish, Keep, BUCKET_MS};
+use vcmetrics::window::Period;
 
-use super::{missing_merge_index, window_document, Aggregate, FakeState, FakeStore};
+use super::rollup::Merge;
+use super::{window_document, FakeState, FakeStore};
 
 fn bucket_of(t: DateTime<Utc>) -> DateTime<Utc> {
     let ms = t.timestamp_millis();
@@ -67,78 +69,45 @@ impl TickStore for FakeStore {
     }
 
     async fn finish_windows(&self, finish: &Finish) -> Result<()> {
-        self.gate("aggregate").await?;
-        let delay = self.with(|s| s.aggregate_time);
-        tokio::time::sleep(delay).await;
-        self.injected_failure("aggregate", |s| &mut s.failing_aggregates)?;
-        self.flaky("aggregate")?;
-        if self.with(|s| s.absent_indexes.iter().any(|n| n == "period_1_date_1")) {
-            return Err(missing_merge_index());
-        }
-        let period = "hourly".to_owned();
-        // The partials and the tail are read when the aggregate starts; its `$merge` writes
-        // when it ends.
-        let computed: Vec<(DateTime<Utc>, i32)> = self.with(|s| {
-            let writes = s.call_writes();
-            finish
-                .windows
-                .iter()
-                .map(|w| {
-                    let kept: usize = s
-                        .kept
-                        .iter()
-                        .filter(|((slice, bucket), _)| {
-                            *slice < finish.settled && w.start <= *bucket && *bucket < w.end
-                        })
-                        .map(|(_, n)| *n)
-                        .sum();
-                    let tail = if finish.recent.contains(w) {
-                        writes
+        let merge = Merge {
+            period: Period::Hourly,
+            windows: &finish.windows,
+            now: finish.now,
+            fence: finish.fence.as_ref(),
+        };
+        // The partials of settled slices, and the tail of the recent windows.
+        self.aggregate_and_merge(merge, || {
+            self.with(|s| {
+                let writes = s.call_writes();
+                finish
+                    .windows
+                    .iter()
+                    .map(|w| {
+                        let kept: usize = s
+                            .kept
                             .iter()
-                            .filter(|(written, at)| {
-                                slice_start(*written) >= finish.settled
-                                    && w.start <= *at
-                                    && *at < w.end
+                            .filter(|((slice, bucket), _)| {
+                                *slice < finish.settled && w.start <= *bucket && *bucket < w.end
                             })
-                            .count()
-                    } else {
-                        0
-                    };
-                    (w.start, (kept + tail) as i32)
-                })
-                .collect()
-        });
-        let stall = self.with(|s| s.stalled_roll_ups.pop_front().unwrap_or_default());
-        tokio::time::sleep(stall).await;
-        if let Some(fence) = &finish.fence {
-            if !self.with(|s| s.holds(&fence.holder, fence.epoch)) {
-                self.with(|s| s.fenced_off.push((period.clone(), fence.epoch)));
-                return Ok(());
-            }
-        }
-        let merge_time = self.with(|s| s.slow_merges.pop_front().unwrap_or_default());
-        tokio::time::sleep(merge_time).await;
-        self.with(|s| {
-            s.aggregates.push(Aggregate {
-                period: period.clone(),
-                windows: finish.windows.iter().map(|w| w.start).collect(),
-                at: finish.now,
-            });
-            for (start, calls) in computed {
-                let mut d = window_document(&period, start, calls);
-                let key = (period.clone(), start);
-                let created = s
-                    .docs
-                    .get(&key)
-                    .and_then(|old| old.get("createdAt").cloned())
-                    .unwrap_or_else(|| {
-                        bson::Bson::DateTime(bson::DateTime::from_chrono(finish.now))
-                    });
-                d.insert("createdAt", created);
-                d.insert("updatedAt", bson::DateTime::from_chrono(finish.now));
-                s.docs.insert(key, d);
-            }
-        });
-        Ok(())
+                            .map(|(_, n)| *n)
+                            .sum();
+                        let tail = if finish.recent.contains(w) {
+                            writes
+                                .iter()
+                                .filter(|(written, at)| {
+                                    slice_start(*written) >= finish.settled
+                                        && w.start <= *at
+                                        && *at < w.end
+                                })
+                                .count()
+                        } else {
+                            0
+                        };
+                        window_document("hourly", w.start, (kept + tail) as i32)
+                    })
+                    .collect()
+            })
+        })
+        .await
     }
 }
