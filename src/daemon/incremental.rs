@@ -71,6 +71,7 @@ pub async fn run_incremental(
     tenure: &Tenure,
     planned: &mut Vec<Window>,
 ) -> Result<TickOutcome> {
+    let started = std::time::Instant::now();
     let calendar = &config.calendar;
     let max_windows = config.period(period).max_windows_per_run;
     let settle = chrono::Duration::from_std(config.late_events.settle).unwrap_or_default();
@@ -121,6 +122,7 @@ pub async fn run_incremental(
         }
     }
 
+    let before_origin_done = started.elapsed();
     // From the origin: keep the settled slices, then write windows from what is kept.
     let slices = tick::slices(mark.since, settled);
     let until = slices
@@ -147,6 +149,7 @@ pub async fn run_incremental(
     let touched = store
         .keep(&Keep::new(&Target::of(config), mark, until, now)?)
         .await?;
+    let kept = started.elapsed();
     let mut windows: BTreeMap<DateTime<Utc>, Window> =
         recent.iter().map(|w| (w.start, *w)).collect();
     for bucket in touched {
@@ -170,6 +173,7 @@ pub async fn run_incremental(
         .await?;
         outcome.reports.extend(reports);
     }
+    let finished = started.elapsed();
     confirm_lease(store, &tenure.fence).await?;
     store
         .advance_tick_mark(
@@ -192,9 +196,14 @@ pub async fn run_incremental(
             .advance_watermark(period, outcome.watermark_after, now)
             .await?;
     }
+    let marked = started.elapsed();
     // Late events of the windows before the origin.
     outcome.late =
         refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await?;
+    tracing::debug!(period = %period, slices = slices.len().min(MAX_SLICES),
+        before_origin_ms = before_origin_done.as_millis(), keep_ms = (kept - before_origin_done).as_millis(),
+        finish_ms = (finished - kept).as_millis(), marks_ms = (marked - finished).as_millis(),
+        late_scan_ms = (started.elapsed() - marked).as_millis(), "incremental run");
     outcome.reports.sort_by_key(|r| r.window.start);
     outcome.windows = outcome.reports.iter().map(|r| r.window).collect();
     Ok(outcome)

@@ -523,8 +523,18 @@ impl TickStore for MongoStore {
     }
 
     async fn finish_windows(&self, finish: &Finish) -> Result<()> {
+        let started = std::time::Instant::now();
         self.seed_windows(&finish.commands.seed).await?;
-        self.aggregate(&finish.commands.finish).await.map(drop)
+        let seeded = started.elapsed();
+        self.aggregate(&finish.commands.finish).await?;
+        tracing::debug!(
+            windows = finish.windows.len(),
+            recent = finish.recent.len(),
+            seeded_ms = seeded.as_millis(),
+            total_ms = started.elapsed().as_millis(),
+            "windows written from what is kept"
+        );
+        Ok(())
     }
 }
 
