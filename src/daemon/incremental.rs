@@ -166,7 +166,7 @@ pub async fn run_incremental(
         let mut fenced = Target::of(config);
         fenced.fence = Some(tenure.fence.clone());
         let tail: &[Window] = if slices_left > 0 { &[] } else { &recent };
-        let finish = Finish::new(&fenced, &windows, tail, mark.origin, until, now)?;
+        let finish = Finish::new(&fenced, &windows, tail, until, now)?;
         let reports = written(store, period, &windows, || async {
             store.finish_windows(&finish).await
         })

@@ -308,8 +308,9 @@ impl Keep {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
     pub windows: Vec<Window>,
+    /// The windows whose writes from `settled` on are read from the audit log too.
     pub recent: Vec<Window>,
-    pub origin: DateTime<Utc>,
+    /// The first slice not kept: partials before it, the audit log from it.
     pub settled: DateTime<Utc>,
     pub now: DateTime<Utc>,
     /// The lease the `$merge` is fenced by (bound into `commands.finish`).
@@ -322,14 +323,12 @@ impl Finish {
         target: &Target<'_>,
         windows: &[Window],
         recent: &[Window],
-        origin: DateTime<Utc>,
         settled: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Finish, PipelineError> {
         Ok(Finish {
             windows: windows.to_vec(),
             recent: recent.to_vec(),
-            origin,
             settled,
             now,
             fence: target.fence.clone(),
