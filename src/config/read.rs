@@ -499,6 +499,22 @@ mod tests {
     }
 
     #[test]
+    fn only_the_hourly_period_may_run_incrementally() {
+        let c = from_toml("", &[]).unwrap();
+        assert!(c.period(Period::Hourly).incremental);
+        assert!(!c.period(Period::Daily).incremental);
+        let off = from_toml("[periods.hourly]\nincremental = false", &[]).unwrap();
+        assert!(!off.period(Period::Hourly).incremental);
+        let err = from_toml("[periods.daily]\nincremental = true", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("periods.daily.incremental: only the hourly period"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let err = from_toml(
             "timezone = \"Europe/Berln\"\nweek_start = \"someday\"\naudit_retention = \"soon\"\n\
