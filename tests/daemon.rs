@@ -1620,7 +1620,7 @@ async fn incremental_hourly_runs_count_every_write_once_live_and_late() {
     );
     sleep(Duration::from_secs(1)).await;
     // Kept from the open window on: 12:00 is the origin; 11:00 was written whole.
-    let mark = store.with(|s| s.tick_marks[&Period::Hourly]);
+    let mark = store.with(|s| s.tick_marks[&Period::Hourly].clone());
     assert_eq!(mark.origin, utc("2026-03-10T12:00:00Z"));
     assert_eq!(store.total_calls("hourly", "2026-03-10T11:00:00Z"), Some(1));
     assert_eq!(store.total_calls("hourly", "2026-03-10T12:00:00Z"), Some(2));

@@ -3,8 +3,9 @@
 //! are written from what is kept. A run reads about one schedule interval of writes, whatever
 //! the hour's size.
 //!
-//! - **The mark** (`{_id: "incremental:hourly", origin, since}` in the state collection): the
-//!   first slice not yet kept, and the first window kept incrementally. The first run sets
+//! - **The mark** (`{_id: "incremental:hourly", origin, since, reads}` in the state
+//!   collection): the first slice not yet kept, the first window kept incrementally, and the
+//!   ranges whose users were read ahead of `since`, with their counts of events. The first run sets
 //!   `origin` at the open window's start and `since` at the minute `late_events.settle` before
 //!   it, so every event of a window from `origin` on is in a slice from `since` on (writers'
 //!   clocks within `settle`, as the late-event scan assumes); it keeps the open window's writes
@@ -14,7 +15,9 @@
 //!   open one while it is before the origin; the late-event scan (its `before` at the origin)
 //!   refreshes them when late events arrive.
 //! - **A run** keeps the settled slices of `[since, until)` (at most [`MAX_SLICES`]; more is a
-//!   backlog, run again at once), merges the users written since `since`, writes the recent
+//!   backlog, run again at once), checks their users (a range read ahead is counted again and
+//!   merged again only if its count changed; a range never read is merged), reads the users
+//!   written since the newest read once (counted, then merged), writes the recent
 //!   windows (from the watermark to the open one) and the windows the kept slices touched, then
 //!   moves the mark to `until` and the watermark to the window of `until`: windows that ended
 //!   before `until` have all their slices kept.
@@ -81,11 +84,8 @@ pub async fn run_incremental(
         Some(mark) => mark,
         None => {
             // The open window is kept from its start: its events were written from then on.
-            let mark = TickMark {
-                origin: open.start,
-                since: tick::slice_start(open.start - settle),
-            };
-            store.advance_tick_mark(period, mark, now).await?;
+            let mark = TickMark::new(open.start, tick::slice_start(open.start - settle));
+            store.advance_tick_mark(period, &mark, now).await?;
             mark
         }
     };
@@ -146,13 +146,21 @@ pub async fn run_incremental(
     };
     recent.truncate(max_windows);
     planned.extend(recent.iter().copied());
-    let touched = store
-        .keep(&Keep::new(&Target::of(config), mark, until, now)?)
+    // The users are read up to now, for the open window's count, unless slices are left: then
+    // up to the kept ones (their check merges them), as the tail is not read either.
+    let cut = if slices_left > 0 {
+        until
+    } else {
+        tick::whole_second(now).max(until)
+    };
+    let kept = store
+        .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
         .await?;
-    let kept = started.elapsed();
+    let kept_at = started.elapsed();
     let mut windows: BTreeMap<DateTime<Utc>, Window> =
         recent.iter().map(|w| (w.start, *w)).collect();
-    for bucket in touched {
+    for bucket in &kept.touched {
+        let bucket = *bucket;
         let w = calendar.window_containing(period, bucket);
         if w.start >= mark.origin && w.start <= open.start && horizon.is_none_or(|h| w.start >= h) {
             windows.insert(w.start, w);
@@ -178,9 +186,10 @@ pub async fn run_incremental(
     store
         .advance_tick_mark(
             period,
-            TickMark {
+            &TickMark {
                 origin: mark.origin,
                 since: until,
+                reads: kept.reads,
             },
             now,
         )
@@ -201,9 +210,10 @@ pub async fn run_incremental(
     outcome.late =
         refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await?;
     tracing::debug!(period = %period, slices = slices.len().min(MAX_SLICES),
-        before_origin_ms = before_origin_done.as_millis(), keep_ms = (kept - before_origin_done).as_millis(),
-        finish_ms = (finished - kept).as_millis(), marks_ms = (marked - finished).as_millis(),
-        late_scan_ms = (started.elapsed() - marked).as_millis(), "incremental run");
+        before_origin_ms = before_origin_done.as_millis(), keep_ms = (kept_at - before_origin_done).as_millis(),
+        finish_ms = (finished - kept_at).as_millis(), marks_ms = (marked - finished).as_millis(),
+        late_scan_ms = (started.elapsed() - marked).as_millis(), users_merged_again = kept.merged_again,
+        "incremental run");
     outcome.reports.sort_by_key(|r| r.window.start);
     outcome.windows = outcome.reports.iter().map(|r| r.window).collect();
     Ok(outcome)

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::late_scan::{LateScanQuery, LateScanResult};
 use super::pipeline::Chunk;
-use super::tick::{Finish, Keep};
+use super::tick::{Finish, Keep, Kept};
 use crate::error::Result;
 use crate::window::Period;
 
@@ -46,9 +46,10 @@ pub trait LateEventStore: Send + Sync {
 
 /// Incremental runs (`rollup::tick`): keeping what was written, writing windows from it.
 pub trait TickStore: Send + Sync {
-    /// Keeps the settled slices in partials and merges the users written since `keep.since`
-    /// into the user sets; returns the buckets the kept slices fall in.
-    fn keep(&self, keep: &Keep) -> impl Future<Output = Result<Vec<DateTime<Utc>>>> + Send;
+    /// Keeps the settled slices in partials, checks (or merges) their users, counts and merges
+    /// the users written since the newest read; returns the buckets the kept slices fall in
+    /// and the reads still to check.
+    fn keep(&self, keep: &Keep) -> impl Future<Output = Result<Kept>> + Send;
 
     /// Writes the windows from their partials, user sets and the recent writes (seeded first).
     fn finish_windows(&self, finish: &Finish) -> impl Future<Output = Result<()>> + Send;

@@ -61,11 +61,12 @@ pub trait MarkStore: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Where `period`'s incremental runs stand; `None` before the first.
     fn tick_mark(&self, period: Period) -> impl Future<Output = Result<Option<TickMark>>> + Send;
-    /// Moves `period`'s incremental mark: `since` forward only, `origin` back only.
+    /// Moves `period`'s incremental mark: `since` forward only, `origin` back only; its reads
+    /// of users still to check are replaced.
     fn advance_tick_mark(
         &self,
         period: Period,
-        mark: TickMark,
+        mark: &TickMark,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Records that windows of `period` (by start) are written while an older leader's write

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::rollup::commands::{AggregateCommand, DeleteCommand, UpdateCommand};
 use crate::rollup::late_scan::{LateScanQuery, LateScanResult};
 use crate::rollup::pipeline::Chunk;
-use crate::rollup::tick::{Finish, Keep, TickMark};
+use crate::rollup::tick::{Finish, Keep, Kept, TickMark, UsersRead};
 use crate::sessions::gauges::{GaugeQueries, SessionGauges};
 use crate::window::Period;
 
@@ -393,6 +393,26 @@ impl MongoStore {
         cursor.try_collect().await.map_err(failed)
     }
 
+    /// Runs a `$count` aggregate: its `n`, zero when it returns nothing.
+    async fn written_count(&self, command: &AggregateCommand) -> Result<u64> {
+        let counted = self.aggregate(command).await?;
+        match counted.first().map(|d| d.get("n")) {
+            None => Ok(0),
+            Some(Some(n)) => match crate::metrics_document::number(n) {
+                Some(n) if n >= 0.0 => Ok(n as u64),
+                _ => Err(self.unexpected_count(n)),
+            },
+            Some(None) => Err(self.unexpected_count(&Bson::Null)),
+        }
+    }
+
+    fn unexpected_count(&self, n: &Bson) -> Error {
+        Error::MongoWrite {
+            operation: "aggregate (count written)",
+            message: format!("a count that is no number: {n:?}"),
+        }
+    }
+
     /// Runs a delete command.
     async fn delete(&self, command: &DeleteCommand) -> Result<()> {
         self.client
@@ -483,10 +503,21 @@ impl RollupStore for MongoStore {
 }
 
 impl TickStore for MongoStore {
-    async fn keep(&self, keep: &Keep) -> Result<Vec<DateTime<Utc>>> {
+    async fn keep(&self, keep: &Keep) -> Result<Kept> {
         let started = std::time::Instant::now();
+        // This run's read of users is counted first: whatever the counts saw, the merge reads.
+        let mut reads = keep.pending.clone();
+        if let Some(ahead) = &keep.ahead {
+            for (from, to, count) in &ahead.ranges {
+                reads.push(UsersRead {
+                    from: *from,
+                    to: *to,
+                    events: self.written_count(count).await?,
+                });
+            }
+        }
         // The slices one after the other (a run keeps one or two), each slice's two scans side
-        // by side, and the user set beside them all.
+        // by side, and the users beside them all.
         let slices = async {
             for slice in &keep.slices {
                 let (counts, values) =
@@ -497,20 +528,33 @@ impl TickStore for MongoStore {
             Ok::<_, Error>(started.elapsed())
         };
         let users = async {
-            self.aggregate(&keep.users).await?;
-            Ok::<_, Error>(started.elapsed())
+            let mut merged_again = 0;
+            for check in &keep.checks {
+                if let Some((events, count)) = &check.check {
+                    if self.written_count(count).await? == *events {
+                        continue;
+                    }
+                    merged_again += 1;
+                }
+                self.aggregate(&check.merge).await?;
+            }
+            if let Some(ahead) = &keep.ahead {
+                self.aggregate(&ahead.merge).await?;
+            }
+            Ok::<_, Error>((started.elapsed(), merged_again))
         };
-        let (slices_at, users_at) = tokio::join!(slices, users);
-        let (slices_at, users_at) = (slices_at?, users_at?);
+        let (slices_at, users) = tokio::join!(slices, users);
+        let (slices_at, (users_at, merged_again)) = (slices_at?, users?);
         let touched = self.aggregate(&keep.touched).await?;
         tracing::debug!(
             slices = keep.slices.len(),
             slices_ms = slices_at.as_millis(),
             users_ms = users_at.as_millis(),
+            merged_again,
             total_ms = started.elapsed().as_millis(),
             "writes kept"
         );
-        touched
+        let touched = touched
             .iter()
             .map(|d| match d.get("_id") {
                 Some(Bson::DateTime(t)) => Ok(t.to_chrono()),
@@ -519,7 +563,12 @@ impl TickStore for MongoStore {
                     message: format!("a bucket that is no date: {other:?}"),
                 }),
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Kept {
+            touched,
+            reads,
+            merged_again,
+        })
     }
 
     async fn finish_windows(&self, finish: &Finish) -> Result<()> {
@@ -707,25 +756,66 @@ impl MarkStore for MongoStore {
         let Some(d) = state else {
             return Ok(None);
         };
-        match (d.get("origin"), d.get("since")) {
-            (Some(Bson::DateTime(origin)), Some(Bson::DateTime(since))) => Ok(Some(TickMark {
-                origin: origin.to_chrono(),
-                since: since.to_chrono(),
-            })),
+        let bad = |what: String| Error::MongoWrite {
+            operation: "find (incremental mark)",
             // Starting over would leave the kept windows without the writes since the mark.
-            other => Err(Error::MongoWrite {
-                operation: "find (incremental mark)",
-                message: format!("the {period} incremental mark has no dates `origin` and `since` ({other:?}); fix or delete it"),
-            }),
-        }
+            message: format!("the {period} incremental mark {what}; fix or delete it"),
+        };
+        let (Some(Bson::DateTime(origin)), Some(Bson::DateTime(since))) =
+            (d.get("origin"), d.get("since"))
+        else {
+            return Err(bad(format!(
+                "has no dates `origin` and `since` ({:?}, {:?})",
+                d.get("origin"),
+                d.get("since")
+            )));
+        };
+        let reads = match d.get("reads") {
+            None => Vec::new(),
+            Some(Bson::Array(reads)) => reads
+                .iter()
+                .map(|r| {
+                    let r = r.as_document();
+                    let date = |k: &str| match r.and_then(|r| r.get(k)) {
+                        Some(Bson::DateTime(t)) => Some(t.to_chrono()),
+                        _ => None,
+                    };
+                    let events = r.and_then(|r| crate::metrics_document::number(r.get("events")?));
+                    match (date("from"), date("to"), events) {
+                        (Some(from), Some(to), Some(events)) if events >= 0.0 => Ok(UsersRead {
+                            from,
+                            to,
+                            events: events as u64,
+                        }),
+                        _ => Err(bad(format!(
+                            "has a read that is not {{from, to, events}}: {r:?}"
+                        ))),
+                    }
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => return Err(bad(format!("has `reads` that is no array ({other:?})"))),
+        };
+        Ok(Some(TickMark {
+            origin: origin.to_chrono(),
+            since: since.to_chrono(),
+            reads,
+        }))
     }
 
     async fn advance_tick_mark(
         &self,
         period: Period,
-        mark: TickMark,
+        mark: &TickMark,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let reads: Vec<Bson> = mark
+            .reads
+            .iter()
+            .map(|r| {
+                Bson::Document(doc! {"from": bson_date(r.from), "to": bson_date(r.to),
+                "events": i64::try_from(r.events).unwrap_or(i64::MAX)})
+            })
+            .collect();
         self.database
             .collection::<Document>(&self.state_collection)
             .update_one(
@@ -733,7 +823,7 @@ impl MarkStore for MongoStore {
                 doc! {
                     "$max": {"since": bson_date(mark.since)},
                     "$min": {"origin": bson_date(mark.origin)},
-                    "$set": {"period": period.as_str(), "updatedAt": bson_date(now)},
+                    "$set": {"period": period.as_str(), "reads": reads, "updatedAt": bson_date(now)},
                 },
             )
             .upsert(true)

@@ -32,21 +32,22 @@ impl MarkStore for FakeStore {
 
     async fn tick_mark(&self, period: Period) -> Result<Option<TickMark>> {
         self.gate("find (incremental mark)").await?;
-        Ok(self.with(|s| s.tick_marks.get(&period).copied()))
+        Ok(self.with(|s| s.tick_marks.get(&period).cloned()))
     }
 
     async fn advance_tick_mark(
         &self,
         period: Period,
-        mark: TickMark,
+        mark: &TickMark,
         _: DateTime<Utc>,
     ) -> Result<()> {
         self.gate("update (incremental mark)").await?;
         self.flaky("update (incremental mark)")?;
         self.with(|s| {
-            let kept = s.tick_marks.entry(period).or_insert(mark);
+            let kept = s.tick_marks.entry(period).or_insert_with(|| mark.clone());
             kept.since = kept.since.max(mark.since);
             kept.origin = kept.origin.min(mark.origin);
+            kept.reads = mark.reads.clone();
         });
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use vcmetrics::error::Result;
 use vcmetrics::rollup::storage::TickStore;
-use vcmetrics::rollup::tick::{slice_start, Finish, Keep, BUCKET_MS};
+use vcmetrics::rollup::tick::{slice_start, Finish, Keep, Kept, UsersRead, BUCKET_MS};
 use vcmetrics::window::Period;
 
 use super::rollup::Merge;
@@ -44,7 +44,7 @@ impl FakeState {
 }
 
 impl TickStore for FakeStore {
-    async fn keep(&self, keep: &Keep) -> Result<Vec<DateTime<Utc>>> {
+    async fn keep(&self, keep: &Keep) -> Result<Kept> {
         self.gate("aggregate (keep)").await?;
         self.flaky("aggregate (keep)")?;
         Ok(self.with(|s| {
@@ -64,7 +64,25 @@ impl TickStore for FakeStore {
                 .filter(|(slice, _)| keep.since <= *slice && *slice < keep.until)
                 .map(|(_, bucket)| *bucket)
                 .collect();
-            touched.into_iter().collect()
+            // The double has no users to read; the reads are counted as the store counts them.
+            let mut reads = keep.pending.clone();
+            if let Some(ahead) = &keep.ahead {
+                reads.extend(ahead.ranges.iter().map(|(from, to, _)| {
+                    UsersRead {
+                        from: *from,
+                        to: *to,
+                        events: writes
+                            .iter()
+                            .filter(|(written, _)| from <= written && written < to)
+                            .count() as u64,
+                    }
+                }));
+            }
+            Kept {
+                touched: touched.into_iter().collect(),
+                reads,
+                merged_again: 0,
+            }
         }))
     }
 
