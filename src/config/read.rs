@@ -469,7 +469,10 @@ mod tests {
         assert_eq!(c.audit_retention, None);
         assert_eq!(c.period(Period::Hourly).chunk_windows, 168);
         assert_eq!(c.period(Period::Hourly).schedule.to_string(), "5 * * * * *");
-        assert_eq!(c.period(Period::Daily).lookback, 2);
+        assert_eq!(c.period(Period::Hourly).lookback, 3);
+        // The long periods leave late events to the late-event scan.
+        assert_eq!(c.period(Period::Daily).lookback, 0);
+        assert_eq!(c.period(Period::Monthly).lookback, 0);
         assert!(c.period(Period::Monthly).include_open);
         assert_eq!(c.state_collection, "vcmetricsstate");
         assert_eq!(c.lease_ttl, Duration::from_secs(30));

@@ -185,7 +185,8 @@ mod tests {
     #[test]
     fn daily_runs_follow_the_zone_across_dst() {
         let berlin = Calendar::new(chrono_tz::Europe::Berlin, chrono::Weekday::Mon);
-        let config = from_toml("", &[]).unwrap().period(Period::Daily).clone();
+        let mut config = from_toml("", &[]).unwrap().period(Period::Daily).clone();
+        config.lookback = 2;
         // Just after local midnight on 2026-03-30, the first day after the spring change.
         let plan = plan_run(
             &berlin,
