@@ -106,6 +106,8 @@ fn required(command: &Document) -> Vec<(String, &'static str)> {
         "create" => on(&["createCollection"]),
         "createIndexes" => on(&["createIndex"]),
         "listIndexes" => on(&["listIndexes"]),
+        // A database action: its resource is the database (collection "").
+        "listCollections" => vec![(String::new(), "listCollections")],
         "collMod" => on(&["collMod"]),
         "aggregate" => {
             let mut out = on(&["find"]);

@@ -486,7 +486,7 @@ async fn sharded_migrate_says_which_collection_must_stay_unsharded() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(
-        err.contains("the database cannot be set up for vcmetrics: the server refused the unique index videocallmetrics.period_1_date_1")
+        err.contains("the database cannot be set up for vcmetrics: the unique index videocallmetrics.period_1_date_1")
             && err.contains("keep videocallmetrics unsharded (every run's $merge matches windows on {period, date}"),
         "{err}"
     );

@@ -10,7 +10,9 @@ use crate::sessions::migration::{
     confirmed_without_link, confirmed_without_link_nor_object_id, video_call_fields,
     without_video_fields, Changes, Record, ADD_VIDEO_CALL_FIELDS,
 };
-use crate::store::indexes::{plan, wanted_indexes, IndexAction, WantedIndex};
+use crate::store::indexes::{
+    plan, unique_holds_when_sharded, wanted_indexes, IndexAction, WantedIndex,
+};
 use crate::store::MongoStore;
 
 #[derive(Debug, Default, clap::Args)]
@@ -64,12 +66,30 @@ pub async fn migrate(
             entry.insert(store.list_indexes_in(&w.database, &w.collection).await?);
         }
     }
+    let shard_keys = shard_keys_of_unique(store, &wanted).await?;
+    let mut unshardable = Vec::new();
     for w in &wanted {
+        let place = format!("{}.{}", w.collection, w.name);
+        if let Some(shard_key) = shard_keys.get(&(w.database.clone(), w.collection.clone())) {
+            if w.unique && !unique_holds_when_sharded(&w.keys, shard_key) {
+                say(format!(
+                    "conflict {place}: {} is sharded on {shard_key}",
+                    w.collection
+                ));
+                unshardable.push(must_stay_unsharded(
+                    w,
+                    &format!(
+                        "the collection is sharded on {shard_key}, and a unique index holds \
+                         across shards only when it starts with the shard key"
+                    ),
+                ));
+                continue;
+            }
+        }
         let existing = existing_by_collection
             .get(&(w.database.clone(), w.collection.clone()))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let place = format!("{}.{}", w.collection, w.name);
         match plan(w, existing) {
             IndexAction::Create => to_create
                 .entry((w.database.clone(), w.collection.clone()))
@@ -123,7 +143,6 @@ pub async fn migrate(
             }
         }
     }
-    let mut unshardable = Vec::new();
     for wanted in to_create.values() {
         let created = match store.create_indexes(wanted).await {
             Ok(()) => wanted.clone(),
@@ -151,9 +170,44 @@ pub async fn migrate(
     }
 }
 
-/// When the server refused a batch that holds a unique index (a sharded collection: DocumentDB's
-/// cluster refuses every unique index on one, MongoDB those not prefixed by the shard key), the
-/// reason to give (which collection must stay unsharded, and why) and the batch's other indexes.
+/// The shard keys of the sharded collections that get a unique index, by (database,
+/// collection); empty where the server reports none (MongoDB, or nothing sharded).
+async fn shard_keys_of_unique(
+    store: &MongoStore,
+    wanted: &[WantedIndex],
+) -> Result<std::collections::BTreeMap<(String, String), bson::Document>> {
+    let mut by_database = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+    for w in wanted.iter().filter(|w| w.unique) {
+        by_database
+            .entry(&w.database)
+            .or_default()
+            .push(&w.collection);
+    }
+    let mut keys = std::collections::BTreeMap::new();
+    for (database, collections) in by_database {
+        for (collection, key) in store.shard_keys(database, &collections).await? {
+            keys.insert((database.to_owned(), collection), key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Why `unique`'s collection must stay unsharded, given what stands in the way (`cause`).
+fn must_stay_unsharded(unique: &WantedIndex, cause: &str) -> String {
+    let why = if unique.keys == bson::doc! {"period": 1, "date": 1} {
+        "every run's $merge matches windows on {period, date}, which needs this unique index"
+    } else {
+        "the platform's schema declares it unique"
+    };
+    format!(
+        "the unique index {}.{} {} cannot be kept ({cause}): keep {} unsharded ({why}, and a \
+         sharded collection cannot have it here; docs/scaling.md)",
+        unique.collection, unique.name, unique.keys, unique.collection
+    )
+}
+
+/// When the server refused a batch that holds a unique index (MongoDB refuses those its shard
+/// key cannot hold), the reason to give and the batch's other indexes.
 fn refused_unique<'a>(
     batch: &[&'a WantedIndex],
     error: Error,
@@ -165,16 +219,7 @@ fn refused_unique<'a>(
         Error::Mongo { source, .. } => source.to_string(),
         _ => return Err(error),
     };
-    let why = if unique.keys == bson::doc! {"period": 1, "date": 1} {
-        "every run's $merge matches windows on {period, date}, which needs this unique index"
-    } else {
-        "the platform's schema declares it unique"
-    };
-    let reason = format!(
-        "the server refused the unique index {}.{} {} ({server}): keep {} unsharded ({why}, and \
-         a sharded collection cannot have it here; docs/scaling.md)",
-        unique.collection, unique.name, unique.keys, unique.collection
-    );
+    let reason = must_stay_unsharded(unique, &format!("the server refused it: {server}"));
     let others = batch.iter().filter(|w| !w.unique).copied().collect();
     Ok((reason, others))
 }

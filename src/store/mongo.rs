@@ -196,6 +196,41 @@ impl MongoStore {
             .collect())
     }
 
+    /// The shard key of each sharded collection among `collections` of `database`, as
+    /// `listCollections` reports it in `info.shardKey`. DocumentDB's distributed engine (0.108)
+    /// reports it there; MongoDB does not, and refuses a unique index its shard key cannot hold
+    /// at `createIndexes` instead (see `migrate`).
+    pub async fn shard_keys(
+        &self,
+        database: &str,
+        collections: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, Document>> {
+        let specifications: Vec<Document> = self
+            .client
+            .database(database)
+            .run_cursor_command(doc! {
+                "listCollections": 1,
+                "filter": {"name": {"$in": collections}},
+            })
+            .await
+            .map_err(self.failed("listCollections"))?
+            .try_collect()
+            .await
+            .map_err(self.failed("listCollections"))?;
+        Ok(specifications
+            .into_iter()
+            .filter_map(|spec| {
+                let name = spec.get_str("name").ok()?.to_owned();
+                let key = spec
+                    .get_document("info")
+                    .ok()?
+                    .get_document("shardKey")
+                    .ok()?;
+                Some((name, key.clone()))
+            })
+            .collect())
+    }
+
     /// Creates indexes of one collection in one `createIndexes` command (DocumentDB builds the
     /// indexes of one command together: about 2 s a command on 0.108, where one command per
     /// index took 2 s each).

@@ -165,6 +165,9 @@ pub fn migrate_role(config: &Config) -> Role {
             ),
             // The data migration's record.
             Privilege::on(&config.state_collection, &["find", "insert", "update"]),
+            // On the database: which collections that get a unique index are sharded, and on
+            // which key (a sharded one must start its unique index with the shard key).
+            Privilege::on("", &["listCollections"]),
             // The archive's timestamp index (with archive.retention, its TTL).
             Privilege {
                 database: config.archive.database.clone(),
