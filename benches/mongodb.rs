@@ -153,8 +153,9 @@ fn generate_into(
 ) -> anyhow::Result<Duration> {
     let events = events.to_string();
     let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
+    let users = scale::HISTORY_USERS.to_string();
     let args = [
-        "generate", "--events", &events, "--from", &from, "--to", &to, "--users", "50000",
+        "generate", "--events", &events, "--from", &from, "--to", &to, "--users", &users,
     ];
     Ok(vcmetrics(uri, database, &args)?.0)
 }

@@ -14,9 +14,10 @@
 //!    same machine.
 //! 7. On the largest single-node audit log (`BENCH_FRESHNESS_SECONDS`, default 660, 0 skips):
 //!    `vcmetrics run` with the default schedules while a writer inserts `BENCH_LIVE_RATE`
-//!    (default 500) events a second stamped with their write time; how long after its write each
-//!    event is counted in its open hourly window's document (p50, p99), and the hourly runs'
-//!    durations. Target: p99 within the hourly schedule's interval plus 10 s, runs under 1 s.
+//!    (default 500) events a second stamped with their write time, their users drawn from a pool
+//!    of `BENCH_LIVE_USERS` (default 50000, as many as the history's; 0: every event a new
+//!    user); how long after its write each event is counted in its open hourly window's document
+//!    (p50, p99), and the hourly runs' durations. Target: p99 within the hourly schedule's interval plus 10 s, runs under 1 s.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -31,6 +32,9 @@ use vcmetrics::store::MarkStore;
 use vcmetrics::window::Period;
 
 use super::{client_side, env_number, floor, generate_into, recompute, scratch};
+
+/// The size of the histories' user pool (`vcmetrics generate --users`).
+pub const HISTORY_USERS: usize = 50_000;
 
 /// Per hourly window (its start), what happened in it, in order.
 type ByHour<T> = BTreeMap<DateTime<Utc>, Vec<T>>;
@@ -329,10 +333,19 @@ async fn freshness(
     length: Duration,
 ) -> anyhow::Result<()> {
     let rate = env_number("BENCH_LIVE_RATE", 500);
+    // Whose events: drawn at random from a pool as large as the history's (the generator's
+    // --users), or with BENCH_LIVE_USERS=0 every event a new user (the user sets' worst case).
+    let pool = env_number("BENCH_LIVE_USERS", HISTORY_USERS);
+    let users: Vec<bson::oid::ObjectId> = (0..pool).map(|_| bson::oid::ObjectId::new()).collect();
     println!(
-        "\n7. freshness under live load: {rate} events/s for {} s on {} events of history, `vcmetrics run` with the default schedules",
+        "\n7. freshness under live load: {rate} events/s for {} s on {} events of history, `vcmetrics run` with the default schedules; {}",
         length.as_secs(),
-        loaded.stored
+        loaded.stored,
+        if pool == 0 {
+            "every event a new user".to_owned()
+        } else {
+            format!("users drawn at random from a pool of {pool}")
+        }
     );
     let config = super::config(uri, &loaded.name)?;
     // The target: the hourly schedule's interval plus 10 s.
@@ -400,13 +413,16 @@ async fn freshness(
     let writer = {
         let writes = writes.clone();
         async move {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while Instant::now() < deadline {
                 tick.tick().await;
                 let at = Utc::now();
                 let hour = at.duration_trunc(chrono::Duration::hours(1))?;
                 let docs: Vec<Document> = (0..batch)
-                    .map(|_| doc! {"sessionId": bson::oid::ObjectId::new(), "userId": bson::oid::ObjectId::new(),
+                    .map(|_| doc! {"sessionId": bson::oid::ObjectId::new(),
+                        "userId": if users.is_empty() { bson::oid::ObjectId::new() } else { users[rng.random_range(0..users.len())] },
                         "action": "join_attempt", "timestamp": bson::DateTime::from_chrono(at), "metadata": {}})
                     .collect();
                 audit.insert_many(docs).ordered(false).await?;

@@ -123,96 +123,124 @@ pub async fn run_incremental(
     }
 
     let before_origin_done = started.elapsed();
-    // From the origin: keep the settled slices, then write windows from what is kept.
-    let slices = tick::slices(mark.since, settled);
-    let until = slices
-        .get(MAX_SLICES)
-        .copied()
-        .unwrap_or_else(|| settled.max(mark.since));
-    let slices_left = slices.len().saturating_sub(MAX_SLICES);
-    outcome.backlog += slices_left;
-    // The recent windows: from the watermark (or the origin) to the open one, or, while slices
-    // are left, to the one they have reached (without reading the writes after them).
-    let last = if slices_left > 0 {
-        calendar.window_containing(period, until)
-    } else {
-        open
-    };
-    let first_recent = outcome.watermark_after.max(mark.origin);
-    let mut recent = if first_recent < last.end {
-        calendar.windows_covering(period, first_recent, last.end)
-    } else {
-        Vec::new()
-    };
-    recent.truncate(max_windows);
-    planned.extend(recent.iter().copied());
-    // The users are read up to now, for the open window's count, unless slices are left: then
-    // up to the kept ones (their check merges them), as the tail is not read either.
-    let cut = if slices_left > 0 {
-        until
-    } else {
-        tick::whole_second(now).max(until)
-    };
-    let kept = store
-        .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
-        .await?;
-    let kept_at = started.elapsed();
-    let mut windows: BTreeMap<DateTime<Utc>, Window> =
-        recent.iter().map(|w| (w.start, *w)).collect();
-    for bucket in &kept.touched {
-        let bucket = *bucket;
-        let w = calendar.window_containing(period, bucket);
-        if w.start >= mark.origin && w.start <= open.start && horizon.is_none_or(|h| w.start >= h) {
-            windows.insert(w.start, w);
-        }
-    }
-    let windows: Vec<Window> = windows.into_values().collect();
-    planned.extend(windows.iter().filter(|w| !recent.contains(w)).copied());
-    planned.sort_by_key(|w| w.start);
-    if !windows.is_empty() {
-        tenure.note(store, period, &windows, now).await?;
-        let mut fenced = Target::of(config);
-        fenced.fence = Some(tenure.fence.clone());
-        let tail: &[Window] = if slices_left > 0 { &[] } else { &recent };
-        let finish = Finish::new(&fenced, &windows, tail, until, now)?;
-        let reports = written(store, period, &windows, || async {
-            store.finish_windows(&finish).await
-        })
-        .await?;
-        outcome.reports.extend(reports);
-    }
-    let finished = started.elapsed();
-    confirm_lease(store, &tenure.fence).await?;
-    store
-        .advance_tick_mark(
-            period,
-            &TickMark {
-                origin: mark.origin,
-                since: until,
-                reads: kept.reads,
-            },
-            now,
-        )
-        .await?;
-    // Windows from the origin that ended by `until` have all their slices kept; they are
-    // complete once the windows before the origin are.
-    if outcome.watermark_after >= mark.origin {
-        let reached = calendar.window_start(period, until).min(open.start);
-        outcome.watermark_after = outcome.watermark_after.max(reached);
-    }
-    if outcome.watermark_after > watermark {
-        store
-            .advance_watermark(period, outcome.watermark_after, now)
+    // From the origin, beside the late events of the windows before it (the late-event scan
+    // writes only those, and moves a mark of its own).
+    let from_origin = async {
+        // Keep the settled slices, then write windows from what is kept.
+        let slices = tick::slices(mark.since, settled);
+        let until = slices
+            .get(MAX_SLICES)
+            .copied()
+            .unwrap_or_else(|| settled.max(mark.since));
+        let slices_left = slices.len().saturating_sub(MAX_SLICES);
+        outcome.backlog += slices_left;
+        // The recent windows: from the watermark (or the origin) to the open one, or, while slices
+        // are left, to the one they have reached (without reading the writes after them).
+        let last = if slices_left > 0 {
+            calendar.window_containing(period, until)
+        } else {
+            open
+        };
+        let first_recent = outcome.watermark_after.max(mark.origin);
+        let mut recent = if first_recent < last.end {
+            calendar.windows_covering(period, first_recent, last.end)
+        } else {
+            Vec::new()
+        };
+        recent.truncate(max_windows);
+        planned.extend(recent.iter().copied());
+        // The users are read up to now, for the open window's count, unless slices are left: then
+        // up to the kept ones (their check merges them), as the tail is not read either.
+        let cut = if slices_left > 0 {
+            until
+        } else {
+            tick::whole_second(now).max(until)
+        };
+        let kept = store
+            .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
             .await?;
-    }
-    let marked = started.elapsed();
-    // Late events of the windows before the origin.
-    outcome.late =
-        refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await?;
-    tracing::debug!(period = %period, slices = slices.len().min(MAX_SLICES),
+        let kept_at = started.elapsed();
+        let mut windows: BTreeMap<DateTime<Utc>, Window> =
+            recent.iter().map(|w| (w.start, *w)).collect();
+        for bucket in &kept.touched {
+            let bucket = *bucket;
+            let w = calendar.window_containing(period, bucket);
+            if w.start >= mark.origin
+                && w.start <= open.start
+                && horizon.is_none_or(|h| w.start >= h)
+            {
+                windows.insert(w.start, w);
+            }
+        }
+        let windows: Vec<Window> = windows.into_values().collect();
+        planned.extend(windows.iter().filter(|w| !recent.contains(w)).copied());
+        planned.sort_by_key(|w| w.start);
+        if !windows.is_empty() {
+            tenure.note(store, period, &windows, now).await?;
+            let mut fenced = Target::of(config);
+            fenced.fence = Some(tenure.fence.clone());
+            let tail: &[Window] = if slices_left > 0 { &[] } else { &recent };
+            let finish = Finish::new(&fenced, &windows, tail, until, now)?;
+            let reports = written(store, period, &windows, || async {
+                store.finish_windows(&finish).await
+            })
+            .await?;
+            outcome.reports.extend(reports);
+        }
+        let finished = started.elapsed();
+        confirm_lease(store, &tenure.fence).await?;
+        store
+            .advance_tick_mark(
+                period,
+                &TickMark {
+                    origin: mark.origin,
+                    since: until,
+                    reads: kept.reads,
+                },
+                now,
+            )
+            .await?;
+        // Windows from the origin that ended by `until` have all their slices kept; they are
+        // complete once the windows before the origin are.
+        if outcome.watermark_after >= mark.origin {
+            let reached = calendar.window_start(period, until).min(open.start);
+            outcome.watermark_after = outcome.watermark_after.max(reached);
+        }
+        if outcome.watermark_after > watermark {
+            store
+                .advance_watermark(period, outcome.watermark_after, now)
+                .await?;
+        }
+        let marked = started.elapsed();
+        Ok::<_, crate::error::Error>((
+            slices.len().min(MAX_SLICES),
+            kept_at,
+            finished,
+            marked,
+            kept.merged_again,
+        ))
+    };
+    let late = async {
+        let late_started = std::time::Instant::now();
+        let late =
+            refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await;
+        (late, late_started.elapsed())
+    };
+    let (from_origin, (late, late_scan)) = tokio::join!(from_origin, late);
+    let (slices, kept_at, finished, marked, merged_again) = match from_origin {
+        Ok(done) => done,
+        Err(e) => {
+            if let Err(late) = &late {
+                tracing::warn!(period = %period, error = %late, "the late-event scan failed too");
+            }
+            return Err(e);
+        }
+    };
+    outcome.late = late?;
+    tracing::debug!(period = %period, slices,
         before_origin_ms = before_origin_done.as_millis(), keep_ms = (kept_at - before_origin_done).as_millis(),
         finish_ms = (finished - kept_at).as_millis(), marks_ms = (marked - finished).as_millis(),
-        late_scan_ms = (started.elapsed() - marked).as_millis(), users_merged_again = kept.merged_again,
+        late_scan_ms = late_scan.as_millis(), users_merged_again = merged_again,
         "incremental run");
     outcome.reports.sort_by_key(|r| r.window.start);
     outcome.windows = outcome.reports.iter().map(|r| r.window).collect();

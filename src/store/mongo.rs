@@ -552,7 +552,7 @@ impl TickStore for MongoStore {
             }
         }
         // The slices one after the other (a run keeps one or two), each slice's two scans side
-        // by side, and the users beside them all.
+        // by side, then the buckets they touched; the users beside them all.
         let slices = async {
             for slice in &keep.slices {
                 let (counts, values) =
@@ -560,7 +560,8 @@ impl TickStore for MongoStore {
                 counts?;
                 values?;
             }
-            Ok::<_, Error>(started.elapsed())
+            let kept_at = started.elapsed();
+            Ok::<_, Error>((kept_at, self.aggregate(&keep.touched).await?))
         };
         let users = async {
             let mut merged_again = 0;
@@ -578,9 +579,8 @@ impl TickStore for MongoStore {
             }
             Ok::<_, Error>((started.elapsed(), merged_again))
         };
-        let (slices_at, users) = tokio::join!(slices, users);
-        let (slices_at, (users_at, merged_again)) = (slices_at?, users?);
-        let touched = self.aggregate(&keep.touched).await?;
+        let (slices, users) = tokio::join!(slices, users);
+        let ((slices_at, touched), (users_at, merged_again)) = (slices?, users?);
         tracing::debug!(
             slices = keep.slices.len(),
             slices_ms = slices_at.as_millis(),
