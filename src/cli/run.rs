@@ -38,6 +38,9 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         "vcmetrics {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    for caution in config.cautions() {
+        warn!("{caution}");
+    }
     // A taken port fails the start (exit 1) before anything else runs.
     let listener = TcpListener::bind(config.listen)
         .await

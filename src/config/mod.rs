@@ -173,6 +173,31 @@ impl Config {
         &self.periods[period.index()]
     }
 
+    /// Settings that are valid but lose something an operator probably wants, in words for the
+    /// start-up log: a period that reads no closed window again (`lookback = 0`, the long
+    /// periods' default) relies on the late-event scan for late writes, so with
+    /// `late_events.enabled = false` they are never counted until a recompute.
+    pub fn cautions(&self) -> Vec<String> {
+        if self.late_events.enabled {
+            return Vec::new();
+        }
+        Period::ALL
+            .into_iter()
+            .filter(|&p| {
+                let settings = self.period(p);
+                settings.lookback == 0 && !settings.incremental
+            })
+            .map(|p| {
+                format!(
+                    "periods.{p}.lookback is 0 and late_events.enabled is false: events written \
+                     after their {p} window's last run are not counted until `vcmetrics recompute`; \
+                     set a lookback (docs/configuration.md)",
+                    p = p.as_str()
+                )
+            })
+            .collect()
+    }
+
     /// The connection string with its password replaced, for messages and logs.
     pub fn redacted_uri(&self) -> String {
         redact_uri(&self.mongodb_uri)

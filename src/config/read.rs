@@ -479,6 +479,25 @@ mod tests {
     }
 
     #[test]
+    fn disabling_late_events_without_a_lookback_is_a_caution_per_period_it_leaves_uncovered() {
+        assert!(from_toml("", &[]).unwrap().cautions().is_empty());
+        let c = from_toml("[late_events]\nenabled = false", &[]).unwrap();
+        let cautions = c.cautions();
+        // Hourly has a lookback (and is incremental); the long periods have none.
+        assert_eq!(cautions.len(), 3, "{cautions:?}");
+        assert!(
+            cautions[0].starts_with("periods.daily.lookback is 0 and late_events.enabled is false")
+        );
+        assert!(cautions.iter().all(|c| c.contains("set a lookback")));
+        let covered = from_toml(
+            "[late_events]\nenabled = false\n[periods.daily]\nlookback = 2\n[periods.weekly]\nlookback = 1\n[periods.monthly]\nlookback = 1",
+            &[],
+        )
+        .unwrap();
+        assert!(covered.cautions().is_empty());
+    }
+
+    #[test]
     fn environment_overrides_the_file_and_the_uri_names_the_database() {
         let c = from_toml(
             "timezone = \"UTC\"\nmongodb_uri = \"mongodb://file:27017\"",

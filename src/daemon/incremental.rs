@@ -20,7 +20,8 @@
 //!   written since the newest read once (counted, then merged), writes the recent
 //!   windows (from the watermark to the open one) and the windows the kept slices touched, then
 //!   moves the mark to `until` and the watermark to the window of `until`: windows that ended
-//!   before `until` have all their slices kept.
+//!   before `until` have all their slices kept. The late-event scan of the windows before the
+//!   origin runs beside all that.
 //!
 //! A crash anywhere repeats the work: slices are replaced whole, sets only take true members,
 //! and the mark moves last.
