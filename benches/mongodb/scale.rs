@@ -17,7 +17,8 @@
 //!    (default 500) events a second stamped with their write time, their users drawn from a pool
 //!    of `BENCH_LIVE_USERS` (default 50000, as many as the history's; 0: every event a new
 //!    user); how long after its write each event is counted in its open hourly window's document
-//!    (p50, p99), and the hourly runs' durations. Target: p99 within the hourly schedule's interval plus 10 s, runs under 1 s.
+//!    (p50, p99), and the hourly runs' durations. Target: p99 within the hourly schedule's
+//!    interval plus 10 s, runs under 1 s.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
