@@ -369,7 +369,11 @@ async fn freshness(
         .env("MONGODB_URI", uri)
         .env("VCMETRICS_DATABASE", &loaded.name)
         .env("VCMETRICS_LISTEN", "127.0.0.1:0")
-        .env("VCMETRICS_LOG", "info")
+        // The incremental runs' debug lines say where each hourly run's time went.
+        .env(
+            "VCMETRICS_LOG",
+            "info,vcmetrics::daemon::incremental=debug,vcmetrics::store::mongo=debug",
+        )
         .env("VCMETRICS_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -377,17 +381,40 @@ async fn freshness(
     // Every period's runs as (period, finished, duration in ms): the other periods' regular
     // runs share the machine with the hourly ones.
     let runs: Arc<Mutex<Vec<(String, Instant, u64)>>> = Arc::default();
+    // Each incremental run's parts, in order, from its "writes kept" and "incremental run" lines.
+    let parts: Arc<Mutex<Vec<RunParts>>> = Arc::default();
     let stderr = child
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
     let sink = runs.clone();
+    let parts_sink = parts.clone();
     std::thread::spawn(move || {
+        let mut kept = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if v["message"] == "run finished" {
+            if v["message"] == "writes kept" {
+                kept = Some((
+                    millis(&v["slices_ms"]),
+                    millis(&v["users_ms"]),
+                    millis(&v["tail_ms"]),
+                ));
+            } else if v["message"] == "incremental run" {
+                let (slices, users, tail) = kept.take().unwrap_or_default();
+                parts_sink
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(RunParts {
+                        slices,
+                        users,
+                        tail,
+                        keep: millis(&v["keep_ms"]),
+                        finish: millis(&v["finish_ms"]),
+                        late_scan: millis(&v["late_scan_ms"]),
+                    });
+            } else if v["message"] == "run finished" {
                 if let (Some(period), Some(ms)) = (v["period"].as_str(), v["duration_ms"].as_u64())
                 {
                     sink.lock().unwrap_or_else(|p| p.into_inner()).push((
@@ -562,6 +589,25 @@ async fn freshness(
         steady.len(),
         alone
     );
+    let parts = parts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let steady_parts = parts.get(1..).unwrap_or_default();
+    let spread = |part: fn(&RunParts) -> u64| {
+        let mut ms: Vec<u64> = steady_parts.iter().map(part).collect();
+        ms.sort_unstable();
+        match (ms.first(), ms.get(ms.len() / 2), ms.last()) {
+            (Some(min), Some(p50), Some(max)) => format!("{min}/{p50}/{max}"),
+            _ => "-".to_owned(),
+        }
+    };
+    println!(
+        "   the incremental runs' parts after the first, min/p50/max ms: keeping {} (the slices {}, beside them the users {} and the tail {}), then writing the windows {}; the late-event scan beside both {}",
+        spread(|p| p.keep),
+        spread(|p| p.slices),
+        spread(|p| p.users),
+        spread(|p| p.tail),
+        spread(|p| p.finish),
+        spread(|p| p.late_scan)
+    );
     let started = hourly
         .first()
         .map(|(at, ms)| *at - Duration::from_millis(*ms));
@@ -578,4 +624,23 @@ async fn freshness(
     );
     store.shutdown().await;
     Ok(())
+}
+
+/// Where one incremental run's time went, from the daemon's debug lines (ms).
+#[derive(Debug, Clone, Copy, Default)]
+struct RunParts {
+    slices: u64,
+    users: u64,
+    /// The tail's scans (0 before the daemon staged the tail beside the keeping).
+    tail: u64,
+    keep: u64,
+    finish: u64,
+    late_scan: u64,
+}
+
+/// A duration the daemon logged in ms: a number, or a string where it was wider than 64 bits.
+fn millis(v: &serde_json::Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
 }
