@@ -396,20 +396,15 @@ async fn freshness(
                 continue;
             };
             if v["message"] == "writes kept" {
-                kept = Some((
-                    millis(&v["slices_ms"]),
-                    millis(&v["users_ms"]),
-                    millis(&v["tail_ms"]),
-                ));
+                kept = Some((millis(&v["slices_ms"]), millis(&v["users_ms"])));
             } else if v["message"] == "incremental run" {
-                let (slices, users, tail) = kept.take().unwrap_or_default();
+                let (slices, users) = kept.take().unwrap_or_default();
                 parts_sink
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(RunParts {
                         slices,
                         users,
-                        tail,
                         keep: millis(&v["keep_ms"]),
                         finish: millis(&v["finish_ms"]),
                         late_scan: millis(&v["late_scan_ms"]),
@@ -600,11 +595,10 @@ async fn freshness(
         }
     };
     println!(
-        "   the incremental runs' parts after the first, min/p50/max ms: keeping {} (the slices {}, beside them the users {} and the tail {}), then writing the windows {}; the late-event scan beside both {}",
+        "   the incremental runs' parts after the first, min/p50/max ms: keeping {} (the slices {}, beside them the users {}), then writing the windows {}; the late-event scan beside both {}",
         spread(|p| p.keep),
         spread(|p| p.slices),
         spread(|p| p.users),
-        spread(|p| p.tail),
         spread(|p| p.finish),
         spread(|p| p.late_scan)
     );
@@ -631,8 +625,6 @@ async fn freshness(
 struct RunParts {
     slices: u64,
     users: u64,
-    /// The tail's scans (0 before the daemon staged the tail beside the keeping).
-    tail: u64,
     keep: u64,
     finish: u64,
     late_scan: u64,

@@ -17,12 +17,11 @@
 //! - **A run** keeps the settled slices of `[since, until)` (at most [`MAX_SLICES`]; more is a
 //!   backlog, run again at once), checks their users (a range read ahead is counted again and
 //!   merged again only if its count changed; a range never read is merged), reads the users
-//!   written since the newest read once (counted, then merged) and, beside, the recent windows'
-//!   writes since the last settled slice (the tail, staged), both up to the same cut; writes
-//!   the recent windows (from the watermark to the open one) and the windows the kept slices
-//!   touched, then moves the mark to `until` and the watermark to the window of `until`:
-//!   windows that ended before `until` have all their slices kept. The late-event scan of the
-//!   windows before the origin runs beside all that.
+//!   written since the newest read once (counted, then merged), writes the recent
+//!   windows (from the watermark to the open one) and the windows the kept slices touched, then
+//!   moves the mark to `until` and the watermark to the window of `until`: windows that ended
+//!   before `until` have all their slices kept. The late-event scan of the windows before the
+//!   origin runs beside all that.
 //!
 //! A crash anywhere repeats the work: slices are replaced whole, sets only take true members,
 //! and the mark moves last.
@@ -151,16 +150,16 @@ pub async fn run_incremental(
         };
         recent.truncate(max_windows);
         planned.extend(recent.iter().copied());
-        // The users and the recent windows' tail are read up to now, for the open window's
-        // count, unless slices are left: then the users up to the kept ones (their check merges
-        // them), and no tail.
-        let (cut, tail) = if slices_left > 0 {
-            (until, &[][..])
+        // The users are read up to now, for the open window's count, unless slices are left: then
+        // up to the kept ones (their check merges them), as the tail is not read either.
+        let cut = if slices_left > 0 {
+            until
         } else {
-            (tick::whole_second(now).max(until), &recent[..])
+            tick::whole_second(now).max(until)
         };
-        let keep = Keep::new(&Target::of(config), &mark, until, cut, tail, now)?;
-        let kept = store.keep(&keep).await?;
+        let kept = store
+            .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
+            .await?;
         let kept_at = started.elapsed();
         let mut windows: BTreeMap<DateTime<Utc>, Window> =
             recent.iter().map(|w| (w.start, *w)).collect();
@@ -181,7 +180,8 @@ pub async fn run_incremental(
             tenure.note(store, period, &windows, now).await?;
             let mut fenced = Target::of(config);
             fenced.fence = Some(tenure.fence.clone());
-            let finish = Finish::new(&fenced, &windows, keep.tail.as_ref(), until, now)?;
+            let tail: &[Window] = if slices_left > 0 { &[] } else { &recent };
+            let finish = Finish::new(&fenced, &windows, tail, until, now)?;
             let reports = written(store, period, &windows, || async {
                 store.finish_windows(&finish).await
             })

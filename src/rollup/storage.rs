@@ -47,11 +47,10 @@ pub trait LateEventStore: Send + Sync {
 /// Incremental runs (`rollup::tick`): keeping what was written, writing windows from it.
 pub trait TickStore: Send + Sync {
     /// Keeps the settled slices in partials, checks (or merges) their users, counts and merges
-    /// the users written since the newest read, and stages the tail; returns the buckets the
-    /// kept slices fall in and the reads still to check.
+    /// the users written since the newest read; returns the buckets the kept slices fall in
+    /// and the reads still to check.
     fn keep(&self, keep: &Keep) -> impl Future<Output = Result<Kept>> + Send;
 
-    /// Writes the windows from their partials, user sets and the staged tail (seeded first),
-    /// then removes the staged tail.
+    /// Writes the windows from their partials, user sets and the recent writes (seeded first).
     fn finish_windows(&self, finish: &Finish) -> impl Future<Output = Result<()>> + Send;
 }

@@ -10,22 +10,17 @@
 //! - **User sets**: each hourly window's distinct users as the field names of a few documents
 //!   (split by the last character of the user's key), merged with `whenMatched: "merge"`. A
 //!   union only grows with true members, so replays and stale writes cannot spoil it.
-//! - The **tail**: the events written since the last settled slice up to the run's cut (a
-//!   minute or so of writes), read for the recent windows beside the keeping, and staged under
-//!   the run's id as a regular run stages its scans. The users are read up to the same cut, so
-//!   a window's counts and its users see the same writes.
 //! - The **finish** sums a window's partials of settled slices, counts its user sets, adds the
-//!   run's staged tail and writes the window whole through `rollup_finish.json`, fenced like any
-//!   run.
+//!   events written since the last settled slice (read from the audit log, a minute or so of
+//!   writes) and writes the window whole through `rollup_finish.json`, fenced like any run.
 //!
 //! Every UTC offset is a multiple of 15 minutes, so a bucket lies in exactly one hourly window
 //! in every zone, and hourly windows are one hour long everywhere. Pure: no I/O, no clock.
 
-use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::commands::{AggregateCommand, DeleteCommand, Target, UpdateCommand};
+use super::commands::{AggregateCommand, Target, UpdateCommand};
 use super::late_scan::object_id_at;
 use super::pipeline::{
     date, seed_command, start_of_quantum, Bindings, COUNTS_PIPELINE, FINISH_PIPELINE,
@@ -221,75 +216,18 @@ pub struct FinishCommands {
     /// Gives every window a document (keeping its `createdAt`) first.
     pub seed: UpdateCommand,
     /// Sums the windows' partials of slices before `settled`, counts their user sets, adds the
-    /// tail staged under `tail` (if any), and merges the documents.
+    /// events of the `recent` windows written from `settled` on, and merges the documents.
     pub finish: AggregateCommand,
-    /// Removes the staged tail once the finish has read it (the staging collection's TTL index
-    /// removes that of a run that failed before).
-    pub cleanup: Option<DeleteCommand>,
-}
-
-/// The tail of a run: the events of the recent windows written in `[from, to)` — from the first
-/// slice not kept to the run's cut — counted and summed by `rollup_counts.json` and
-/// `rollup_values.json` into the staging collection under `run`, beside the keeping.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tail {
-    pub run: ObjectId,
-    pub windows: Vec<Window>,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    /// The two scans, each `$merge`d into the staging collection.
-    pub scans: Vec<AggregateCommand>,
-}
-
-/// The tail of the `recent` windows written in `[from, to)`, staged under `run`; none when
-/// there are no recent windows or the range is empty.
-pub fn tail_commands(
-    target: &Target<'_>,
-    recent: &[Window],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    now: DateTime<Utc>,
-    run: ObjectId,
-) -> Result<Option<Tail>, PipelineError> {
-    let Some(bindings) = Bindings::of(target, PERIOD, recent, now, run) else {
-        return Ok(None);
-    };
-    if to <= from {
-        return Ok(None);
-    }
-    let stage = doc! {"$merge": {
-        "into": target.staging_collection,
-        "on": "_id",
-        "whenMatched": "replace",
-        "whenNotMatched": "insert",
-    }};
-    let mut scans = Vec::new();
-    for (file, text) in [
-        ("pipelines/rollup_counts.json", COUNTS_PIPELINE),
-        ("pipelines/rollup_values.json", VALUES_PIPELINE),
-    ] {
-        let mut scan = written_in(Some(from), Some(to));
-        scan.extend(stages(file, text, &bindings.scan())?);
-        scan.push(stage.clone());
-        scans.push(target.aggregate(target.audit_collection, scan));
-    }
-    Ok(Some(Tail {
-        run,
-        windows: recent.to_vec(),
-        from,
-        to,
-        scans,
-    }))
 }
 
 /// Writes `windows` (hourly, oldest first, not necessarily consecutive) from their partials of
-/// the slices before `settled`, their user sets, and the documents staged under `tail` (the
-/// events written from `settled` on, of the open window and those before it not yet settled).
-/// Fenced when `target` has a fence.
+/// the slices before `settled` and their user sets; the events written from `settled` on are read
+/// from the audit log for the consecutive `recent` windows (the open one and those before it not
+/// yet settled). Fenced when `target` has a fence.
 pub fn finish_commands(
     target: &Target<'_>,
     windows: &[Window],
-    tail: Option<ObjectId>,
+    recent: &[Window],
     settled: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<FinishCommands, PipelineError> {
@@ -316,14 +254,22 @@ pub fn finish_commands(
             ("windowStarts", Bson::Array(starts.clone())),
         ],
     )?;
-    // The tail: what was written since the last settled slice, staged beside the keeping for
-    // the recent windows only (they hold nearly all of it; a late event of another window waits
-    // for its slice to settle).
-    if let Some(run) = tail {
-        pipeline.push(doc! {"$unionWith": {
-            "coll": target.staging_collection,
-            "pipeline": [{"$match": {"_id.r": run}}],
-        }});
+    // The tail: what was written since the last settled slice, read whole for the recent
+    // windows only (they hold nearly all of it; a late event of another window waits for its
+    // slice to settle).
+    if let Some(tail) = Bindings::of(target, PERIOD, recent, now, bson::oid::ObjectId::new()) {
+        let written = written_in(Some(settled), None);
+        for (file, text) in [
+            ("pipelines/rollup_counts.json", COUNTS_PIPELINE),
+            ("pipelines/rollup_values.json", VALUES_PIPELINE),
+        ] {
+            let mut scan = written.clone();
+            scan.extend(stages(file, text, &tail.scan())?);
+            pipeline.push(doc! {"$unionWith": {
+                "coll": target.audit_collection,
+                "pipeline": scan.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+            }});
+        }
     }
     let finish = stages(
         "pipelines/rollup_finish.json",
@@ -352,11 +298,6 @@ pub fn finish_commands(
     Ok(FinishCommands {
         seed: seed_command(target, PERIOD, windows, now)?,
         finish: target.aggregate(target.partials_collection, pipeline),
-        cleanup: tail.map(|run| DeleteCommand {
-            database: target.database.to_owned(),
-            collection: target.staging_collection.to_owned(),
-            filter: doc! {"_id.r": run},
-        }),
     })
 }
 
@@ -447,19 +388,15 @@ pub struct Keep {
     pub pending: Vec<UsersRead>,
     /// The buckets the kept slices fall in (read after they are kept).
     pub touched: AggregateCommand,
-    /// The writes of the `recent` windows from `until` to `cut`, staged beside the rest.
-    pub tail: Option<Tail>,
 }
 
 impl Keep {
-    /// `cut` (a whole second, at or after `until`) ends this run's read of users, and of the
-    /// `recent` windows' tail (none when they are empty: the finish then reads no tail).
+    /// `cut` (a whole second, at or after `until`) ends this run's read of users.
     pub fn new(
         target: &Target<'_>,
         mark: &TickMark,
         until: DateTime<Utc>,
         cut: DateTime<Utc>,
-        recent: &[Window],
         now: DateTime<Utc>,
     ) -> Result<Keep, PipelineError> {
         let slices = slices(mark.since, until)
@@ -532,7 +469,6 @@ impl Keep {
             ahead,
             pending,
             touched: touched_buckets_command(target, mark.since, until),
-            tail: tail_commands(target, recent, until, cut, now, ObjectId::new())?,
         })
     }
 }
@@ -552,9 +488,9 @@ pub struct Kept {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
     pub windows: Vec<Window>,
-    /// The run whose staged tail is added (the writes from `settled` to the cut).
-    pub tail: Option<ObjectId>,
-    /// The first slice not kept: partials before it, the staged tail from it.
+    /// The windows whose writes from `settled` on are read from the audit log too.
+    pub recent: Vec<Window>,
+    /// The first slice not kept: partials before it, the audit log from it.
     pub settled: DateTime<Utc>,
     pub now: DateTime<Utc>,
     /// The lease the `$merge` is fenced by (bound into `commands.finish`).
@@ -566,25 +502,24 @@ impl Finish {
     pub fn new(
         target: &Target<'_>,
         windows: &[Window],
-        tail: Option<&Tail>,
+        recent: &[Window],
         settled: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Finish, PipelineError> {
-        let tail = tail.map(|t| t.run);
         Ok(Finish {
             windows: windows.to_vec(),
-            tail,
+            recent: recent.to_vec(),
             settled,
             now,
             fence: target.fence.clone(),
-            commands: finish_commands(target, windows, tail, settled, now)?,
+            commands: finish_commands(target, windows, recent, settled, now)?,
         })
     }
 }
 
-/// The commands of a tick as `vcmetrics pipelines --tick` prints them, in an order a run may send
-/// them: each settled slice's two scans, the user-set merge, the touched buckets, the tail's two
-/// staged scans, the seed, the finish of `windows` and the removal of the staged tail.
+/// The commands of a tick as `vcmetrics pipelines --tick` prints them, in the order a run sends
+/// them: each settled slice's two scans, the user-set merge, the touched buckets, the seed and
+/// the finish of `windows`.
 pub fn tick_commands(
     target: &Target<'_>,
     origin: DateTime<Utc>,
@@ -602,19 +537,17 @@ pub fn tick_commands(
         push(&scans.counts);
         push(&scans.values);
     }
-    let cut = whole_second(now).max(until);
-    push(&user_set_command(target, origin, since, cut, now)?);
+    push(&user_set_command(
+        target,
+        origin,
+        since,
+        whole_second(now),
+        now,
+    )?);
     push(&touched_buckets_command(target, since, until));
-    let tail = tail_commands(target, windows, until, cut, now, ObjectId::new())?;
-    for scan in tail.iter().flat_map(|t| &t.scans) {
-        push(scan);
-    }
-    let finish = finish_commands(target, windows, tail.as_ref().map(|t| t.run), until, now)?;
+    let finish = finish_commands(target, windows, windows, until, now)?;
     out.push((finish.seed.database.clone(), finish.seed.to_command()));
     out.push((finish.finish.database.clone(), finish.finish.to_command()));
-    if let Some(cleanup) = &finish.cleanup {
-        out.push((cleanup.database.clone(), cleanup.to_command()));
-    }
     Ok(out)
 }
 
@@ -714,7 +647,6 @@ mod tests {
             &mark,
             utc("2026-03-01T10:01:00Z"),
             utc("2026-03-01T10:02:05Z"),
-            &[],
             utc("2026-03-01T10:02:05Z"),
         )
         .unwrap();
@@ -758,7 +690,6 @@ mod tests {
             &mark,
             utc("2026-03-01T10:06:00Z"),
             utc("2026-03-01T10:07:05Z"),
-            &[],
             utc("2026-03-01T10:07:05Z"),
         )
         .unwrap();
@@ -797,12 +728,10 @@ mod tests {
             &mark,
             utc("2026-03-01T10:06:00Z"),
             utc("2026-03-01T10:06:05Z"),
-            &[],
             utc("2026-03-01T10:06:05Z"),
         )
         .unwrap();
         assert!(idle.ahead.is_none());
-        assert!(idle.tail.is_none());
     }
 
     #[test]
@@ -821,52 +750,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tail_is_read_to_the_cut_beside_the_keeping_and_staged_under_the_run() {
-        let calendar = Calendar::default();
-        let recent = calendar.windows_covering(
-            Period::Hourly,
-            utc("2026-03-01T10:00:00Z"),
-            utc("2026-03-01T11:00:00Z"),
-        );
-        let mark = TickMark::new(utc("2026-03-01T09:00:00Z"), utc("2026-03-01T10:19:00Z"));
-        let (until, cut) = (utc("2026-03-01T10:20:00Z"), utc("2026-03-01T10:21:10Z"));
-        let keep = Keep::new(&target(), &mark, until, cut, &recent, cut).unwrap();
-        let tail = keep.tail.as_ref().unwrap();
-        assert_eq!((tail.from, tail.to, &tail.windows), (until, cut, &recent));
-        assert_eq!(tail.scans.len(), 2);
-        for scan in &tail.scans {
-            assert_eq!(scan.collection, "videocallauditlogs");
-            // The same writes as the users read ahead: from the first slice not kept to the cut.
-            assert_eq!(
-                scan.pipeline[0],
-                doc! {"$match": {"_id": {"$gte": object_id_at(until), "$lt": object_id_at(cut)}}}
-            );
-            let merge = scan
-                .pipeline
-                .last()
-                .unwrap()
-                .get_document("$merge")
-                .unwrap();
-            assert_eq!(merge.get_str("into"), Ok("videocallmetrics_staging"));
-        }
-        let ahead = &keep.ahead.as_ref().unwrap().merge;
-        assert_eq!(
-            ahead.pipeline[0],
-            doc! {"$match": {"_id": {"$gte": object_id_at(until), "$lt": object_id_at(cut)}}}
-        );
-        // No recent windows (slices left to keep), or nothing written yet: no tail.
-        assert!(Keep::new(&target(), &mark, until, cut, &[], cut)
-            .unwrap()
-            .tail
-            .is_none());
-        assert!(Keep::new(&target(), &mark, until, until, &recent, cut)
-            .unwrap()
-            .tail
-            .is_none());
-    }
-
-    #[test]
-    fn the_finish_reads_partials_then_the_staged_tail_and_is_fenced() {
+    fn the_finish_reads_partials_then_the_tail_and_is_fenced() {
         let calendar = Calendar::default();
         let windows = calendar.windows_covering(
             Period::Hourly,
@@ -879,11 +763,10 @@ mod tests {
             epoch: 3,
         });
         let settled = utc("2026-03-01T10:20:00Z");
-        let run = ObjectId::new();
         let c = finish_commands(
             &fenced,
             &windows,
-            Some(run),
+            &windows[1..],
             settled,
             utc("2026-03-01T10:21:10Z"),
         )
@@ -895,31 +778,20 @@ mod tests {
             .pipeline
             .iter()
             .filter_map(|s| s.get_document("$unionWith").ok())
-            .filter(|u| u.get_str("coll") == Ok("videocallmetrics_staging"))
+            .filter(|u| u.get_str("coll") == Ok("videocallauditlogs"))
             .collect();
-        assert_eq!(tails.len(), 1);
-        assert_eq!(
-            tails[0].get_array("pipeline").unwrap()[0],
-            Bson::Document(doc! {"$match": {"_id.r": run}})
-        );
-        // The audit log is not read by the finish.
-        assert!(!c
-            .finish
-            .pipeline
-            .iter()
-            .filter_map(|s| s.get_document("$unionWith").ok())
-            .any(|u| u.get_str("coll") == Ok("videocallauditlogs")));
-        let cleanup = c.cleanup.as_ref().unwrap();
-        assert_eq!(
-            (cleanup.collection.as_str(), &cleanup.filter),
-            ("videocallmetrics_staging", &doc! {"_id.r": run})
-        );
+        assert_eq!(tails.len(), 2);
+        for tail in tails {
+            let first = tail.get_array("pipeline").unwrap()[0]
+                .as_document()
+                .unwrap();
+            assert_eq!(
+                first,
+                &doc! {"$match": {"_id": {"$gte": object_id_at(settled)}}}
+            );
+        }
         let n = c.finish.pipeline.len();
         assert!(c.finish.pipeline[n - 4].contains_key("$lookup"));
         assert!(c.finish.pipeline[n - 1].contains_key("$merge"));
-        // Without a tail: partials and sets only, nothing to remove.
-        let bare = finish_commands(&fenced, &windows, None, settled, settled).unwrap();
-        assert!(bare.cleanup.is_none());
-        assert_eq!(bare.finish.pipeline.len(), n - 1);
     }
 }

@@ -551,12 +551,8 @@ impl TickStore for MongoStore {
                 });
             }
         }
-        if keep.tail.is_some() {
-            self.ensure_staging().await?;
-        }
         // The slices one after the other (a run keeps one or two), each slice's two scans side
-        // by side, then the buckets they touched; the users beside them, and the tail's two
-        // scans.
+        // by side, then the buckets they touched; the users beside them all.
         let slices = async {
             for slice in &keep.slices {
                 let (counts, values) =
@@ -583,21 +579,12 @@ impl TickStore for MongoStore {
             }
             Ok::<_, Error>((started.elapsed(), merged_again))
         };
-        // The tail's two scans one after the other: they take the core the users' merge (the
-        // longest branch) leaves, not a share of the ones it needs.
-        let tail = async {
-            for scan in keep.tail.iter().flat_map(|t| &t.scans) {
-                self.aggregate(scan).await?;
-            }
-            Ok::<_, Error>(started.elapsed())
-        };
-        let (slices, users, tail) = tokio::join!(slices, users, tail);
-        let ((slices_at, touched), (users_at, merged_again), tail_at) = (slices?, users?, tail?);
+        let (slices, users) = tokio::join!(slices, users);
+        let ((slices_at, touched), (users_at, merged_again)) = (slices?, users?);
         tracing::debug!(
             slices = keep.slices.len(),
             slices_ms = slices_at.as_millis(),
             users_ms = users_at.as_millis(),
-            tail_ms = tail_at.as_millis(),
             merged_again,
             total_ms = started.elapsed().as_millis(),
             "writes kept"
@@ -623,16 +610,10 @@ impl TickStore for MongoStore {
         let started = std::time::Instant::now();
         self.seed_windows(&finish.commands.seed).await?;
         let seeded = started.elapsed();
-        let finished = self.aggregate(&finish.commands.finish).await;
-        if let Some(cleanup) = &finish.commands.cleanup {
-            if let Err(e) = self.delete(cleanup).await {
-                tracing::warn!(error = %crate::error::Chain(&e), "could not delete a run's staged tail");
-            }
-        }
-        finished?;
+        self.aggregate(&finish.commands.finish).await?;
         tracing::debug!(
             windows = finish.windows.len(),
-            tail = finish.tail.is_some(),
+            recent = finish.recent.len(),
             seeded_ms = seeded.as_millis(),
             total_ms = started.elapsed().as_millis(),
             "windows written from what is kept"

@@ -50,8 +50,6 @@ pub struct FakeState {
     pub tick_marks: BTreeMap<Period, TickMark>,
     /// The partials kept by incremental runs: calls per (slice, bucket).
     pub kept: BTreeMap<(DateTime<Utc>, DateTime<Utc>), usize>,
-    /// The tails staged by incremental runs: calls per window start, by run.
-    pub staged_tails: BTreeMap<ObjectId, BTreeMap<DateTime<Utc>, usize>>,
     /// Every late-event scan, in order.
     pub late_scans: Vec<LateScan>,
     /// The next this-many late-event mark updates fail.

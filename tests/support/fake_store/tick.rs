@@ -78,24 +78,6 @@ impl TickStore for FakeStore {
                     }
                 }));
             }
-            // The tail: the recent windows' calls written from the first slice not kept to the
-            // cut, staged under the run.
-            if let Some(tail) = &keep.tail {
-                let staged = s.staged_tails.entry(tail.run).or_default();
-                staged.clear();
-                for w in &tail.windows {
-                    let n = writes
-                        .iter()
-                        .filter(|(written, at)| {
-                            tail.from <= *written
-                                && *written < tail.to
-                                && w.start <= *at
-                                && *at < w.end
-                        })
-                        .count();
-                    staged.insert(w.start, n);
-                }
-            }
             Kept {
                 touched: touched.into_iter().collect(),
                 reads,
@@ -111,33 +93,39 @@ impl TickStore for FakeStore {
             now: finish.now,
             fence: finish.fence.as_ref(),
         };
-        // The partials of settled slices, and the staged tail of the recent windows.
-        let merged = self
-            .aggregate_and_merge(merge, || {
-                self.with(|s| {
-                    let staged = finish.tail.and_then(|run| s.staged_tails.get(&run));
-                    finish
-                        .windows
-                        .iter()
-                        .map(|w| {
-                            let kept: usize = s
-                                .kept
+        // The partials of settled slices, and the tail of the recent windows.
+        self.aggregate_and_merge(merge, || {
+            self.with(|s| {
+                let writes = s.call_writes();
+                finish
+                    .windows
+                    .iter()
+                    .map(|w| {
+                        let kept: usize = s
+                            .kept
+                            .iter()
+                            .filter(|((slice, bucket), _)| {
+                                *slice < finish.settled && w.start <= *bucket && *bucket < w.end
+                            })
+                            .map(|(_, n)| *n)
+                            .sum();
+                        let tail = if finish.recent.contains(w) {
+                            writes
                                 .iter()
-                                .filter(|((slice, bucket), _)| {
-                                    *slice < finish.settled && w.start <= *bucket && *bucket < w.end
+                                .filter(|(written, at)| {
+                                    slice_start(*written) >= finish.settled
+                                        && w.start <= *at
+                                        && *at < w.end
                                 })
-                                .map(|(_, n)| *n)
-                                .sum();
-                            let tail = staged.and_then(|t| t.get(&w.start)).copied().unwrap_or(0);
-                            window_document("hourly", w.start, (kept + tail) as i32)
-                        })
-                        .collect()
-                })
+                                .count()
+                        } else {
+                            0
+                        };
+                        window_document("hourly", w.start, (kept + tail) as i32)
+                    })
+                    .collect()
             })
-            .await;
-        if let Some(run) = finish.tail {
-            self.with(|s| s.staged_tails.remove(&run));
-        }
-        merged
+        })
+        .await
     }
 }
