@@ -630,7 +630,7 @@ struct RunParts {
     late_scan: u64,
 }
 
-/// A duration the daemon logged in ms: a number, or a string where it was wider than 64 bits.
+/// A duration the daemon logged in ms: a number, or the string its JSON log writes a `u128` as.
 fn millis(v: &serde_json::Value) -> u64 {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
