@@ -21,7 +21,8 @@
 //!   windows (from the watermark to the open one) and the windows the kept slices touched, then
 //!   moves the mark to `until` and the watermark to the window of `until`: windows that ended
 //!   before `until` have all their slices kept. The late-event scan of the windows before the
-//!   origin runs beside all that.
+//!   origin runs beside the writing of windows, once the keeping is done: the keeping's users
+//!   are the run's longest part, and the engine's cores are shared.
 //!
 //! A crash anywhere repeats the work: slices are replaced whole, sets only take true members,
 //! and the mark moves last.
@@ -125,7 +126,9 @@ pub async fn run_incremental(
 
     let before_origin_done = started.elapsed();
     // From the origin, beside the late events of the windows before it (the late-event scan
-    // writes only those, and moves a mark of its own).
+    // writes only those, and moves a mark of its own). The scan waits for the keeping, whose
+    // users are the run's longest part, and runs beside the writing of windows.
+    let kept_done = tokio::sync::Notify::new();
     let from_origin = async {
         // Keep the settled slices, then write windows from what is kept.
         let slices = tick::slices(mark.since, settled);
@@ -157,9 +160,14 @@ pub async fn run_incremental(
         } else {
             tick::whole_second(now).max(until)
         };
-        let kept = store
-            .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
-            .await?;
+        let kept = async {
+            store
+                .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
+                .await
+        }
+        .await;
+        kept_done.notify_one();
+        let kept = kept?;
         let kept_at = started.elapsed();
         let mut windows: BTreeMap<DateTime<Utc>, Window> =
             recent.iter().map(|w| (w.start, *w)).collect();
@@ -222,6 +230,7 @@ pub async fn run_incremental(
         ))
     };
     let late = async {
+        kept_done.notified().await;
         let late_started = std::time::Instant::now();
         let late =
             refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await;
