@@ -179,51 +179,6 @@ pub fn user_set_command(
     Ok(target.aggregate(target.audit_collection, pipeline))
 }
 
-/// Where [`user_set_commands`] halves the splits: keys whose last character sorts before it,
-/// and the rest (an ObjectId's key ends in a hex digit, so each half holds eight splits).
-pub const SPLITS_HALVED_AT: &str = "8";
-
-/// [`user_set_command`] in two halves by split, sent side by side: the merge is a run's longest
-/// part and one aggregate runs on one core of the engine, so each half reads the range again
-/// (a few hundredths of a second) to merge half of the set documents on another core. The
-/// halves merge into disjoint documents, as the split key (`pipelines/user_set.json`'s `h`)
-/// decides both.
-pub fn user_set_commands(
-    target: &Target<'_>,
-    origin: DateTime<Utc>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Vec<AggregateCommand>, PipelineError> {
-    let whole = user_set_command(target, origin, from, to, now)?;
-    let group = whole
-        .pipeline
-        .iter()
-        .position(|stage| stage.contains_key("$group"));
-    let split = group
-        .and_then(|at| whole.pipeline[at].get_document("$group").ok())
-        .and_then(|g| g.get_document("_id").ok())
-        .and_then(|key| key.get("h"))
-        .cloned();
-    let (Some(at), Some(split)) = (group, split) else {
-        return Err(PipelineError::Shape {
-            file: "pipelines/user_set.json",
-            expected: "a $group whose _id has the split h",
-        });
-    };
-    Ok(["$lt", "$gte"]
-        .into_iter()
-        .map(|op| {
-            let mut half = whole.clone();
-            half.pipeline.insert(
-                at,
-                doc! {"$match": {"$expr": {op: [split.clone(), SPLITS_HALVED_AT]}}},
-            );
-            half
-        })
-        .collect())
-}
-
 /// How many events were written in `[from, to)`: one document `{n}`, or none for zero.
 pub fn written_count_command(
     target: &Target<'_>,
@@ -410,12 +365,11 @@ pub struct UsersCheck {
     pub merge: AggregateCommand,
 }
 
-/// The users this run reads first: its ranges (one per slice) are counted, then merged in one
-/// read, in halves side by side ([`user_set_commands`]).
+/// The users this run reads first: its ranges (one per slice) are counted, then merged in one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsersAhead {
     pub ranges: Vec<(DateTime<Utc>, DateTime<Utc>, AggregateCommand)>,
-    pub merges: Vec<AggregateCommand>,
+    pub merge: AggregateCommand,
 }
 
 /// One run's keeping: the settled slices of `[since, until)` into partials; their users checked
@@ -500,7 +454,7 @@ impl Keep {
                     .into_iter()
                     .map(|(a, b)| (a, b, written_count_command(target, a, b)))
                     .collect(),
-                merges: user_set_commands(target, mark.origin, from, cut, now)?,
+                merge: merge(from, cut)?,
             })
         } else {
             None
@@ -564,8 +518,8 @@ impl Finish {
 }
 
 /// The commands of a tick as `vcmetrics pipelines --tick` prints them, in the order a run sends
-/// them: each settled slice's two scans, the user-set merge (its two halves), the touched
-/// buckets, the seed and the finish of `windows`.
+/// them: each settled slice's two scans, the user-set merge, the touched buckets, the seed and
+/// the finish of `windows`.
 pub fn tick_commands(
     target: &Target<'_>,
     origin: DateTime<Utc>,
@@ -583,9 +537,13 @@ pub fn tick_commands(
         push(&scans.counts);
         push(&scans.values);
     }
-    for merge in user_set_commands(target, origin, since, whole_second(now), now)? {
-        push(&merge);
-    }
+    push(&user_set_command(
+        target,
+        origin,
+        since,
+        whole_second(now),
+        now,
+    )?);
     push(&touched_buckets_command(target, since, until));
     let finish = finish_commands(target, windows, windows, until, now)?;
     out.push((finish.seed.database.clone(), finish.seed.to_command()));
@@ -615,41 +573,6 @@ mod tests {
             ]
         );
         assert!(slices(utc("2026-03-01T10:03:00Z"), utc("2026-03-01T10:03:00Z")).is_empty());
-    }
-
-    #[test]
-    fn the_users_merge_is_halved_by_split_into_disjoint_documents() {
-        let (origin, from, to) = (
-            utc("2026-03-01T10:00:00Z"),
-            utc("2026-03-01T10:07:00Z"),
-            utc("2026-03-01T10:08:05Z"),
-        );
-        let whole = user_set_command(&target(), origin, from, to, to).unwrap();
-        let halves = user_set_commands(&target(), origin, from, to, to).unwrap();
-        assert_eq!(halves.len(), 2);
-        let at = whole
-            .pipeline
-            .iter()
-            .position(|s| s.contains_key("$group"))
-            .unwrap();
-        let split = whole.pipeline[at]
-            .get_document("$group")
-            .unwrap()
-            .get_document("_id")
-            .unwrap()
-            .get("h")
-            .unwrap()
-            .clone();
-        // Each half is the whole merge with one filter before the $group: the split below "8",
-        // or not; together they take every key once.
-        for (half, op) in halves.iter().zip(["$lt", "$gte"]) {
-            let mut without = half.clone();
-            assert_eq!(
-                without.pipeline.remove(at),
-                doc! {"$match": {"$expr": {op: [split.clone(), "8"]}}}
-            );
-            assert_eq!(without, whole);
-        }
     }
 
     #[test]
@@ -737,13 +660,12 @@ mod tests {
             ]
         );
         assert!(keep.pending.is_empty());
-        for merge in &keep.ahead.as_ref().unwrap().merges {
-            assert_eq!(
-                merge.pipeline[0],
-                doc! {"$match": {"_id": {"$gte": object_id_at(utc("2026-03-01T10:01:00Z")),
-                "$lt": object_id_at(utc("2026-03-01T10:02:05Z"))}}}
-            );
-        }
+        let merge = &keep.ahead.as_ref().unwrap().merge;
+        assert_eq!(
+            merge.pipeline[0],
+            doc! {"$match": {"_id": {"$gte": object_id_at(utc("2026-03-01T10:01:00Z")),
+            "$lt": object_id_at(utc("2026-03-01T10:02:05Z"))}}}
+        );
     }
 
     #[test]

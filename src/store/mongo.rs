@@ -544,7 +544,7 @@ impl TickStore for MongoStore {
         // command at a time beside them: the slices (a run keeps one or two), each slice's two
         // scans one after the other, then the buckets they touched. The users: the kept slices'
         // ranges checked, beside this run's read, counted first (whatever the counts saw, the
-        // merge reads) and then merged, in halves side by side.
+        // merge reads) and then merged.
         let slices = async {
             for slice in &keep.slices {
                 self.aggregate(&slice.counts).await?;
@@ -576,10 +576,7 @@ impl TickStore for MongoStore {
                         events: self.written_count(count).await?,
                     });
                 }
-                futures_util::future::try_join_all(
-                    ahead.merges.iter().map(|merge| self.aggregate(merge)),
-                )
-                .await?;
+                self.aggregate(&ahead.merge).await?;
             }
             Ok::<_, Error>(reads)
         };
