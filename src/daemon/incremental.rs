@@ -130,6 +130,8 @@ pub async fn run_incremental(
     // users are the run's longest part, and runs beside the writing of windows.
     let kept_done = tokio::sync::Notify::new();
     let from_origin = async {
+        // Wakes the scan when dropped: after the keeping, or on any way out before it.
+        let keeping = KeepingDone(&kept_done);
         // Keep the settled slices, then write windows from what is kept.
         let slices = tick::slices(mark.since, settled);
         let until = slices
@@ -160,13 +162,10 @@ pub async fn run_incremental(
         } else {
             tick::whole_second(now).max(until)
         };
-        let kept = async {
-            store
-                .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
-                .await
-        }
-        .await;
-        kept_done.notify_one();
+        let kept = store
+            .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
+            .await;
+        drop(keeping);
         let kept = kept?;
         let kept_at = started.elapsed();
         let mut windows: BTreeMap<DateTime<Utc>, Window> =
@@ -255,6 +254,15 @@ pub async fn run_incremental(
     outcome.reports.sort_by_key(|r| r.window.start);
     outcome.windows = outcome.reports.iter().map(|r| r.window).collect();
     Ok(outcome)
+}
+
+/// Lets the late-event scan start when dropped: the end of the keeping, whichever way it ends.
+struct KeepingDone<'a>(&'a tokio::sync::Notify);
+
+impl Drop for KeepingDone<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 /// Writes `windows` with `write` and compares each with what was stored before.
