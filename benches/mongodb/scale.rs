@@ -595,7 +595,7 @@ async fn freshness(
         }
     };
     println!(
-        "   the incremental runs' parts after the first, min/p50/max ms: keeping {} (the slices {}, beside them the users {}), then writing the windows {}; the late-event scan beside both {}",
+        "   the incremental runs' parts after the first, min/p50/max ms: keeping {} (the slices {}, beside them the users {}), then writing the windows {}; the late-event scan, after the keeping and beside the writing, {}",
         spread(|p| p.keep),
         spread(|p| p.slices),
         spread(|p| p.users),

@@ -21,7 +21,8 @@
 //!   windows (from the watermark to the open one) and the windows the kept slices touched, then
 //!   moves the mark to `until` and the watermark to the window of `until`: windows that ended
 //!   before `until` have all their slices kept. The late-event scan of the windows before the
-//!   origin runs beside all that.
+//!   origin runs beside the writing of windows, once the keeping is done: the keeping's users
+//!   are the run's longest part, and the engine's cores are shared.
 //!
 //! A crash anywhere repeats the work: slices are replaced whole, sets only take true members,
 //! and the mark moves last.
@@ -125,8 +126,12 @@ pub async fn run_incremental(
 
     let before_origin_done = started.elapsed();
     // From the origin, beside the late events of the windows before it (the late-event scan
-    // writes only those, and moves a mark of its own).
+    // writes only those, and moves a mark of its own). The scan waits for the keeping, whose
+    // users are the run's longest part, and runs beside the writing of windows.
+    let kept_done = tokio::sync::Notify::new();
     let from_origin = async {
+        // Wakes the scan when dropped: after the keeping, or on any way out before it.
+        let keeping = KeepingDone(&kept_done);
         // Keep the settled slices, then write windows from what is kept.
         let slices = tick::slices(mark.since, settled);
         let until = slices
@@ -159,7 +164,9 @@ pub async fn run_incremental(
         };
         let kept = store
             .keep(&Keep::new(&Target::of(config), &mark, until, cut, now)?)
-            .await?;
+            .await;
+        drop(keeping);
+        let kept = kept?;
         let kept_at = started.elapsed();
         let mut windows: BTreeMap<DateTime<Utc>, Window> =
             recent.iter().map(|w| (w.start, *w)).collect();
@@ -222,6 +229,7 @@ pub async fn run_incremental(
         ))
     };
     let late = async {
+        kept_done.notified().await;
         let late_started = std::time::Instant::now();
         let late =
             refresh_late_windows(store, config, period, now, mark.origin, horizon, tenure).await;
@@ -246,6 +254,15 @@ pub async fn run_incremental(
     outcome.reports.sort_by_key(|r| r.window.start);
     outcome.windows = outcome.reports.iter().map(|r| r.window).collect();
     Ok(outcome)
+}
+
+/// Lets the late-event scan start when dropped: the end of the keeping, whichever way it ends.
+struct KeepingDone<'a>(&'a tokio::sync::Notify);
+
+impl Drop for KeepingDone<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 /// Writes `windows` with `write` and compares each with what was stored before.

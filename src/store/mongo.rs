@@ -540,30 +540,20 @@ impl RollupStore for MongoStore {
 impl TickStore for MongoStore {
     async fn keep(&self, keep: &Keep) -> Result<Kept> {
         let started = std::time::Instant::now();
-        // This run's read of users is counted first: whatever the counts saw, the merge reads.
-        let mut reads = keep.pending.clone();
-        if let Some(ahead) = &keep.ahead {
-            for (from, to, count) in &ahead.ranges {
-                reads.push(UsersRead {
-                    from: *from,
-                    to: *to,
-                    events: self.written_count(count).await?,
-                });
-            }
-        }
-        // The slices one after the other (a run keeps one or two), each slice's two scans side
-        // by side, then the buckets they touched; the users beside them all.
+        // The users are the longest part and the engine's cores are few, so the rest goes one
+        // command at a time beside them: the slices (a run keeps one or two), each slice's two
+        // scans one after the other, then the buckets they touched. The users: the kept slices'
+        // ranges checked, beside this run's read, counted first (whatever the counts saw, the
+        // merge reads) and then merged.
         let slices = async {
             for slice in &keep.slices {
-                let (counts, values) =
-                    tokio::join!(self.aggregate(&slice.counts), self.aggregate(&slice.values));
-                counts?;
-                values?;
+                self.aggregate(&slice.counts).await?;
+                self.aggregate(&slice.values).await?;
             }
             let kept_at = started.elapsed();
             Ok::<_, Error>((kept_at, self.aggregate(&keep.touched).await?))
         };
-        let users = async {
+        let checks = async {
             let mut merged_again = 0;
             for check in &keep.checks {
                 if let Some((events, count)) = &check.check {
@@ -574,13 +564,28 @@ impl TickStore for MongoStore {
                 }
                 self.aggregate(&check.merge).await?;
             }
+            Ok::<_, Error>(merged_again)
+        };
+        let ahead = async {
+            let mut reads = keep.pending.clone();
             if let Some(ahead) = &keep.ahead {
+                for (from, to, count) in &ahead.ranges {
+                    reads.push(UsersRead {
+                        from: *from,
+                        to: *to,
+                        events: self.written_count(count).await?,
+                    });
+                }
                 self.aggregate(&ahead.merge).await?;
             }
-            Ok::<_, Error>((started.elapsed(), merged_again))
+            Ok::<_, Error>(reads)
+        };
+        let users = async {
+            let (checks, ahead) = tokio::join!(checks, ahead);
+            Ok::<_, Error>((started.elapsed(), checks?, ahead?))
         };
         let (slices, users) = tokio::join!(slices, users);
-        let ((slices_at, touched), (users_at, merged_again)) = (slices?, users?);
+        let ((slices_at, touched), (users_at, merged_again, reads)) = (slices?, users?);
         tracing::debug!(
             slices = keep.slices.len(),
             slices_ms = slices_at.as_millis(),
