@@ -543,8 +543,9 @@ impl TickStore for MongoStore {
         // The users are the longest part and the engine's cores are few, so the rest goes one
         // command at a time beside them: the slices (a run keeps one or two), each slice's two
         // scans one after the other, then the buckets they touched. The users: the kept slices'
-        // ranges checked, beside this run's read, counted first (whatever the counts saw, the
-        // merge reads) and then merged.
+        // ranges counted again, beside this run's read (counted first: whatever the counts saw,
+        // the merge reads) and its merge; then the ranges to merge again. Never two merges into
+        // the user sets at once: two upserts of one new document race to a duplicate key.
         let slices = async {
             for slice in &keep.slices {
                 self.aggregate(&slice.counts).await?;
@@ -554,17 +555,16 @@ impl TickStore for MongoStore {
             Ok::<_, Error>((kept_at, self.aggregate(&keep.touched).await?))
         };
         let checks = async {
-            let mut merged_again = 0;
+            let mut again = Vec::new();
             for check in &keep.checks {
                 if let Some((events, count)) = &check.check {
                     if self.written_count(count).await? == *events {
                         continue;
                     }
-                    merged_again += 1;
                 }
-                self.aggregate(&check.merge).await?;
+                again.push(check);
             }
-            Ok::<_, Error>(merged_again)
+            Ok::<_, Error>(again)
         };
         let ahead = async {
             let mut reads = keep.pending.clone();
@@ -581,8 +581,14 @@ impl TickStore for MongoStore {
             Ok::<_, Error>(reads)
         };
         let users = async {
-            let (checks, ahead) = tokio::join!(checks, ahead);
-            Ok::<_, Error>((started.elapsed(), checks?, ahead?))
+            let (again, reads) = tokio::join!(checks, ahead);
+            let (again, reads) = (again?, reads?);
+            let mut merged_again = 0;
+            for check in again {
+                merged_again += usize::from(check.check.is_some());
+                self.aggregate(&check.merge).await?;
+            }
+            Ok::<_, Error>((started.elapsed(), merged_again, reads))
         };
         let (slices, users) = tokio::join!(slices, users);
         let ((slices_at, touched), (users_at, merged_again, reads)) = (slices?, users?);
