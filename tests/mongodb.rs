@@ -848,7 +848,7 @@ async fn incremental_hourly_runs_write_what_a_recompute_computes() {
             &mut Vec::new(),
         )
         .await
-        .unwrap_or_else(|e| panic!("the run at {now}: {e}"));
+        .unwrap_or_else(|e| panic!("the run at {now}: {e:?}"));
         now += support::minutes(7);
     }
     let mark = store.tick_mark(Period::Hourly).await.unwrap().unwrap();

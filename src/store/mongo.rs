@@ -885,20 +885,28 @@ impl MarkStore for MongoStore {
         until: DateTime<Utc>,
     ) -> Result<()> {
         let starts: Vec<Bson> = starts.iter().map(|t| bson_date(*t)).collect();
-        self.database
-            .collection::<Document>(&self.state_collection)
-            .update_one(
-                doc! {"_id": rewrite_id(period)},
-                doc! {
-                    "$addToSet": {"windows": {"$each": starts}},
-                    "$max": {"until": bson_date(until)},
-                    "$set": {"period": period.as_str()},
-                },
-            )
-            .upsert(true)
-            .await
-            .map(drop)
-            .map_err(self.failed("update (rewrite)"))
+        let state = self.database.collection::<Document>(&self.state_collection);
+        let note = || {
+            state
+                .update_one(
+                    doc! {"_id": rewrite_id(period)},
+                    doc! {
+                        "$addToSet": {"windows": {"$each": &starts}},
+                        "$max": {"until": bson_date(until)},
+                        "$set": {"period": period.as_str()},
+                    },
+                )
+                .upsert(true)
+        };
+        // The late-event scan and the finish may note at once: when both upsert the document
+        // first, one loses with a duplicate key (MongoDB retries that on the server since 4.2,
+        // SERVER-37124; DocumentDB need not) and finds the document there on a second try.
+        match note().await {
+            Err(e) if is_duplicate_key(&e) => note().await,
+            done => done,
+        }
+        .map(drop)
+        .map_err(self.failed("update (rewrite)"))
     }
 
     async fn pending_rewrite(&self, period: Period) -> Result<Option<PendingRewrite>> {
