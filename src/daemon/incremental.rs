@@ -36,7 +36,7 @@ use super::records::LateReport;
 use super::tenure::{confirm_lease, write_windows, Tenure};
 use crate::archive::storage::RetentionStore;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Chain, Result};
 use crate::metrics_document::WindowMetrics;
 use crate::rollup::commands::Target;
 use crate::rollup::report::{Outcome, WindowReport};
@@ -240,7 +240,7 @@ pub async fn run_incremental(
         Ok(done) => done,
         Err(e) => {
             if let Err(late) = &late {
-                tracing::warn!(period = %period, error = %late, "the late-event scan failed too");
+                tracing::warn!(period = %period, error = %Chain(late), "the late-event scan failed too");
             }
             return Err(e);
         }
