@@ -422,6 +422,33 @@ async fn freshness(
         }
     });
 
+    // The start-up is apart from the measured steady state: every period's first run, the
+    // hourly one reading the history as the writes of its open hour (a bulk load gives every
+    // event a write time of now, unlike a platform writing as events happen).
+    let up = Instant::now();
+    let first_runs = loop {
+        let finished: Vec<(String, u64)> = runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, _, ms)| (p.clone(), *ms))
+            .collect();
+        if Period::ALL
+            .iter()
+            .all(|p| finished.iter().any(|(q, _)| q == p.as_str()))
+        {
+            break finished;
+        }
+        if up.elapsed() > Duration::from_secs(900) {
+            anyhow::bail!("the daemon's first runs did not all finish within 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "   start-up, not measured: every period's first run done after {:.1} s (period: ms {:?})",
+        up.elapsed().as_secs_f64(),
+        first_runs
+    );
     let db = mongodb::Client::with_uri_str(uri)
         .await?
         .database(&loaded.name);
@@ -545,7 +572,7 @@ async fn freshness(
         latencies.last().copied().unwrap_or(f64::NAN),
         target.as_secs()
     );
-    // The first runs start together and catch up; the steady state is what the target is for.
+    // The first hourly run is the start-up's; the steady state is what the target is for.
     let hourly: Vec<(Instant, u64)> = runs
         .iter()
         .filter(|(p, _, _)| p == "hourly")
