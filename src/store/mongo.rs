@@ -544,8 +544,9 @@ impl TickStore for MongoStore {
         // command at a time beside them: the slices (a run keeps one or two), each slice's two
         // scans one after the other, then the buckets they touched. The users: the kept slices'
         // ranges counted again, beside this run's read (counted first: whatever the counts saw,
-        // the merge reads) and its merge; then the ranges to merge again. Never two merges into
-        // the user sets at once: two upserts of one new document race to a duplicate key.
+        // the merge reads) and its merge; then the ranges to merge (never read, or whose count
+        // changed). Never two merges into the user sets at once: two upserts of one new
+        // document race to a duplicate key.
         let slices = async {
             for slice in &keep.slices {
                 self.aggregate(&slice.counts).await?;
@@ -555,16 +556,16 @@ impl TickStore for MongoStore {
             Ok::<_, Error>((kept_at, self.aggregate(&keep.touched).await?))
         };
         let checks = async {
-            let mut again = Vec::new();
+            let mut to_merge = Vec::new();
             for check in &keep.checks {
                 if let Some((events, count)) = &check.check {
                     if self.written_count(count).await? == *events {
                         continue;
                     }
                 }
-                again.push(check);
+                to_merge.push(check);
             }
-            Ok::<_, Error>(again)
+            Ok::<_, Error>(to_merge)
         };
         let ahead = async {
             let mut reads = keep.pending.clone();
@@ -581,10 +582,10 @@ impl TickStore for MongoStore {
             Ok::<_, Error>(reads)
         };
         let users = async {
-            let (again, reads) = tokio::join!(checks, ahead);
-            let (again, reads) = (again?, reads?);
+            let (to_merge, reads) = tokio::join!(checks, ahead);
+            let (to_merge, reads) = (to_merge?, reads?);
             let mut merged_again = 0;
-            for check in again {
+            for check in to_merge {
                 merged_again += usize::from(check.check.is_some());
                 self.aggregate(&check.merge).await?;
             }
